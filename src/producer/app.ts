@@ -1,0 +1,103 @@
+/**
+ * The HTTP API. buildApp() never listens: tests use app.inject, server.ts listens. Every route has
+ * TypeBox schemas for params, body and each response.
+ */
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FlowProducer } from 'bullmq';
+import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
+import type { ClusterAdapter } from '../shared/cluster/adapter.js';
+import type { Config } from '../shared/config.js';
+import { ErrorCode, SlotfleetError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import type { MigrationStore } from '../shared/queue/migration-store.js';
+import { ErrorResponse, statusForCode } from './http-errors.js';
+import { registerMigrationRoutes } from './routes/migrations.js';
+import { Health } from './schemas.js';
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly store: MigrationStore;
+  readonly flowProducer: FlowProducer;
+  /** The adapter of a configured cluster, or undefined when no cluster has that name. */
+  readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
+}
+
+/** Request bodies larger than this are refused with 413 before they are parsed. */
+const BODY_LIMIT_BYTES = 1_048_576;
+
+export function buildApp(deps: AppDeps) {
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // Unknown fields are an error, not silently dropped: a misspelt option must not be ignored.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addSchema(ErrorResponse);
+
+  app.setErrorHandler((error: FastifyError | SlotfleetError, request, reply) => {
+    if (error instanceof SlotfleetError) {
+      const statusCode = statusForCode(error.code);
+      if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
+      return reply.status(statusCode).send({
+        statusCode,
+        error: reasonPhrase(statusCode),
+        code: error.code,
+        message: error.message,
+        ...(error.details ? { details: error.details } : {}),
+      });
+    }
+    if (error.validation) {
+      return reply.status(400).send({
+        statusCode: 400,
+        error: 'Bad Request',
+        code: ErrorCode.InvalidRequest,
+        message: error.message,
+      });
+    }
+    const statusCode = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
+    if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.status(statusCode).send({
+      statusCode,
+      error: reasonPhrase(statusCode),
+      code: statusCode >= 500 ? 'INTERNAL' : ErrorCode.InvalidRequest,
+      message: statusCode >= 500 ? 'internal error: see the API log' : error.message,
+    });
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({
+      statusCode: 404,
+      error: 'Not Found',
+      code: ErrorCode.NotFound,
+      message: `no route ${request.method} ${request.url.split('?')[0]}`,
+    }),
+  );
+
+  app.get(
+    '/healthz',
+    { schema: { description: 'Liveness: the process answers.', response: { 200: Health } } },
+    async () => ({ status: 'ok' as const }),
+  );
+
+  registerMigrationRoutes(app, deps);
+  return app;
+}
+
+function reasonPhrase(statusCode: number): string {
+  const phrases: Record<number, string> = {
+    400: 'Bad Request',
+    401: 'Unauthorized',
+    404: 'Not Found',
+    409: 'Conflict',
+    413: 'Payload Too Large',
+    415: 'Unsupported Media Type',
+    422: 'Unprocessable Entity',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  };
+  return phrases[statusCode] ?? (statusCode >= 500 ? 'Internal Server Error' : 'Error');
+}
+
+export type App = ReturnType<typeof buildApp>;

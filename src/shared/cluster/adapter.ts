@@ -1,0 +1,279 @@
+/**
+ * The only code that speaks to Redis Cluster nodes. One ioredis connection per node address, shared
+ * by every slot job of the process and auto-pipelined: commands that concurrent jobs issue to the
+ * same node in one event-loop turn leave in one write, and the node answers them in one turn (so it
+ * also saves its cluster config once for all of them).
+ */
+import { Redis } from 'ioredis';
+import type { RedisEndpoint } from '../config.js';
+import type { ClusterSnapshot, NodeRef } from '../domain/plan.js';
+import { snapshotFromViews } from '../domain/plan.js';
+import type { NodeSlotState, SlotObservation } from '../domain/slot-migration.js';
+import { type ClusterNode, NodeRole, type NodeView, ownerOf, parseClusterNodes } from '../domain/topology.js';
+import { ErrorCode, SlotfleetError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { mapRedisError } from './error-map.js';
+
+export interface ClusterAdapterOptions {
+  /** Commands that get no reply within this time fail (a SIGSTOPped node must not hang a job forever). */
+  readonly commandTimeoutMs: number;
+  readonly logger?: Logger;
+}
+
+type Address = Pick<NodeRef, 'host' | 'port'>;
+
+export interface MigrateOptions {
+  readonly timeoutMs: number;
+  readonly replace?: boolean;
+}
+
+export class ClusterAdapter {
+  private readonly connections = new Map<string, Redis>();
+  private knownAddresses: Address[] = [];
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    private readonly seed: RedisEndpoint,
+    private readonly options: ClusterAdapterOptions,
+  ) {
+    this.knownAddresses = [{ host: seed.host, port: seed.port }];
+  }
+
+  /** CLUSTER NODES of one node, parsed. */
+  async readView(node: Address): Promise<NodeView> {
+    const text = await this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES'));
+    return parseClusterNodes(String(text));
+  }
+
+  /** A view from the seed node, or from any node seen before if the seed does not answer. */
+  async readAnyView(): Promise<NodeView> {
+    let lastError: unknown;
+    for (const address of this.knownAddresses) {
+      try {
+        const view = await this.readView(address);
+        this.knownAddresses = uniqueAddresses([
+          address,
+          ...view.nodes.filter((node) => !node.failed).map((node) => ({ host: node.host, port: node.port })),
+          { host: this.seed.host, port: this.seed.port },
+        ]);
+        return view;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw mapRedisError(lastError, `cluster ${this.name}: no node answered CLUSTER NODES`);
+  }
+
+  /** The seed's node list plus every reachable master's own open slots. */
+  async snapshot(): Promise<ClusterSnapshot> {
+    const seedView = await this.readAnyView();
+    const masters = seedView.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
+    const views = await Promise.all(masters.map((master) => this.readView(master)));
+    return snapshotFromViews(seedView, views);
+  }
+
+  /** The masters reachable according to a fresh view, for finalization and checks. */
+  async masters(): Promise<ClusterNode[]> {
+    const view = await this.readAnyView();
+    return view.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
+  }
+
+  /**
+   * What the source and the target (and, when asked, every other master) say about one slot.
+   * Issued in parallel: one round trip per node.
+   */
+  async observeSlot(
+    slot: number,
+    source: NodeRef,
+    target: NodeRef,
+    options: { includeOthers: boolean },
+  ): Promise<SlotObservation> {
+    const [sourceView, sourceKeys, targetView] = await Promise.all([
+      this.readView(source),
+      this.countKeysInSlot(source, slot),
+      this.readView(target),
+    ]);
+    let others: { nodeId: string; owner: string | null }[] = [];
+    if (options.includeOthers) {
+      const otherMasters = sourceView.nodes.filter(
+        (node) =>
+          node.role === NodeRole.Master && !node.failed && node.id !== source.id && node.id !== target.id,
+      );
+      others = await Promise.all(
+        otherMasters.map(async (node) => ({
+          nodeId: node.id,
+          owner: ownerOf(await this.readView(node), slot),
+        })),
+      );
+    }
+    return {
+      slot,
+      sourceId: source.id,
+      targetId: target.id,
+      source: { ...slotStateIn(sourceView, slot, source.id), keys: sourceKeys },
+      target: slotStateIn(targetView, slot, target.id),
+      others,
+    };
+  }
+
+  async countKeysInSlot(node: Address, slot: number): Promise<number> {
+    const count = await this.run(node, `COUNTKEYSINSLOT ${slot}`, (redis) =>
+      redis.call('CLUSTER', 'COUNTKEYSINSLOT', slot),
+    );
+    return Number(count);
+  }
+
+  /** Key names as Buffers: keys are binary-safe and must reach MIGRATE byte for byte. */
+  async getKeysInSlot(node: Address, slot: number, count: number): Promise<Buffer[]> {
+    const keys = await this.run(node, `GETKEYSINSLOT ${slot}`, (redis) =>
+      redis.callBuffer('CLUSTER', 'GETKEYSINSLOT', slot, count),
+    );
+    return keys as Buffer[];
+  }
+
+  async setSlotImporting(target: Address, slot: number, sourceId: string): Promise<void> {
+    await this.setSlot(target, slot, 'IMPORTING', sourceId);
+  }
+
+  async setSlotMigrating(source: Address, slot: number, targetId: string): Promise<void> {
+    await this.setSlot(source, slot, 'MIGRATING', targetId);
+  }
+
+  async setSlotNode(node: Address, slot: number, ownerId: string): Promise<void> {
+    await this.setSlot(node, slot, 'NODE', ownerId);
+  }
+
+  private async setSlot(
+    node: Address,
+    slot: number,
+    subcommand: 'IMPORTING' | 'MIGRATING' | 'NODE',
+    nodeId: string,
+  ) {
+    await this.run(node, `SETSLOT ${slot} ${subcommand} ${nodeId}`, (redis) =>
+      redis.call('CLUSTER', 'SETSLOT', slot, subcommand, nodeId),
+    );
+  }
+
+  async setSlotStable(node: Address, slot: number): Promise<void> {
+    await this.run(node, `SETSLOT ${slot} STABLE`, (redis) =>
+      redis.call('CLUSTER', 'SETSLOT', slot, 'STABLE'),
+    );
+  }
+
+  /**
+   * MIGRATE host port "" 0 timeout [REPLACE] [AUTH2 user pass] KEYS ...: moves the keys atomically
+   * per key (the source deletes a key only after the target acknowledged its RESTORE).
+   * @returns the number of keys sent (0 when none of them existed any more: +NOKEY).
+   */
+  async migrate(
+    source: Address,
+    target: Address,
+    keys: readonly Buffer[],
+    options: MigrateOptions,
+  ): Promise<number> {
+    if (keys.length === 0) return 0;
+    const args: (string | number | Buffer)[] = [target.host, target.port, '', 0, options.timeoutMs];
+    if (options.replace) args.push('REPLACE');
+    if (this.seed.password !== undefined) {
+      if (this.seed.username !== undefined) args.push('AUTH2', this.seed.username, this.seed.password);
+      else args.push('AUTH', this.seed.password);
+    }
+    args.push('KEYS', ...keys);
+    const reply = await this.run(
+      source,
+      `MIGRATE ${keys.length} keys to ${target.host}:${target.port}`,
+      (redis) => redis.call('MIGRATE', ...args),
+      options.timeoutMs + this.options.commandTimeoutMs,
+    );
+    return reply === 'NOKEY' ? 0 : keys.length;
+  }
+
+  async ping(): Promise<void> {
+    await this.run(this.knownAddresses[0]!, 'PING', (redis) => redis.ping());
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const connections = [...this.connections.values()];
+    this.connections.clear();
+    await Promise.all(connections.map((redis) => redis.quit().catch(() => redis.disconnect())));
+  }
+
+  private connection(node: Address): Redis {
+    if (this.closed)
+      throw new SlotfleetError(ErrorCode.Connection, `cluster ${this.name}: adapter is closed`);
+    const key = `${node.host}:${node.port}`;
+    let redis = this.connections.get(key);
+    if (!redis) {
+      redis = new Redis({
+        host: node.host,
+        port: node.port,
+        ...(this.seed.username !== undefined ? { username: this.seed.username } : {}),
+        ...(this.seed.password !== undefined ? { password: this.seed.password } : {}),
+        ...(this.seed.tls ? { tls: {} } : {}),
+        enableAutoPipelining: true,
+        // Fail a command quickly when a node is down; the job's retry policy decides what follows.
+        maxRetriesPerRequest: 1,
+        connectTimeout: 5_000,
+        retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+        connectionName: 'slotfleet',
+      });
+      redis.on('error', (error) =>
+        this.options.logger?.debug({ node: key, err: error.message }, 'node connection'),
+      );
+      this.connections.set(key, redis);
+    }
+    return redis;
+  }
+
+  private async run<T>(
+    node: Address,
+    what: string,
+    command: (redis: Redis) => Promise<T>,
+    timeoutMs = this.options.commandTimeoutMs,
+  ): Promise<T> {
+    const context = `${what} on ${node.host}:${node.port}`;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        command(this.connection(node)),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new SlotfleetError(ErrorCode.Connection, `${context}: no reply within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } catch (error) {
+      throw mapRedisError(error, context);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function slotStateIn(view: NodeView, slot: number, selfId: string): NodeSlotState {
+  if (view.myself.id !== selfId) {
+    throw new SlotfleetError(
+      ErrorCode.OwnerChanged,
+      `node ${view.myself.host}:${view.myself.port} is now ${view.myself.id}, not ${selfId}: the cluster changed`,
+    );
+  }
+  return {
+    owner: ownerOf(view, slot),
+    importingFrom: view.importing.get(slot) ?? null,
+    migratingTo: view.migrating.get(slot) ?? null,
+  };
+}
+
+function uniqueAddresses(addresses: Address[]): Address[] {
+  const seen = new Set<string>();
+  return addresses.filter((address) => {
+    const key = `${address.host}:${address.port}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

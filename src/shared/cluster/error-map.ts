@@ -1,0 +1,57 @@
+/**
+ * The one place where replies of Redis Cluster nodes become slotfleet error codes. The texts are
+ * those of Redis 7.0's cluster.c (CLUSTER SETSLOT, MIGRATE) and of ioredis' connection errors.
+ */
+import { ErrorCode, SlotfleetError } from '../errors.js';
+
+const PREFIX_CODES: readonly (readonly [string, ErrorCode])[] = [
+  ['READONLY', ErrorCode.ReadOnly],
+  ['CLUSTERDOWN', ErrorCode.ClusterDown],
+  ['IOERR', ErrorCode.IoError],
+  ['BUSYKEY', ErrorCode.BusyKey],
+  ['TRYAGAIN', ErrorCode.TryAgain],
+  ['ASK ', ErrorCode.Ask],
+  ['MOVED ', ErrorCode.Moved],
+];
+
+const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
+  // SETSLOT IMPORTING on the owner.
+  [/I'm already the owner of hash slot/, ErrorCode.AlreadyOwner],
+  // SETSLOT MIGRATING on a node that does not own the slot.
+  [/I'm not the owner of hash slot/, ErrorCode.NotOwner],
+  // SETSLOT NODE <other> on an owner that still has keys of the slot.
+  [/still hold keys for this hash slot/, ErrorCode.StillHoldsKeys],
+  [/I don't know about node|Unknown node/, ErrorCode.NodeUnknownToPeer],
+  [/Please use SETSLOT only with masters/, ErrorCode.ReadOnly],
+  // MIGRATE relays the target's refusal of RESTORE-ASKING (for instance MOVED when not importing).
+  [/Target instance replied with error/, ErrorCode.TargetError],
+];
+
+const CONNECTION_PATTERNS =
+  /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|Command timed out|Reached the max retries|Stream isn't writeable|enableOfflineQueue/;
+
+/** @param context a short description of what was attempted, e.g. "SETSLOT 5 NODE on 127.0.0.1:7001". */
+export function mapRedisError(error: unknown, context: string): SlotfleetError {
+  if (error instanceof SlotfleetError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const text = message.replace(/^ERR /, '');
+  let code: ErrorCode = ErrorCode.RedisError;
+  const prefixed = PREFIX_CODES.find(([prefix]) => message.startsWith(prefix));
+  if (prefixed) code = prefixed[1];
+  else {
+    const matched = TEXT_CODES.find(([pattern]) => pattern.test(text));
+    if (matched) code = matched[1];
+    else if (
+      CONNECTION_PATTERNS.test(message) ||
+      (error as { name?: string })?.name === 'MaxRetriesPerRequestError'
+    )
+      code = ErrorCode.Connection;
+  }
+  // The target's MOVED/ASK/CLUSTERDOWN inside a MIGRATE reply is worth a precise code too.
+  if (code === ErrorCode.TargetError) {
+    const inner = /replied with error: (\S+)/.exec(text)?.[1];
+    const innerCode = PREFIX_CODES.find(([prefix]) => prefix.trim() === inner)?.[1];
+    if (innerCode) code = innerCode;
+  }
+  return new SlotfleetError(code, `${context}: ${text}`, { cause: error });
+}

@@ -1,0 +1,149 @@
+/**
+ * Turning an operator's request into per-slot moves. Pure: takes a snapshot of the cluster and the
+ * request, returns moves or throws a SlotfleetError naming what is wrong (mapped to a 4xx by the API).
+ */
+import { ErrorCode, SlotfleetError } from '../errors.js';
+import { formatSlotRanges, parseSlotRanges } from './slots.js';
+import { type ClusterNode, findNode, NodeRole, type NodeView, nodeAddress, slotOwners } from './topology.js';
+
+export interface SlotMove {
+  readonly slot: number;
+  readonly source: NodeRef;
+  readonly target: NodeRef;
+}
+
+/** How job payloads name a node: id for identity, address to reach it. */
+export interface NodeRef {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface OpenSlot {
+  readonly slot: number;
+  readonly nodeId: string;
+  readonly state: 'importing' | 'migrating';
+  readonly peerId: string;
+}
+
+/** The cluster as the masters see it: the node list of one view, each master's own open slots. */
+export interface ClusterSnapshot {
+  readonly nodes: readonly ClusterNode[];
+  readonly owners: readonly (string | null)[];
+  readonly openSlots: readonly OpenSlot[];
+}
+
+export function snapshotFromViews(seedView: NodeView, masterViews: readonly NodeView[]): ClusterSnapshot {
+  const openSlots: OpenSlot[] = [];
+  for (const view of masterViews) {
+    for (const [slot, peerId] of view.importing)
+      openSlots.push({ slot, nodeId: view.myself.id, state: 'importing', peerId });
+    for (const [slot, peerId] of view.migrating)
+      openSlots.push({ slot, nodeId: view.myself.id, state: 'migrating', peerId });
+  }
+  openSlots.sort((a, b) => a.slot - b.slot);
+  return { nodes: seedView.nodes, owners: slotOwners(seedView), openSlots };
+}
+
+export interface MoveRequest {
+  readonly slots: string;
+  readonly target: string;
+}
+
+export interface MovePlan {
+  readonly moves: readonly SlotMove[];
+  /** Slots the request names that the target owns already: nothing to do for them. */
+  readonly alreadyOnTarget: readonly number[];
+}
+
+export function nodeRef(node: ClusterNode): NodeRef {
+  return { id: node.id, host: node.host, port: node.port };
+}
+
+/** Resolves a target reference to a master that can take slots, or throws naming the problem. */
+export function resolveTargetMaster(snapshot: ClusterSnapshot, reference: string): ClusterNode {
+  const node = findNode(snapshot.nodes, reference);
+  if (!node) {
+    throw new SlotfleetError(
+      ErrorCode.UnknownNode,
+      `target "${reference}" is not a node of this cluster (give a node id, an 8+ character id prefix, or host:port)`,
+    );
+  }
+  if (node.role !== NodeRole.Master) {
+    throw new SlotfleetError(
+      ErrorCode.NotMaster,
+      `target "${reference}" (${nodeAddress(node)}) is a replica of ${node.masterId}: slots can only move to a master`,
+    );
+  }
+  if (node.failed) {
+    throw new SlotfleetError(
+      ErrorCode.NotMaster,
+      `target "${reference}" (${nodeAddress(node)}) is flagged ${node.flags.join(',')}: it cannot take slots now`,
+    );
+  }
+  return node;
+}
+
+export function planExplicitMoves(snapshot: ClusterSnapshot, requests: readonly MoveRequest[]): MovePlan {
+  if (requests.length === 0) {
+    throw new SlotfleetError(ErrorCode.InvalidRequest, 'moves is empty: give at least one {slots, target}');
+  }
+  const claimedBy = new Map<number, number>();
+  const moves: SlotMove[] = [];
+  const alreadyOnTarget: number[] = [];
+  const unowned: number[] = [];
+  requests.forEach((request, index) => {
+    let slots: number[];
+    try {
+      slots = parseSlotRanges(request.slots);
+    } catch (error) {
+      throw new SlotfleetError(
+        ErrorCode.InvalidRequest,
+        `moves[${index}].slots: ${(error as Error).message}`,
+      );
+    }
+    const target = resolveTargetMaster(snapshot, request.target);
+    for (const slot of slots) {
+      const earlier = claimedBy.get(slot);
+      if (earlier !== undefined) {
+        throw new SlotfleetError(
+          ErrorCode.InvalidRequest,
+          `slot ${slot} appears in moves[${earlier}] and moves[${index}]: each slot can move once`,
+        );
+      }
+      claimedBy.set(slot, index);
+      const ownerId = snapshot.owners[slot] ?? null;
+      if (ownerId === null) {
+        unowned.push(slot);
+        continue;
+      }
+      if (ownerId === target.id) {
+        alreadyOnTarget.push(slot);
+        continue;
+      }
+      const owner = snapshot.nodes.find((node) => node.id === ownerId);
+      if (!owner)
+        throw new SlotfleetError(ErrorCode.NotConverged, `owner ${ownerId} of slot ${slot} is unknown`);
+      moves.push({ slot, source: nodeRef(owner), target: nodeRef(target) });
+    }
+  });
+  if (unowned.length > 0) {
+    throw new SlotfleetError(
+      ErrorCode.SlotConflict,
+      `slots ${formatSlotRanges(unowned)} have no owner in the cluster: run fix first`,
+      { details: { slots: formatSlotRanges(unowned) } },
+    );
+  }
+  const moving = new Set(moves.map((move) => move.slot));
+  const open = snapshot.openSlots.filter((entry) => moving.has(entry.slot));
+  if (open.length > 0) {
+    const openSlots = formatSlotRanges(open.map((entry) => entry.slot));
+    throw new SlotfleetError(
+      ErrorCode.SlotConflict,
+      `slots ${openSlots} are open (IMPORTING/MIGRATING) on the cluster: finish or fix them first`,
+      { details: { slots: openSlots } },
+    );
+  }
+  moves.sort((a, b) => a.slot - b.slot);
+  return { moves, alreadyOnTarget };
+}

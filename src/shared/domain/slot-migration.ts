@@ -1,0 +1,178 @@
+/**
+ * The slot migration state machine. Pure: it looks at what the cluster says about one slot and
+ * answers with the single next action. The processors observe, act, and ask again, so a re-run
+ * after any crash picks up from the cluster's real state and never from a remembered one.
+ *
+ * The protocol (the one redis-cli's clusterManagerMoveSlot follows, made restartable):
+ *   pending    -> importing   CLUSTER SETSLOT s IMPORTING <source> on the target. First, so that the
+ *                             ASK redirects the source is about to send land on a node that accepts them.
+ *   importing  -> migrating   CLUSTER SETSLOT s MIGRATING <target> on the source. From here on the
+ *                             source creates no new key in the slot: writes to missing keys get ASK.
+ *   migrating  -> draining    GETKEYSINSLOT + MIGRATE ... KEYS in batches until the source holds none.
+ *   draining   -> finalizing  CLUSTER SETSLOT s NODE <target> on the target first (it bumps its config
+ *                             epoch, so its claim wins), then on the source, then on every other master.
+ *   finalizing -> done        every master reports the target as owner.
+ *   any        -> failed      a non-retryable error, or the retry budget is spent. The slot is left
+ *                             open but safe (clients follow ASK); a re-run continues from the cluster.
+ *
+ * The one rule never bent: the target is assigned the slot only when the source holds no key of it
+ * AND is MIGRATING it to the target (so no new key can appear there). A node that loses a slot by
+ * gossip while it still holds keys of it deletes them (cluster.c clusterUpdateSlotsConfigWith).
+ */
+import { ErrorCode } from '../errors.js';
+
+export const SlotStep = {
+  Pending: 'pending',
+  Importing: 'importing',
+  Migrating: 'migrating',
+  Draining: 'draining',
+  Finalizing: 'finalizing',
+  Done: 'done',
+  Failed: 'failed',
+} as const;
+export type SlotStep = (typeof SlotStep)[keyof typeof SlotStep];
+
+export const SLOT_STEPS: readonly SlotStep[] = Object.values(SlotStep);
+
+/** What the source and target masters say about the slot, each about itself. */
+export interface SlotObservation {
+  readonly slot: number;
+  readonly sourceId: string;
+  readonly targetId: string;
+  readonly source: NodeSlotState & { readonly keys: number };
+  readonly target: NodeSlotState;
+  /** Other masters' opinion of the owner; only needed to finish finalizing. */
+  readonly others: readonly { readonly nodeId: string; readonly owner: string | null }[];
+}
+
+export interface NodeSlotState {
+  readonly owner: string | null;
+  readonly importingFrom: string | null;
+  readonly migratingTo: string | null;
+}
+
+export const SlotActionKind = {
+  SetImporting: 'set-importing',
+  SetMigrating: 'set-migrating',
+  MigrateKeys: 'migrate-keys',
+  Drained: 'drained',
+  AssignTarget: 'assign-target',
+  AssignSource: 'assign-source',
+  AssignOthers: 'assign-others',
+  Done: 'done',
+  Fail: 'fail',
+} as const;
+
+export type SlotAction =
+  | { readonly kind: typeof SlotActionKind.SetImporting }
+  | { readonly kind: typeof SlotActionKind.SetMigrating }
+  | { readonly kind: typeof SlotActionKind.MigrateKeys }
+  | { readonly kind: typeof SlotActionKind.Drained }
+  | { readonly kind: typeof SlotActionKind.AssignTarget }
+  | { readonly kind: typeof SlotActionKind.AssignSource }
+  | { readonly kind: typeof SlotActionKind.AssignOthers; readonly nodeIds: readonly string[] }
+  | { readonly kind: typeof SlotActionKind.Done }
+  | { readonly kind: typeof SlotActionKind.Fail; readonly code: ErrorCode; readonly message: string };
+
+/** The migrate job stops at Drained; the finalizer job goes on to Done. */
+export const SlotPhase = { Migrate: 'migrate', Finalize: 'finalize' } as const;
+export type SlotPhase = (typeof SlotPhase)[keyof typeof SlotPhase];
+
+export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): SlotAction {
+  const { slot, sourceId, targetId, source, target } = observation;
+  if (sourceId === targetId) return { kind: SlotActionKind.Done };
+
+  if (target.owner === targetId) {
+    // The target has claimed the slot: finalizing started. Keys left on the source would be deleted
+    // by gossip, so moving them comes before anything else (the owner accepts them without ASKING).
+    if (source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
+    if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
+    if (source.owner !== targetId || source.migratingTo !== null)
+      return { kind: SlotActionKind.AssignSource };
+    const lagging = observation.others
+      .filter((other) => other.owner !== targetId)
+      .map((other) => other.nodeId);
+    if (lagging.length > 0) return { kind: SlotActionKind.AssignOthers, nodeIds: lagging };
+    return { kind: SlotActionKind.Done };
+  }
+
+  if (source.owner !== sourceId) {
+    return fail(
+      ErrorCode.OwnerChanged,
+      `slot ${slot} is no longer owned by source ${sourceId} (source sees owner ${source.owner ?? 'none'}, ` +
+        `target sees ${target.owner ?? 'none'}): the cluster changed since the plan; re-plan or run fix`,
+    );
+  }
+  if (target.importingFrom !== null && target.importingFrom !== sourceId) {
+    return fail(
+      ErrorCode.SlotConflict,
+      `target ${targetId} is importing slot ${slot} from ${target.importingFrom}, not from ${sourceId}: ` +
+        'another migration has this slot open; run fix',
+    );
+  }
+  if (source.migratingTo !== null && source.migratingTo !== targetId) {
+    return fail(
+      ErrorCode.SlotConflict,
+      `source ${sourceId} is migrating slot ${slot} to ${source.migratingTo}, not to ${targetId}: ` +
+        'another migration has this slot open; run fix',
+    );
+  }
+  if (target.importingFrom === null) return { kind: SlotActionKind.SetImporting };
+  if (source.migratingTo === null) return { kind: SlotActionKind.SetMigrating };
+  if (source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
+  if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
+  return { kind: SlotActionKind.AssignTarget };
+}
+
+/** The step an operator sees for a slot in a given observation (for the migration record). */
+export function stepOf(observation: SlotObservation): SlotStep {
+  const { source, target, targetId, sourceId } = observation;
+  if (target.owner === targetId) {
+    const settled =
+      source.owner === targetId && observation.others.every((other) => other.owner === targetId);
+    return settled && source.keys === 0 ? SlotStep.Done : SlotStep.Finalizing;
+  }
+  if (target.importingFrom !== sourceId) return SlotStep.Pending;
+  if (source.migratingTo !== targetId) return SlotStep.Importing;
+  return source.keys > 0 ? SlotStep.Draining : SlotStep.Migrating;
+}
+
+function fail(code: ErrorCode, message: string): SlotAction {
+  return { kind: SlotActionKind.Fail, code, message };
+}
+
+/**
+ * The observation a successful action leads to, so a job need not ask the cluster again after each
+ * command it saw succeed. Safety never rests on it: the finalizer observes afresh before it assigns
+ * the slot, and checks every master afterwards.
+ */
+export function afterAction(observation: SlotObservation, action: SlotAction): SlotObservation {
+  const { targetId, sourceId } = observation;
+  switch (action.kind) {
+    case SlotActionKind.SetImporting:
+      return { ...observation, target: { ...observation.target, importingFrom: sourceId } };
+    case SlotActionKind.SetMigrating:
+      return { ...observation, source: { ...observation.source, migratingTo: targetId } };
+    case SlotActionKind.MigrateKeys:
+      return { ...observation, source: { ...observation.source, keys: 0 } };
+    case SlotActionKind.AssignTarget:
+      return { ...observation, target: { owner: targetId, importingFrom: null, migratingTo: null } };
+    case SlotActionKind.AssignSource:
+      return { ...observation, source: { ...observation.source, owner: targetId, migratingTo: null } };
+    case SlotActionKind.AssignOthers: {
+      const assigned = new Set(action.nodeIds);
+      const others = observation.others.map((other) =>
+        assigned.has(other.nodeId) ? { ...other, owner: targetId } : other,
+      );
+      return { ...observation, others };
+    }
+    case SlotActionKind.Drained:
+    case SlotActionKind.Done:
+    case SlotActionKind.Fail:
+      return observation;
+    default: {
+      const never: never = action;
+      throw new Error(`unhandled slot action: ${JSON.stringify(never)}`);
+    }
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * Parsing CLUSTER NODES into data. Pure: the cluster adapter fetches the text, this module reads it.
+ *
+ * One CLUSTER NODES reply is one node's view of the cluster. Only the node itself ("myself") lists
+ * its open slots: "[slot->-target]" while MIGRATING and "[slot-<-source]" while IMPORTING. So the
+ * state of a slot migration can only be known by asking the source and the target themselves.
+ */
+import { ErrorCode, SlotfleetError } from '../errors.js';
+import { SLOT_COUNT, type SlotRange } from './slots.js';
+
+export const NodeRole = { Master: 'master', Replica: 'replica' } as const;
+export type NodeRole = (typeof NodeRole)[keyof typeof NodeRole];
+
+export interface ClusterNode {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly busPort: number;
+  readonly role: NodeRole;
+  /** For a replica, the id of its master; null for masters. */
+  readonly masterId: string | null;
+  readonly flags: readonly string[];
+  readonly myself: boolean;
+  /** Flagged fail, fail?, noaddr or handshake: not a node to send work to. */
+  readonly failed: boolean;
+  readonly linkConnected: boolean;
+  readonly configEpoch: number;
+  readonly slots: readonly SlotRange[];
+}
+
+/** What one node says: every node it knows, and its own open slots. */
+export interface NodeView {
+  readonly myself: ClusterNode;
+  readonly nodes: readonly ClusterNode[];
+  /** slot -> id of the node this node is importing it from. */
+  readonly importing: ReadonlyMap<number, string>;
+  /** slot -> id of the node this node is migrating it to. */
+  readonly migrating: ReadonlyMap<number, string>;
+}
+
+export function parseClusterNodes(text: string): NodeView {
+  const nodes: ClusterNode[] = [];
+  const importing = new Map<number, string>();
+  const migrating = new Map<number, string>();
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    if (trimmed === '') continue;
+    const fields = trimmed.split(' ');
+    if (fields.length < 8) throw malformed(`line has ${fields.length} fields: ${trimmed}`);
+    const [id, address, flagText, master, , , epochText, linkState] = fields as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const { host, port, busPort } = parseAddress(address);
+    const flags = flagText.split(',');
+    const myself = flags.includes('myself');
+    const slots: SlotRange[] = [];
+    for (const token of fields.slice(8)) {
+      const open = /^\[(\d+)-([<>])-([0-9a-f]+)\]$/.exec(token);
+      if (open) {
+        const slot = Number(open[1]);
+        if (open[2] === '>') migrating.set(slot, open[3]!);
+        else importing.set(slot, open[3]!);
+        continue;
+      }
+      const range = /^(\d+)(?:-(\d+))?$/.exec(token);
+      if (!range) throw malformed(`unexpected slot token "${token}"`);
+      const start = Number(range[1]);
+      slots.push({ start, end: range[2] === undefined ? start : Number(range[2]) });
+    }
+    nodes.push({
+      id,
+      host,
+      port,
+      busPort,
+      role: flags.includes('master') ? NodeRole.Master : NodeRole.Replica,
+      masterId: master === '-' ? null : master,
+      flags,
+      myself,
+      failed: flags.some(
+        (flag) => flag === 'fail' || flag === 'fail?' || flag === 'noaddr' || flag === 'handshake',
+      ),
+      linkConnected: linkState === 'connected',
+      configEpoch: Number(epochText),
+      slots,
+    });
+  }
+  const self = nodes.find((node) => node.myself);
+  if (!self) throw malformed('no line is flagged myself');
+  return { myself: self, nodes, importing, migrating };
+}
+
+/** slot -> owner id (or null when no node serves it), as this view sees it. */
+export function slotOwners(view: NodeView): (string | null)[] {
+  const owners: (string | null)[] = new Array(SLOT_COUNT).fill(null);
+  for (const node of view.nodes) {
+    if (node.role !== NodeRole.Master) continue;
+    for (const range of node.slots) {
+      for (let slot = range.start; slot <= range.end; slot++) owners[slot] = node.id;
+    }
+  }
+  return owners;
+}
+
+export function ownerOf(view: NodeView, slot: number): string | null {
+  for (const node of view.nodes) {
+    if (node.role !== NodeRole.Master) continue;
+    for (const range of node.slots) if (slot >= range.start && slot <= range.end) return node.id;
+  }
+  return null;
+}
+
+export function slotCount(node: ClusterNode): number {
+  return node.slots.reduce((sum, range) => sum + range.end - range.start + 1, 0);
+}
+
+export function nodeAddress(node: Pick<ClusterNode, 'host' | 'port'>): string {
+  return `${node.host}:${node.port}`;
+}
+
+/**
+ * Finds a node by id, id prefix (at least 8 characters, unique) or "host:port": the forms an
+ * operator copies from CLUSTER NODES or redis-cli output.
+ */
+export function findNode(nodes: readonly ClusterNode[], reference: string): ClusterNode | undefined {
+  const wanted = reference.trim();
+  const byAddress = nodes.find((node) => nodeAddress(node) === wanted);
+  if (byAddress) return byAddress;
+  const exact = nodes.find((node) => node.id === wanted);
+  if (exact) return exact;
+  if (wanted.length >= 8 && /^[0-9a-f]+$/.test(wanted)) {
+    const matches = nodes.filter((node) => node.id.startsWith(wanted));
+    if (matches.length === 1) return matches[0];
+  }
+  return undefined;
+}
+
+function parseAddress(address: string): { host: string; port: number; busPort: number } {
+  // ip:port@cport[,hostname]; the ip may be IPv6, so split on the last colon.
+  const withoutHostname = address.split(',')[0]!;
+  const [hostPort, bus] = withoutHostname.split('@') as [string, string | undefined];
+  const colon = hostPort.lastIndexOf(':');
+  if (colon < 0) throw malformed(`address "${address}" has no port`);
+  return {
+    host: hostPort.slice(0, colon),
+    port: Number(hostPort.slice(colon + 1)),
+    busPort: bus === undefined ? 0 : Number(bus),
+  };
+}
+
+function malformed(detail: string): SlotfleetError {
+  return new SlotfleetError(ErrorCode.RedisError, `unexpected CLUSTER NODES reply: ${detail}`);
+}

@@ -1,0 +1,84 @@
+/**
+ * Every Prometheus metric slotfleet exports, defined once. Names follow slotfleet_<thing>_<unit>,
+ * counters end in _total. Labels carry cluster names and node addresses, never credentials.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly keysMigrated: Counter<'cluster' | 'source' | 'target'>;
+  readonly keysRemaining: Gauge<'cluster' | 'migration'>;
+  readonly migrateTimeouts: Counter<'cluster' | 'source' | 'target'>;
+  readonly migrateErrors: Counter<'cluster' | 'code'>;
+  readonly slotsFinished: Counter<'cluster' | 'result'>;
+  readonly slotsInFlight: Gauge<'cluster' | 'source'>;
+  readonly migrateBatchDuration: Histogram<'cluster'>;
+  readonly slotDuration: Histogram<'cluster'>;
+  readonly finalizeDuration: Histogram<'cluster'>;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    keysMigrated: new Counter({
+      name: 'slotfleet_keys_migrated_total',
+      help: 'Keys moved by MIGRATE from source to target.',
+      labelNames: ['cluster', 'source', 'target'],
+      registers,
+    }),
+    keysRemaining: new Gauge({
+      name: 'slotfleet_keys_remaining',
+      help: "Keys still to move in a migration's pending and active slots (COUNTKEYSINSLOT).",
+      labelNames: ['cluster', 'migration'],
+      registers,
+    }),
+    migrateTimeouts: new Counter({
+      name: 'slotfleet_migrate_timeouts_total',
+      help: 'MIGRATE commands that timed out (IOERR) towards the target.',
+      labelNames: ['cluster', 'source', 'target'],
+      registers,
+    }),
+    migrateErrors: new Counter({
+      name: 'slotfleet_migrate_errors_total',
+      help: 'Errors while moving slots, by slotfleet error code.',
+      labelNames: ['cluster', 'code'],
+      registers,
+    }),
+    slotsFinished: new Counter({
+      name: 'slotfleet_slots_finished_total',
+      help: 'Slots that reached an end state, by result (done, failed, cancelled).',
+      labelNames: ['cluster', 'result'],
+      registers,
+    }),
+    slotsInFlight: new Gauge({
+      name: 'slotfleet_slots_in_flight',
+      help: 'Slot jobs this process is running, by source node.',
+      labelNames: ['cluster', 'source'],
+      registers,
+    }),
+    migrateBatchDuration: new Histogram({
+      name: 'slotfleet_migrate_batch_duration_seconds',
+      help: 'Duration of one MIGRATE batch.',
+      labelNames: ['cluster'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    slotDuration: new Histogram({
+      name: 'slotfleet_slot_duration_seconds',
+      help: 'Duration of one slot job, from claim to drained.',
+      labelNames: ['cluster'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    finalizeDuration: new Histogram({
+      name: 'slotfleet_finalize_duration_seconds',
+      help: 'Duration of one finalizer job (SETSLOT NODE on every master and the check).',
+      labelNames: ['cluster'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+  };
+}

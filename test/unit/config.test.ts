@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { mapRedisError } from '../../src/shared/cluster/error-map.js';
+import { DEFAULTS, loadConfig } from '../../src/shared/config.js';
+
+describe('loadConfig', () => {
+  it('fills defaults and freezes', () => {
+    const config = loadConfig({ SLOTFLEET_CLUSTER_URL: 'redis://user:s3cret@127.0.0.1:7000' });
+    expect(config.clusters.default).toEqual({
+      host: '127.0.0.1',
+      port: 7000,
+      username: 'user',
+      password: 's3cret',
+    });
+    expect(config.api).toEqual({ host: DEFAULTS.apiHost, port: DEFAULTS.apiPort });
+    expect(config.worker.batchKeys).toBe(DEFAULTS.batchKeys);
+    expect(Object.isFrozen(config.worker)).toBe(true);
+  });
+
+  it('reads named clusters', () => {
+    const config = loadConfig({ SLOTFLEET_CLUSTERS: 'eu=redis://10.0.0.1:7000,us=redis://:pw@h:7001' });
+    expect(Object.keys(config.clusters)).toEqual(['eu', 'us']);
+    expect(config.clusters.us?.password).toBe('pw');
+  });
+
+  it.each([
+    [{ SLOTFLEET_API_PORT: 'eighty' }, /SLOTFLEET_API_PORT: "eighty" is not a whole number/],
+    [{ SLOTFLEET_BATCH_KEYS: '0' }, /SLOTFLEET_BATCH_KEYS/],
+    [{ SLOTFLEET_CONTROL_URL: 'http://x' }, /SLOTFLEET_CONTROL_URL: protocol "http:"/],
+    [{ SLOTFLEET_CLUSTERS: 'redis://:pw@h:1' }, /SLOTFLEET_CLUSTERS: "redis:\/\/\*\*\*@h:1" is not name=/],
+    [{ SLOTFLEET_LOG_LEVEL: 'loud' }, /SLOTFLEET_LOG_LEVEL/],
+  ])('rejects %j naming the variable', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('never echoes a password in an error', () => {
+    expect(() => loadConfig({ SLOTFLEET_CLUSTERS: 'bad name=redis://:topsecret@h:1' })).toThrow(
+      /^(?!.*topsecret)/,
+    );
+  });
+});
+
+describe('mapRedisError', () => {
+  it.each([
+    ["ERR I'm already the owner of hash slot 5", 'ALREADY_OWNER'],
+    ["ERR I'm not the owner of hash slot 5", 'NOT_OWNER'],
+    [
+      "ERR Can't assign hashslot 5 to a different node while I still hold keys for this hash slot.",
+      'STILL_HOLDS_KEYS',
+    ],
+    ['IOERR error or timeout reading to target instance', 'IOERR'],
+    ['ERR Target instance replied with error: BUSYKEY Target key name already exists.', 'BUSYKEY'],
+    ['ERR Target instance replied with error: MOVED 5 127.0.0.1:7000', 'MOVED'],
+    ['CLUSTERDOWN The cluster is down', 'CLUSTERDOWN'],
+    ['READONLY You can not write against a read only replica.', 'READONLY'],
+    ['TRYAGAIN Multiple keys request during rehashing of slot', 'TRYAGAIN'],
+    ['MOVED 5 127.0.0.1:7001', 'MOVED'],
+    ['ASK 5 127.0.0.1:7001', 'ASK'],
+    ['connect ECONNREFUSED 127.0.0.1:7000', 'CONNECTION'],
+    ['ERR unknown command', 'REDIS_ERROR'],
+  ])('%s -> %s', (message, code) => {
+    expect(mapRedisError(new Error(message), 'test').code).toBe(code);
+  });
+});

@@ -1,0 +1,144 @@
+import { describe, expect, it } from 'vitest';
+import {
+  afterAction,
+  nextSlotAction,
+  type SlotObservation,
+  SlotPhase,
+  stepOf,
+} from '../../src/shared/domain/slot-migration.js';
+
+const S = 'source';
+const T = 'target';
+const O = 'other';
+
+function observe(partial: {
+  source?: Partial<SlotObservation['source']>;
+  target?: Partial<SlotObservation['target']>;
+  others?: SlotObservation['others'];
+}): SlotObservation {
+  return {
+    slot: 42,
+    sourceId: S,
+    targetId: T,
+    source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, ...partial.source },
+    target: { owner: S, importingFrom: null, migratingTo: null, ...partial.target },
+    others: partial.others ?? [{ nodeId: O, owner: S }],
+  };
+}
+
+describe('nextSlotAction', () => {
+  it.each([
+    ['fresh slot: target imports first', observe({}), SlotPhase.Migrate, 'set-importing'],
+    [
+      'importing: source migrates next',
+      observe({ target: { importingFrom: S } }),
+      SlotPhase.Migrate,
+      'set-migrating',
+    ],
+    [
+      'open both ways with keys: drain',
+      observe({ target: { importingFrom: S }, source: { migratingTo: T } }),
+      SlotPhase.Migrate,
+      'migrate-keys',
+    ],
+    [
+      'drained: the migrate job stops',
+      observe({ target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } }),
+      SlotPhase.Migrate,
+      'drained',
+    ],
+    [
+      'drained: the finalizer assigns the target',
+      observe({ target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } }),
+      SlotPhase.Finalize,
+      'assign-target',
+    ],
+    [
+      'empty source but not migrating: never assign, set MIGRATING first',
+      observe({ target: { importingFrom: S }, source: { keys: 0 } }),
+      SlotPhase.Finalize,
+      'set-migrating',
+    ],
+    [
+      'target owns, source has keys left: save them first',
+      observe({ target: { owner: T }, source: { migratingTo: T, keys: 3 } }),
+      SlotPhase.Finalize,
+      'migrate-keys',
+    ],
+    [
+      'target owns: the source is assigned next',
+      observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }),
+      SlotPhase.Finalize,
+      'assign-source',
+    ],
+    [
+      'target and source agree: the other masters next',
+      observe({ target: { owner: T }, source: { owner: T, keys: 0 } }),
+      SlotPhase.Finalize,
+      'assign-others',
+    ],
+    [
+      'everyone agrees: done',
+      observe({ target: { owner: T }, source: { owner: T, keys: 0 }, others: [{ nodeId: O, owner: T }] }),
+      SlotPhase.Finalize,
+      'done',
+    ],
+    [
+      'a migrate job re-run after finalizing started stops at drained',
+      observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }),
+      SlotPhase.Migrate,
+      'drained',
+    ],
+  ])('%s', (_name, observation, phase, expected) => {
+    expect(nextSlotAction(observation, phase).kind).toBe(expected);
+  });
+
+  it.each([
+    ['owner moved elsewhere', observe({ source: { owner: O }, target: { owner: O } }), 'OWNER_CHANGED'],
+    ['target importing from a third node', observe({ target: { importingFrom: O } }), 'SLOT_CONFLICT'],
+    [
+      'source migrating to a third node',
+      observe({ target: { importingFrom: S }, source: { migratingTo: O } }),
+      'SLOT_CONFLICT',
+    ],
+  ])('fails when %s', (_name, observation, code) => {
+    const action = nextSlotAction(observation, SlotPhase.Migrate);
+    expect(action).toMatchObject({ kind: 'fail', code });
+  });
+
+  it('walks from pending to done when every action succeeds', () => {
+    let observation = observe({});
+    const seen: string[] = [];
+    for (const phase of [SlotPhase.Migrate, SlotPhase.Finalize]) {
+      for (let i = 0; i < 10; i++) {
+        const action = nextSlotAction(observation, phase);
+        seen.push(action.kind);
+        if (action.kind === 'drained' || action.kind === 'done') break;
+        observation = afterAction(observation, action);
+      }
+    }
+    expect(seen).toEqual([
+      'set-importing',
+      'set-migrating',
+      'migrate-keys',
+      'drained',
+      'assign-target',
+      'assign-source',
+      'assign-others',
+      'done',
+    ]);
+    expect(stepOf(observation)).toBe('done');
+  });
+});
+
+describe('stepOf', () => {
+  it.each([
+    [observe({}), 'pending'],
+    [observe({ target: { importingFrom: S } }), 'importing'],
+    [observe({ target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } }), 'migrating'],
+    [observe({ target: { importingFrom: S }, source: { migratingTo: T } }), 'draining'],
+    [observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }), 'finalizing'],
+  ])('%#', (observation, step) => {
+    expect(stepOf(observation)).toBe(step);
+  });
+});

@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import {
+  findNode,
+  ownerOf,
+  parseClusterNodes,
+  slotCount,
+  slotOwners,
+} from '../../src/shared/domain/topology.js';
+
+const A = 'a'.repeat(40);
+const B = 'b'.repeat(40);
+const C = 'c'.repeat(40);
+const R = 'd'.repeat(40);
+
+const SAMPLE = [
+  `${A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [5461-<-${B}] [93->-${C}]`,
+  `${B} 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-10922`,
+  `${C} 127.0.0.1:7002@17002,host-c master,fail? - 0 1700000000000 3 connected 10923-16383`,
+  `${R} 127.0.0.1:7003@17003 slave ${A} 0 1700000000000 1 connected`,
+  '',
+].join('\n');
+
+describe('parseClusterNodes', () => {
+  const view = parseClusterNodes(SAMPLE);
+
+  it('reads nodes, roles, addresses and slot ranges', () => {
+    expect(view.myself.id).toBe(A);
+    expect(view.nodes).toHaveLength(4);
+    const replica = view.nodes.find((node) => node.id === R)!;
+    expect(replica).toMatchObject({
+      role: 'replica',
+      masterId: A,
+      host: '127.0.0.1',
+      port: 7003,
+      busPort: 17003,
+    });
+    expect(slotCount(view.nodes[0]!)).toBe(5461);
+  });
+
+  it('reads the open slots of myself', () => {
+    expect(view.importing.get(5461)).toBe(B);
+    expect(view.migrating.get(93)).toBe(C);
+  });
+
+  it('flags failing nodes and strips hostnames from addresses', () => {
+    const failing = view.nodes.find((node) => node.id === C)!;
+    expect(failing.failed).toBe(true);
+    expect(failing.port).toBe(7002);
+  });
+
+  it('maps slots to owners', () => {
+    const owners = slotOwners(view);
+    expect(owners[0]).toBe(A);
+    expect(owners[5461]).toBe(B);
+    expect(owners[16383]).toBe(C);
+    expect(ownerOf(view, 10922)).toBe(B);
+  });
+
+  it('finds nodes by id, unique prefix and address', () => {
+    expect(findNode(view.nodes, '127.0.0.1:7001')?.id).toBe(B);
+    expect(findNode(view.nodes, B)?.id).toBe(B);
+    expect(findNode(view.nodes, 'cccccccc')?.id).toBe(C);
+    expect(findNode(view.nodes, 'ccc')).toBeUndefined();
+    expect(findNode(view.nodes, '127.0.0.1:9999')).toBeUndefined();
+  });
+
+  it('rejects a reply without myself', () => {
+    expect(() => parseClusterNodes(SAMPLE.replace('myself,', ''))).toThrow(/myself/);
+  });
+});
