@@ -25,6 +25,7 @@ export function statusForCode(code: string): number {
       return 409;
     case ErrorCode.UnknownNode:
     case ErrorCode.NotMaster:
+    case ErrorCode.UnsafePlan:
       return 422;
     case ErrorCode.Connection:
     case ErrorCode.ClusterDown:

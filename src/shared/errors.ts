@@ -10,6 +10,7 @@ export const ErrorCode = {
   UnknownNode: 'UNKNOWN_NODE',
   NotMaster: 'NOT_MASTER',
   SlotConflict: 'SLOT_CONFLICT',
+  UnsafePlan: 'UNSAFE_PLAN',
   NotFound: 'NOT_FOUND',
   // Replies of Redis Cluster nodes.
   ReadOnly: 'READONLY',

@@ -44,6 +44,9 @@ export interface SlotRunResult {
 
 /** More actions than any honest run needs: a guard against a cluster that keeps changing under us. */
 const MAX_ACTIONS = 64;
+/** How long a finalizer waits in place for config epochs to settle before handing back to BullMQ. */
+const EPOCH_WAIT_MS = 5_000;
+const EPOCH_POLL_MS = 50;
 
 export async function driveSlot(
   data: SlotJobData,
@@ -56,6 +59,7 @@ export async function driveSlot(
   let recordedStep: SlotStep | undefined;
   let keysMoved = 0;
   let verified = false;
+  const epochDeadline = Date.now() + EPOCH_WAIT_MS;
   for (let performed = 0; performed < MAX_ACTIONS; performed++) {
     const step = stepOf(observation);
     if (step !== recordedStep) {
@@ -73,6 +77,14 @@ export async function driveSlot(
       continue;
     }
     verified = false;
+    if (action.kind === SlotActionKind.AwaitEpoch) {
+      if (Date.now() > epochDeadline) throw new SlotfleetError(ErrorCode.NotConverged, action.reason);
+      log.debug({ reason: action.reason }, 'waiting for config epochs');
+      await new Promise((resolve) => setTimeout(resolve, EPOCH_POLL_MS));
+      performed--;
+      observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+      continue;
+    }
     await deps.beforeAction?.(action, observation);
     switch (action.kind) {
       case SlotActionKind.SetImporting:

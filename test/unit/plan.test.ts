@@ -50,6 +50,15 @@ describe('planExplicitMoves', () => {
     }
   });
 
+  it('refuses a node that would both give and receive slots', () => {
+    expect(() =>
+      planExplicitMoves(snapshot(), [
+        { slots: '0', target: B },
+        { slots: '8192', target: A },
+      ]),
+    ).toThrow(/127\.0\.0\.1:7001, 127\.0\.0\.1:7000 would both give and receive|would both give and receive/);
+  });
+
   it('refuses slots left open by an earlier migration', () => {
     expect(() => planExplicitMoves(snapshot(` [5->-${B}]`), [{ slots: '4-6', target: B }])).toThrow(
       /slots 5 are open/,

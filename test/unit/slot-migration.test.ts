@@ -15,6 +15,7 @@ function observe(partial: {
   source?: Partial<SlotObservation['source']>;
   target?: Partial<SlotObservation['target']>;
   others?: SlotObservation['others'];
+  epochs?: SlotObservation['epochs'];
 }): SlotObservation {
   return {
     slot: 42,
@@ -22,6 +23,7 @@ function observe(partial: {
     targetId: T,
     source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, ...partial.source },
     target: { owner: S, importingFrom: null, migratingTo: null, ...partial.target },
+    epochs: partial.epochs ?? { source: 1, target: 2, sourceSeenByTarget: 1 },
     others: partial.others ?? [{ nodeId: O, owner: S }],
   };
 }
@@ -128,6 +130,26 @@ describe('nextSlotAction', () => {
       'done',
     ]);
     expect(stepOf(observation)).toBe('done');
+  });
+});
+
+describe('config epochs before the target takes the slot', () => {
+  const drained = { target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } };
+  it.each([
+    ['target above source', { source: 3, target: 5, sourceSeenByTarget: 1 }, 'assign-target'],
+    [
+      'target below a source it has heard of: SETSLOT NODE bumps past it',
+      { source: 7, target: 5, sourceSeenByTarget: 7 },
+      'assign-target',
+    ],
+    [
+      'target below a source it has not heard of yet',
+      { source: 7, target: 5, sourceSeenByTarget: 6 },
+      'await-epoch',
+    ],
+    ['a tie: Redis will not bump the target', { source: 5, target: 5, sourceSeenByTarget: 5 }, 'await-epoch'],
+  ])('%s', (_name, epochs, expected) => {
+    expect(nextSlotAction(observe({ ...drained, epochs }), SlotPhase.Finalize).kind).toBe(expected);
   });
 });
 

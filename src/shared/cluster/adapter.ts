@@ -22,6 +22,10 @@ export interface ClusterAdapterOptions {
 
 type Address = Pick<NodeRef, 'host' | 'port'>;
 
+interface BufferClusterCommand {
+  clusterBuffer(subcommand: 'GETKEYSINSLOT', slot: number, count: number): Promise<Buffer[]>;
+}
+
 export interface MigrateOptions {
   readonly timeoutMs: number;
   readonly replace?: boolean;
@@ -113,6 +117,11 @@ export class ClusterAdapter {
       targetId: target.id,
       source: { ...slotStateIn(sourceView, slot, source.id), keys: sourceKeys },
       target: slotStateIn(targetView, slot, target.id),
+      epochs: {
+        source: sourceView.myself.configEpoch,
+        target: targetView.myself.configEpoch,
+        sourceSeenByTarget: targetView.nodes.find((node) => node.id === source.id)?.configEpoch ?? 0,
+      },
       others,
     };
   }
@@ -126,10 +135,12 @@ export class ClusterAdapter {
 
   /** Key names as Buffers: keys are binary-safe and must reach MIGRATE byte for byte. */
   async getKeysInSlot(node: Address, slot: number, count: number): Promise<Buffer[]> {
+    // Not callBuffer: under auto-pipelining ioredis 5.9 drops its command name (autoPipelining.js
+    // re-adds it for `call` only). The generated clusterBuffer has no typing, hence the cast.
     const keys = await this.run(node, `GETKEYSINSLOT ${slot}`, (redis) =>
-      redis.callBuffer('CLUSTER', 'GETKEYSINSLOT', slot, count),
+      (redis as unknown as BufferClusterCommand).clusterBuffer('GETKEYSINSLOT', slot, count),
     );
-    return keys as Buffer[];
+    return keys;
   }
 
   async setSlotImporting(target: Address, slot: number, sourceId: string): Promise<void> {

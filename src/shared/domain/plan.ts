@@ -144,6 +144,27 @@ export function planExplicitMoves(snapshot: ClusterSnapshot, requests: readonly 
       { details: { slots: openSlots } },
     );
   }
+  assertOneWayNodes(moves);
   moves.sort((a, b) => a.slot - b.slot);
   return { moves, alreadyOnTarget };
+}
+
+/**
+ * A node may give slots or receive them in one migration, not both. A receiving node bumps its config
+ * epoch when it takes a slot; if it is also giving a slot away, that bump can lift it above the epoch
+ * of the node receiving from it, and Redis 7.0 then lets the old mapping win and the receiver drops
+ * the slot's keys (see slot-migration.ts, rule 2).
+ */
+export function assertOneWayNodes(moves: readonly SlotMove[]): void {
+  const sources = new Set(moves.map((move) => move.source.id));
+  const targets = new Map(moves.map((move) => [move.target.id, move.target]));
+  const both = [...targets.values()].filter((target) => sources.has(target.id));
+  if (both.length > 0) {
+    const names = both.map((node) => `${node.host}:${node.port}`).join(', ');
+    throw new SlotfleetError(
+      ErrorCode.UnsafePlan,
+      `${names} would both give and receive slots in one migration: split it into two migrations ` +
+        '(a node that imports while it exports can race on config epochs and lose keys)',
+    );
+  }
 }

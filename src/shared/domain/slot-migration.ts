@@ -15,9 +15,15 @@
  *   any        -> failed      a non-retryable error, or the retry budget is spent. The slot is left
  *                             open but safe (clients follow ASK); a re-run continues from the cluster.
  *
- * The one rule never bent: the target is assigned the slot only when the source holds no key of it
- * AND is MIGRATING it to the target (so no new key can appear there). A node that loses a slot by
- * gossip while it still holds keys of it deletes them (cluster.c clusterUpdateSlotsConfigWith).
+ * Two rules are never bent, because a node that loses a slot by gossip while it holds keys of it
+ * deletes those keys (cluster.c clusterUpdateSlotsConfigWith, "dirty slots"):
+ *  1. The target is assigned the slot only when the source holds no key of it AND is MIGRATING it to
+ *     the target (so no new key can appear there).
+ *  2. The target is assigned the slot only when its config epoch will end up above the source's.
+ *     Otherwise any node still holding the old mapping rejects the target's claim and sends it an
+ *     UPDATE with the source's (higher) epoch, and the target drops the slot and its keys. SETSLOT
+ *     NODE bumps the target's epoch above every epoch the target knows, unless it already holds the
+ *     highest: so we wait while the target has not yet heard the source's epoch, or ties with it.
  */
 import { ErrorCode } from '../errors.js';
 
@@ -41,6 +47,12 @@ export interface SlotObservation {
   readonly targetId: string;
   readonly source: NodeSlotState & { readonly keys: number };
   readonly target: NodeSlotState;
+  /** Config epochs: each node's own, and the source's as the target last heard it. */
+  readonly epochs: {
+    readonly source: number;
+    readonly target: number;
+    readonly sourceSeenByTarget: number;
+  };
   /** Other masters' opinion of the owner; only needed to finish finalizing. */
   readonly others: readonly { readonly nodeId: string; readonly owner: string | null }[];
 }
@@ -53,6 +65,7 @@ export interface NodeSlotState {
 
 export const SlotActionKind = {
   SetImporting: 'set-importing',
+  AwaitEpoch: 'await-epoch',
   SetMigrating: 'set-migrating',
   MigrateKeys: 'migrate-keys',
   Drained: 'drained',
@@ -66,6 +79,7 @@ export const SlotActionKind = {
 export type SlotAction =
   | { readonly kind: typeof SlotActionKind.SetImporting }
   | { readonly kind: typeof SlotActionKind.SetMigrating }
+  | { readonly kind: typeof SlotActionKind.AwaitEpoch; readonly reason: string }
   | { readonly kind: typeof SlotActionKind.MigrateKeys }
   | { readonly kind: typeof SlotActionKind.Drained }
   | { readonly kind: typeof SlotActionKind.AssignTarget }
@@ -121,7 +135,23 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
   if (source.migratingTo === null) return { kind: SlotActionKind.SetMigrating };
   if (source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
   if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
+  const epochProblem = epochUnsafeReason(observation);
+  if (epochProblem) return { kind: SlotActionKind.AwaitEpoch, reason: epochProblem };
   return { kind: SlotActionKind.AssignTarget };
+}
+
+/**
+ * Why assigning the slot to the target now could let the source's epoch win (rule 2), or null when
+ * it cannot: the target's epoch is above the source's already, or the target knows the source's
+ * epoch is above its own and will bump past it.
+ */
+export function epochUnsafeReason(observation: SlotObservation): string | null {
+  const { source, target, sourceSeenByTarget } = observation.epochs;
+  if (target > source) return null;
+  if (target < source && sourceSeenByTarget >= source) return null;
+  if (target === source)
+    return `target and source share config epoch ${target}; waiting for Redis to resolve the collision`;
+  return `target has seen source config epoch ${sourceSeenByTarget}, the source is at ${source}; waiting for gossip`;
 }
 
 /** The step an operator sees for a slot in a given observation (for the migration record). */
@@ -166,6 +196,7 @@ export function afterAction(observation: SlotObservation, action: SlotAction): S
       );
       return { ...observation, others };
     }
+    case SlotActionKind.AwaitEpoch:
     case SlotActionKind.Drained:
     case SlotActionKind.Done:
     case SlotActionKind.Fail:

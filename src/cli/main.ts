@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * The slotfleet command line. Each command reads the configuration once (loadConfig) and hands it
+ * down; `demo` starts its own local servers and needs no configuration at all.
+ */
+import { parseArgs } from 'node:util';
+import { ENVIRONMENT, loadConfig } from '../shared/config.js';
+import { SlotfleetError } from '../shared/errors.js';
+import { createLogger } from '../shared/logger.js';
+
+const USAGE = `slotfleet: move Redis Cluster slots with a fleet of workers
+
+Usage:
+  slotfleet demo [--keys N] [--workers N]   start local servers, load data, add a master, rebalance, verify
+  slotfleet api                             run the HTTP API
+  slotfleet worker                          run a worker (any number, on any host)
+  slotfleet <command> --help
+
+Configuration (environment):
+${Object.entries(ENVIRONMENT)
+  .map(([name, meaning]) => `  ${name.padEnd(30)} ${meaning}`)
+  .join('\n')}
+`;
+
+type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, Command> = {
+  api: async (args) => {
+    if (wantsHelp(args))
+      return help('slotfleet api: run the HTTP API (see the configuration list in slotfleet --help)');
+    const config = loadConfig(process.env);
+    const log = createLogger({ level: config.logLevel, name: 'slotfleet-api' });
+    const { startApi } = await import('../producer/server.js');
+    const api = await startApi(config, log);
+    if (Object.keys(config.clusters).length === 0) {
+      log.warn('no cluster configured: set SLOTFLEET_CLUSTER_URL (or SLOTFLEET_CLUSTERS)');
+    }
+    await untilSignal(log, () => api.close());
+    return 0;
+  },
+  worker: async (args) => {
+    if (wantsHelp(args))
+      return help('slotfleet worker: run a slot worker (see slotfleet --help for configuration)');
+    const config = loadConfig(process.env);
+    const log = createLogger({ level: config.logLevel, name: 'slotfleet-worker' });
+    const { startWorker } = await import('../workers/worker.js');
+    const worker = await startWorker(config, log);
+    await untilSignal(log, () => worker.close());
+    return 0;
+  },
+  demo: async (args) => {
+    const { values } = parseArgs({
+      args,
+      options: {
+        keys: { type: 'string', default: '50000' },
+        workers: { type: 'string', default: '2' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help) {
+      return help(
+        'slotfleet demo [--keys N] [--workers N]\n' +
+          '  Starts a control Redis and a 3-master x 1-replica Redis Cluster on loopback, loads N keys of\n' +
+          '  mixed types, adds an empty master, moves a quarter of the slots onto it through the API and\n' +
+          '  the workers, verifies every key, and stops everything it started.',
+      );
+    }
+    const keys = positiveInteger(values.keys, '--keys');
+    const workers = positiveInteger(values.workers, '--workers');
+    const { runDemo } = await import('./demo.js');
+    return runDemo({ keys, workers });
+  },
+};
+
+function wantsHelp(args: string[]): boolean {
+  return args.includes('--help') || args.includes('-h');
+}
+
+function help(text: string): number {
+  process.stdout.write(`${text}\n`);
+  return 0;
+}
+
+function positiveInteger(text: string | undefined, flag: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new SlotfleetError('INVALID_REQUEST', `${flag} must be a whole number above 0`);
+  return value;
+}
+
+/**
+ * Runs until SIGINT or SIGTERM, then closes with a deadline: jobs in flight finish their current
+ * step and stay resumable; a second signal or the deadline exits at once.
+ */
+async function untilSignal(
+  log: { info: (o: object, m: string) => void },
+  close: () => Promise<void>,
+): Promise<void> {
+  const deadlineMs = 30_000;
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      log.info({ signal, deadlineMs }, 'shutting down');
+      const timer = setTimeout(() => process.exit(1), deadlineMs);
+      timer.unref();
+      process.once('SIGINT', () => process.exit(130));
+      process.once('SIGTERM', () => process.exit(143));
+      close().then(resolve, resolve);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+async function main(): Promise<number> {
+  const [name, ...args] = process.argv.slice(2);
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE);
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`slotfleet: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  return command(args);
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const message =
+      error instanceof SlotfleetError
+        ? `${error.code}: ${error.message}`
+        : String((error as Error)?.stack ?? error);
+    process.stderr.write(`slotfleet: ${message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,196 @@
+/**
+ * A whole slotfleet stack on real servers for one test file: a control Redis, a Redis Cluster with
+ * replicas, the API (in-process, driven with app.inject) and workers. Everything started here is
+ * stopped by stop(), which also checks that no redis-server it started is left running.
+ */
+import { Writable } from 'node:stream';
+import { Queue } from 'bullmq';
+import { expect } from 'vitest';
+import { createApi } from '../../../src/producer/server.js';
+import { SandboxCluster, startControlRedis } from '../../../src/sandbox/index.js';
+import type { RedisProcess } from '../../../src/sandbox/redis-process.js';
+import { type Config, loadConfig } from '../../../src/shared/config.js';
+import { type NodeView, ownerOf, parseClusterNodes } from '../../../src/shared/domain/topology.js';
+import { createLogger, type Logger } from '../../../src/shared/logger.js';
+import { QueueName } from '../../../src/shared/queue/names.js';
+import { startWorker, type WorkerHandle, type WorkerOptions } from '../../../src/workers/worker.js';
+
+export interface StackOptions {
+  readonly masters?: number;
+  readonly replicasPerMaster?: number;
+  readonly workers?: number;
+  readonly env?: Record<string, string>;
+  readonly workerOptions?: WorkerOptions;
+}
+
+export interface Stack {
+  readonly control: RedisProcess;
+  readonly cluster: SandboxCluster;
+  readonly config: Config;
+  readonly env: Record<string, string>;
+  readonly log: Logger;
+  /** Every log line of the in-process API and workers, as JSON text. */
+  readonly logLines: string[];
+  readonly api: ReturnType<typeof createApi>;
+  readonly workers: WorkerHandle[];
+  startWorker(options?: WorkerOptions): Promise<WorkerHandle>;
+  jobCounts(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+let prefixCounter = 0;
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const control = await startControlRedis();
+  const cluster = await SandboxCluster.start({
+    masters: options.masters ?? 3,
+    replicasPerMaster: options.replicasPerMaster ?? 1,
+  });
+  const env: Record<string, string> = {
+    SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+    SLOTFLEET_CONTROL_URL: control.url,
+    SLOTFLEET_QUEUE_PREFIX: `t${process.pid}-${++prefixCounter}`,
+    SLOTFLEET_METRICS_PORT: '0',
+    SLOTFLEET_JOB_BACKOFF_MS: '100',
+    SLOTFLEET_LOG_LEVEL: 'info',
+    ...options.env,
+  };
+  const config = loadConfig(env);
+  const logLines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logLines.push(String(chunk));
+      done();
+    },
+  });
+  const log = createLogger({ level: config.logLevel, name: 'test' }, sink);
+  const api = createApi(config, log);
+  const workers: WorkerHandle[] = [];
+  const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map(
+    (name) =>
+      new Queue(name, { connection: { host: control.host, port: control.port }, prefix: config.queuePrefix }),
+  );
+  const start = async (workerOptions?: WorkerOptions) => {
+    const worker = await startWorker(config, log, { serveMetrics: false, ...workerOptions });
+    workers.push(worker);
+    return worker;
+  };
+  for (let i = 0; i < (options.workers ?? 1); i++) await start(options.workerOptions);
+
+  return {
+    control,
+    cluster,
+    config,
+    env,
+    log,
+    logLines,
+    api,
+    workers,
+    startWorker: start,
+    async jobCounts() {
+      const [migrate, finalize] = await Promise.all(queues.map((queue) => queue.getJobCounts()));
+      const total = (counts: Record<string, number> | undefined) =>
+        Object.values(counts ?? {}).reduce((sum, count) => sum + count, 0);
+      return { migrate: total(migrate), finalize: total(finalize) };
+    },
+    async stop() {
+      await Promise.allSettled(workers.map((worker) => worker.close()));
+      await api.close();
+      await Promise.allSettled(queues.map((queue) => queue.close()));
+      const pids = [...cluster.startedPids(), control.pid];
+      await cluster.stop();
+      await control.stop();
+      await control.removeDir();
+      for (const pid of pids) expect(isAlive(pid), `redis-server pid ${pid} still running`).toBe(false);
+    },
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls GET /v1/migrations/:id until the migration ends; returns the final record. */
+export async function waitForMigration(
+  stack: Stack,
+  id: string,
+  timeoutMs = 60_000,
+): Promise<{ state: string; keysMoved: number; slots: Record<string, number>; errors: unknown[] }> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
+    last = response.json();
+    const state = (last as { state: string }).state;
+    if (state === 'done' || state === 'failed') return last as never;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`migration ${id} did not end within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+}
+
+/** Every running node's own view (replicas included). */
+export async function allViews(cluster: SandboxCluster): Promise<NodeView[]> {
+  const views: NodeView[] = [];
+  for (const node of cluster.nodes) {
+    if (!node.isRunning) continue;
+    const client = node.client();
+    try {
+      views.push(parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))));
+    } finally {
+      client.disconnect();
+    }
+  }
+  return views;
+}
+
+/**
+ * Waits until every running node, replicas included, reports `owner` for each slot and no node has
+ * any slot open; fails with the disagreement otherwise.
+ */
+export async function expectOwnersEverywhere(
+  cluster: SandboxCluster,
+  expected: ReadonlyMap<number, string>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let problems: string[] = [];
+  while (Date.now() < deadline) {
+    problems = [];
+    for (const view of await allViews(cluster)) {
+      const name = `${view.myself.host}:${view.myself.port}`;
+      for (const [slot, owner] of expected) {
+        const seen = ownerOf(view, slot);
+        if (seen !== owner) problems.push(`${name} sees slot ${slot} owned by ${seen}, expected ${owner}`);
+      }
+      if (view.importing.size > 0)
+        problems.push(`${name} is importing ${[...view.importing.keys()].join(',')}`);
+      if (view.migrating.size > 0)
+        problems.push(`${name} is migrating ${[...view.migrating.keys()].join(',')}`);
+    }
+    if (problems.length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  expect(problems.slice(0, 10)).toEqual([]);
+}
+
+/** Sum of COUNTKEYSINSLOT over the given slots, asked of each slot's owner. */
+export async function countKeysInSlots(cluster: SandboxCluster, slots: readonly number[]): Promise<number> {
+  const views = await allViews(cluster);
+  const seed = views[0]!;
+  let total = 0;
+  for (const slot of slots) {
+    const owner = seed.nodes.find((node) => node.id === ownerOf(seed, slot))!;
+    const client = cluster.process(owner.port).client();
+    try {
+      total += Number(await client.call('CLUSTER', 'COUNTKEYSINSLOT', slot));
+    } finally {
+      client.disconnect();
+    }
+  }
+  return total;
+}
