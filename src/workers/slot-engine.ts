@@ -56,6 +56,8 @@ export async function driveSlot(
   const { adapter, store, log } = deps;
   const includeOthers = phase === SlotPhase.Finalize;
   let observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+  // True while `observation` came from the cluster rather than from our predictions.
+  let fresh = true;
   let recordedStep: SlotStep | undefined;
   let keysMoved = 0;
   let verified = false;
@@ -73,6 +75,7 @@ export async function driveSlot(
       // Done is only believed from a fresh look at every master, not from our own predictions.
       if (verified) return { keysMoved, step };
       observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers: true });
+      fresh = true;
       verified = true;
       continue;
     }
@@ -83,6 +86,7 @@ export async function driveSlot(
       await new Promise((resolve) => setTimeout(resolve, EPOCH_POLL_MS));
       performed--;
       observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+      fresh = true;
       continue;
     }
     await deps.beforeAction?.(action, observation);
@@ -98,12 +102,12 @@ export async function driveSlot(
         break;
       case SlotActionKind.AssignTarget: {
         // The one irreversible step: only from a fresh observation, never from a prediction.
-        const fresh = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
-        if (nextSlotAction(fresh, phase).kind !== SlotActionKind.AssignTarget) {
-          observation = fresh;
+        if (!fresh) {
+          observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+          fresh = true;
           continue;
         }
-        log.info({ keysOnSource: fresh.source.keys }, 'assigning slot to target');
+        log.info({ epochs: observation.epochs }, 'assigning slot to target');
         // SETSLOT NODE on the target first: it bumps the target's config epoch, so its claim wins.
         await adapter.setSlotNode(data.target, data.slot, data.target.id);
         break;
@@ -129,6 +133,7 @@ export async function driveSlot(
       }
     }
     observation = afterAction(observation, action);
+    fresh = false;
   }
   throw new SlotfleetError(
     ErrorCode.NotConverged,

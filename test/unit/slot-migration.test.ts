@@ -24,7 +24,7 @@ function observe(partial: {
     source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, ...partial.source },
     target: { owner: S, importingFrom: null, migratingTo: null, ...partial.target },
     epochs: partial.epochs ?? { source: 1, target: 2, sourceSeenByTarget: 1 },
-    others: partial.others ?? [{ nodeId: O, owner: S }],
+    others: partial.others ?? [{ nodeId: O, host: '127.0.0.1', port: 7002, owner: S }],
   };
 }
 
@@ -81,7 +81,11 @@ describe('nextSlotAction', () => {
     ],
     [
       'everyone agrees: done',
-      observe({ target: { owner: T }, source: { owner: T, keys: 0 }, others: [{ nodeId: O, owner: T }] }),
+      observe({
+        target: { owner: T },
+        source: { owner: T, keys: 0 },
+        others: [{ nodeId: O, host: '127.0.0.1', port: 7002, owner: T }],
+      }),
       SlotPhase.Finalize,
       'done',
     ],

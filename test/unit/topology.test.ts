@@ -3,6 +3,7 @@ import {
   findNode,
   ownerOf,
   parseClusterNodes,
+  readSlotView,
   slotCount,
   slotOwners,
 } from '../../src/shared/domain/topology.js';
@@ -62,6 +63,20 @@ describe('parseClusterNodes', () => {
     expect(findNode(view.nodes, 'cccccccc')?.id).toBe(C);
     expect(findNode(view.nodes, 'ccc')).toBeUndefined();
     expect(findNode(view.nodes, '127.0.0.1:9999')).toBeUndefined();
+  });
+
+  it('readSlotView agrees with the full parse on every slot', () => {
+    for (const slot of [0, 93, 5460, 5461, 10922, 10923, 16383]) {
+      const slotView = readSlotView(SAMPLE, slot);
+      expect(slotView.owner).toBe(ownerOf(view, slot));
+      expect(slotView.importingFrom).toBe(view.importing.get(slot) ?? null);
+      expect(slotView.migratingTo).toBe(view.migrating.get(slot) ?? null);
+      expect(slotView.myselfId).toBe(A);
+    }
+    const slotView = readSlotView(SAMPLE, 0);
+    expect(slotView.epochs.get(B)).toBe(2);
+    // The failing master is not offered as a node to send SETSLOT to.
+    expect(slotView.masters.map((master) => master.id)).toEqual([A, B]);
   });
 
   it('rejects a reply without myself', () => {

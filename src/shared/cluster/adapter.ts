@@ -9,7 +9,14 @@ import type { RedisEndpoint } from '../config.js';
 import type { ClusterSnapshot, NodeRef } from '../domain/plan.js';
 import { snapshotFromViews } from '../domain/plan.js';
 import type { NodeSlotState, SlotObservation } from '../domain/slot-migration.js';
-import { type ClusterNode, NodeRole, type NodeView, ownerOf, parseClusterNodes } from '../domain/topology.js';
+import {
+  type ClusterNode,
+  NodeRole,
+  type NodeView,
+  parseClusterNodes,
+  readSlotView,
+  type SlotView,
+} from '../domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { mapRedisError } from './error-map.js';
@@ -94,20 +101,21 @@ export class ClusterAdapter {
     options: { includeOthers: boolean },
   ): Promise<SlotObservation> {
     const [sourceView, sourceKeys, targetView] = await Promise.all([
-      this.readView(source),
+      this.readSlotView(source, slot),
       this.countKeysInSlot(source, slot),
-      this.readView(target),
+      this.readSlotView(target, slot),
     ]);
-    let others: { nodeId: string; owner: string | null }[] = [];
+    let others: SlotObservation['others'] = [];
     if (options.includeOthers) {
-      const otherMasters = sourceView.nodes.filter(
-        (node) =>
-          node.role === NodeRole.Master && !node.failed && node.id !== source.id && node.id !== target.id,
+      const otherMasters = sourceView.masters.filter(
+        (node) => node.id !== source.id && node.id !== target.id,
       );
       others = await Promise.all(
         otherMasters.map(async (node) => ({
           nodeId: node.id,
-          owner: ownerOf(await this.readView(node), slot),
+          host: node.host,
+          port: node.port,
+          owner: (await this.readSlotView(node, slot)).owner,
         })),
       );
     }
@@ -115,15 +123,21 @@ export class ClusterAdapter {
       slot,
       sourceId: source.id,
       targetId: target.id,
-      source: { ...slotStateIn(sourceView, slot, source.id), keys: sourceKeys },
-      target: slotStateIn(targetView, slot, target.id),
+      source: { ...slotStateIn(sourceView, source.id), keys: sourceKeys },
+      target: slotStateIn(targetView, target.id),
       epochs: {
-        source: sourceView.myself.configEpoch,
-        target: targetView.myself.configEpoch,
-        sourceSeenByTarget: targetView.nodes.find((node) => node.id === source.id)?.configEpoch ?? 0,
+        source: sourceView.myselfEpoch,
+        target: targetView.myselfEpoch,
+        sourceSeenByTarget: targetView.epochs.get(source.id) ?? 0,
       },
       others,
     };
+  }
+
+  /** One node's opinion of one slot (owner, open state, epochs), read cheaply from CLUSTER NODES. */
+  async readSlotView(node: Address, slot: number): Promise<SlotView> {
+    const text = await this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES'));
+    return readSlotView(String(text), slot);
   }
 
   async countKeysInSlot(node: Address, slot: number): Promise<number> {
@@ -265,18 +279,14 @@ export class ClusterAdapter {
   }
 }
 
-function slotStateIn(view: NodeView, slot: number, selfId: string): NodeSlotState {
-  if (view.myself.id !== selfId) {
+function slotStateIn(view: SlotView, selfId: string): NodeSlotState {
+  if (view.myselfId !== selfId) {
     throw new SlotfleetError(
       ErrorCode.OwnerChanged,
-      `node ${view.myself.host}:${view.myself.port} is now ${view.myself.id}, not ${selfId}: the cluster changed`,
+      `the node expected to be ${selfId} now answers as ${view.myselfId}: the cluster changed`,
     );
   }
-  return {
-    owner: ownerOf(view, slot),
-    importingFrom: view.importing.get(slot) ?? null,
-    migratingTo: view.migrating.get(slot) ?? null,
-  };
+  return { owner: view.owner, importingFrom: view.importingFrom, migratingTo: view.migratingTo };
 }
 
 function uniqueAddresses(addresses: Address[]): Address[] {

@@ -54,7 +54,12 @@ export interface SlotObservation {
     readonly sourceSeenByTarget: number;
   };
   /** Other masters' opinion of the owner; only needed to finish finalizing. */
-  readonly others: readonly { readonly nodeId: string; readonly owner: string | null }[];
+  readonly others: readonly {
+    readonly nodeId: string;
+    readonly host: string;
+    readonly port: number;
+    readonly owner: string | null;
+  }[];
 }
 
 export interface NodeSlotState {

@@ -1,0 +1,238 @@
+/**
+ * `slotfleet demo`: the whole thing on this machine, with nothing configured. Starts a control Redis
+ * and a 3-master x 1-replica cluster on loopback, loads data, adds an empty master, runs the API and
+ * worker processes, moves a quarter of the slots onto the new master, shows progress, verifies every
+ * key, and stops everything it started (also on Ctrl-C).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startApi } from '../producer/server.js';
+import {
+  type RedisProcess,
+  requireRedisBinaries,
+  SandboxCluster,
+  seedDataset,
+  startControlRedis,
+  verifyDataset,
+} from '../sandbox/index.js';
+import { loadConfig } from '../shared/config.js';
+import { formatSlotRanges } from '../shared/domain/slots.js';
+import { createLogger } from '../shared/logger.js';
+
+export interface DemoOptions {
+  readonly keys: number;
+  readonly workers: number;
+}
+
+interface MigrationView {
+  state: string;
+  slotsTotal: number;
+  slots: Record<string, number>;
+  keysMoved: number;
+  errors: { slot: number; code: string; message: string }[];
+}
+
+const say = (text: string) => process.stdout.write(`${text}\n`);
+
+export async function runDemo(options: DemoOptions): Promise<number> {
+  const binaries = await requireRedisBinaries();
+  const workDir = await mkdtemp(join(tmpdir(), 'slotfleet-demo-'));
+  say(`slotfleet demo: redis-server ${binaries.version}; logs in ${workDir}`);
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const cleanup = async () => {
+    for (const step of cleanups.reverse()) await step().catch(() => undefined);
+    cleanups.length = 0;
+  };
+  const onSignal = () => {
+    say('\ninterrupted: stopping everything the demo started');
+    cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    let started = Date.now();
+    const control: RedisProcess = await startControlRedis();
+    cleanups.push(async () => {
+      await control.stop();
+      await control.removeDir();
+    });
+    const cluster = await SandboxCluster.start({ masters: 3, replicasPerMaster: 1 });
+    cleanups.push(() => cluster.stop());
+    say(`started a control Redis and a 3 x 1 Redis Cluster in ${seconds(started)} (seed ${cluster.seedUrl})`);
+
+    started = Date.now();
+    const manifest = await seedDataset(cluster.seedUrl, {
+      keys: options.keys,
+      types: 'mixed',
+      ttlFraction: 0.2,
+    });
+    say(
+      `loaded ${options.keys.toLocaleString()} keys (string, hash, list, set, zset, stream; 20% with TTL) in ${seconds(started)}`,
+    );
+
+    const added = await cluster.addEmptyMaster();
+    say(`added an empty master 127.0.0.1:${added.process.port}`);
+
+    const config = loadConfig({
+      SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+      SLOTFLEET_CONTROL_URL: control.url,
+      SLOTFLEET_API_PORT: '0',
+      SLOTFLEET_METRICS_PORT: '0',
+      SLOTFLEET_QUEUE_PREFIX: 'demo',
+      SLOTFLEET_LOG_LEVEL: 'info',
+    });
+    const apiLog = createWriteStream(join(workDir, 'api.log'));
+    const api = await startApi(config, createLogger({ level: 'info', name: 'slotfleet-api' }, apiLog));
+    cleanups.push(() => api.close());
+    const workers = startWorkerProcesses(options.workers, config, control.url, cluster.seedUrl, workDir);
+    cleanups.push(() => stopProcesses(workers));
+    say(
+      `API on ${api.url}, ${options.workers} worker processes (pids ${workers.map((w) => w.pid).join(', ')})`,
+    );
+
+    const moves = await quarterOntoNewMaster(cluster, added.id);
+    const response = await fetch(`${api.url}/v1/clusters/default/migrations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ moves }),
+    });
+    const created = (await response.json()) as { id: string; slots: number; message?: string };
+    if (response.status !== 202)
+      throw new Error(`POST /v1/clusters/default/migrations: ${response.status} ${created.message}`);
+    say(`migration ${created.id}: ${created.slots} slots to 127.0.0.1:${added.process.port}`);
+
+    started = Date.now();
+    const final = await watch(api.url, created.id, started);
+    const elapsedSeconds = (Date.now() - started) / 1000;
+
+    const verifyStarted = Date.now();
+    const verification = await verifyDataset(cluster.seedUrl, manifest);
+    say(
+      verification.ok
+        ? `verified all ${verification.checked.toLocaleString()} keys (value and TTL) in ${seconds(verifyStarted)}: nothing lost`
+        : `VERIFICATION FAILED: ${verification.missingCount} missing, ${verification.wrongValueCount} wrong values, ${verification.wrongTtlCount} wrong TTLs`,
+    );
+    say('');
+    say('summary');
+    say(`  migration   ${created.id}: ${final.state}`);
+    say(
+      `  slots       ${final.slots.done ?? 0} done, ${final.slots.failed ?? 0} failed of ${final.slotsTotal}`,
+    );
+    say(
+      `  keys moved  ${final.keysMoved.toLocaleString()} in ${elapsedSeconds.toFixed(1)} s (${Math.round(final.keysMoved / Math.max(elapsedSeconds, 0.001)).toLocaleString()} keys/s)`,
+    );
+    say(
+      `  errors      ${
+        final.errors.length === 0
+          ? 'none'
+          : final.errors
+              .slice(0, 5)
+              .map((e) => `slot ${e.slot}: ${e.code}`)
+              .join('; ')
+      }`,
+    );
+    say(`  verified    ${verification.ok ? 'yes' : 'NO'}`);
+    say(`  API         ${api.url}/v1/migrations/${created.id}`);
+    const ok = final.state === 'done' && verification.ok;
+    return ok ? 0 : 1;
+  } finally {
+    say('stopping everything the demo started');
+    await cleanup();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+/** A quarter of every master's slots (its last ones), so four masters end up even. */
+async function quarterOntoNewMaster(cluster: SandboxCluster, newMasterId: string) {
+  const client = cluster.nodes[0]!.client();
+  const { parseClusterNodes, slotOwners } = await import('../shared/domain/topology.js');
+  const owners = slotOwners(parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))));
+  client.disconnect();
+  const byOwner = new Map<string, number[]>();
+  owners.forEach((owner, slot) => {
+    if (owner && owner !== newMasterId) byOwner.set(owner, [...(byOwner.get(owner) ?? []), slot]);
+  });
+  const slots = [...byOwner.values()].flatMap((owned) =>
+    owned.slice(owned.length - Math.floor(owned.length / 4)),
+  );
+  return [{ slots: formatSlotRanges(slots), target: newMasterId }];
+}
+
+async function watch(apiUrl: string, id: string, started: number): Promise<MigrationView> {
+  const interactive = process.stdout.isTTY;
+  let lastLine = 0;
+  for (;;) {
+    const view = (await (await fetch(`${apiUrl}/v1/migrations/${id}`)).json()) as MigrationView;
+    const done = view.slots.done ?? 0;
+    const elapsed = (Date.now() - started) / 1000;
+    const rate = view.keysMoved / Math.max(elapsed, 0.001);
+    const eta = done > 0 ? ((view.slotsTotal - done) * elapsed) / done : Number.NaN;
+    const width = 30;
+    const filled = Math.round((done / Math.max(view.slotsTotal, 1)) * width);
+    const line =
+      `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] slots ${done}/${view.slotsTotal}` +
+      `  keys ${view.keysMoved.toLocaleString()}  ${Math.round(rate).toLocaleString()} keys/s` +
+      `  ETA ${Number.isFinite(eta) ? `${eta.toFixed(1)} s` : '?'}`;
+    const ended = view.state === 'done' || view.state === 'failed';
+    if (interactive) process.stdout.write(`\r${line}${ended ? '\n' : ''}`);
+    else if (ended || Date.now() - lastLine > 1000) {
+      say(line);
+      lastLine = Date.now();
+    }
+    if (ended) return view;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+function startWorkerProcesses(
+  count: number,
+  config: ReturnType<typeof loadConfig>,
+  controlUrl: string,
+  clusterUrl: string,
+  workDir: string,
+): ChildProcess[] {
+  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  return Array.from({ length: count }, (_, index) => {
+    const log = createWriteStream(join(workDir, `worker-${index + 1}.log`));
+    const child = spawn(process.execPath, [main, 'worker'], {
+      env: {
+        ...process.env,
+        SLOTFLEET_CLUSTER_URL: clusterUrl,
+        SLOTFLEET_CONTROL_URL: controlUrl,
+        SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
+        SLOTFLEET_METRICS_PORT: '0',
+        SLOTFLEET_LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    return child;
+  });
+}
+
+async function stopProcesses(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+function seconds(since: number): string {
+  return `${((Date.now() - since) / 1000).toFixed(1)} s`;
+}

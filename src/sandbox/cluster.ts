@@ -1,0 +1,456 @@
+/**
+ * A real Redis Cluster of loopback redis-server processes.
+ *
+ * Nothing here trusts what it asked for: redis-cli picks which ports become replicas, gossip
+ * takes a while to spread a MEET or a failover, so every operation ends by polling CLUSTER
+ * INFO and CLUSTER NODES on every responsive node until they agree, within a deadline.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import {
+  type ClusterNodeEntry,
+  parseClusterNodes,
+  parseInfoField,
+  SLOT_COUNT,
+  slotOwners,
+} from './cluster-nodes.js';
+import { requireRedisBinaries } from './redis-binaries.js';
+import { RedisProcess, redisUrl, SANDBOX_HOST, sleep, withAdminConnection } from './redis-process.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface SandboxClusterOptions {
+  /** Masters created by `redis-cli --cluster create` (it refuses fewer than 3). @defaultValue 3 */
+  masters?: number;
+  /** @defaultValue 1 */
+  replicasPerMaster?: number;
+  /** Applied to every node as `requirepass` and `masterauth`. */
+  password?: string;
+  /** `cluster-node-timeout`: how long a silent node takes to be flagged failing. @defaultValue 5000 */
+  clusterNodeTimeoutMs?: number;
+  /** Deadline for the cluster to agree after creation. @defaultValue 30000 */
+  readyTimeoutMs?: number;
+}
+
+export interface SandboxNode {
+  id: string;
+  host: string;
+  port: number;
+  role: 'master' | 'replica';
+  masterId: string | null;
+  slots: number;
+  /** Flagged `fail` or `fail?` by the node the topology was read from. */
+  failing: boolean;
+}
+
+export interface FailoverOptions {
+  /** CLUSTER FAILOVER FORCE: do not wait for the master to agree (use when it is down or paused). */
+  force?: boolean;
+  /** @defaultValue 30000 */
+  timeoutMs?: number;
+}
+
+interface NodeView {
+  node: RedisProcess;
+  state: string;
+  entries: ClusterNodeEntry[];
+}
+
+const POLL_INTERVAL_MS = 100;
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** Redis aborts a manual failover after CLUSTER_MF_TIMEOUT (5 s); resend after that. */
+const FAILOVER_RESEND_MS = 6000;
+const MINIMUM_MASTERS = 3;
+
+export class SandboxCluster {
+  readonly nodes: RedisProcess[] = [];
+  private readonly idsByPort = new Map<number, string>();
+  private firstMasterPort = 0;
+
+  private constructor(
+    readonly password: string | undefined,
+    private readonly clusterNodeTimeoutMs: number,
+  ) {}
+
+  static async start(options: SandboxClusterOptions = {}): Promise<SandboxCluster> {
+    const masterCount = options.masters ?? 3;
+    const replicasPerMaster = options.replicasPerMaster ?? 1;
+    if (!Number.isInteger(masterCount) || masterCount < MINIMUM_MASTERS) {
+      throw new Error(
+        `a sandbox cluster needs at least ${MINIMUM_MASTERS} masters (redis-cli --cluster create)`,
+      );
+    }
+    if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
+      throw new Error(`replicasPerMaster must be a non-negative integer, got ${replicasPerMaster}`);
+    }
+    const { cliPath } = await requireRedisBinaries();
+    const cluster = new SandboxCluster(options.password, options.clusterNodeTimeoutMs ?? 5000);
+    try {
+      const started = await Promise.allSettled(
+        Array.from({ length: masterCount * (1 + replicasPerMaster) }, () => cluster.startNode()),
+      );
+      const failure = started.find((result) => result.status === 'rejected');
+      if (failure !== undefined) throw failure.reason;
+      await cluster.create(cliPath, replicasPerMaster);
+      await Promise.all(cluster.nodes.map((node) => cluster.learnId(node)));
+      await cluster.waitForConsensus(options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);
+      const topology = await cluster.topology();
+      const firstMaster = topology
+        .filter((entry) => entry.role === 'master' && entry.slots > 0)
+        .sort((left, right) => left.port - right.port)[0];
+      if (firstMaster === undefined) throw new Error('cluster has no master with slots after creation');
+      cluster.firstMasterPort = firstMaster.port;
+      await Promise.all(
+        topology
+          .filter((entry) => entry.role === 'replica')
+          .map((entry) => cluster.waitForReplicaLink(entry.id, options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS)),
+      );
+      return cluster;
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+  }
+
+  /**
+   * A URL of the lowest-port master found at start-up; if that process is no longer
+   * responsive, of any responsive node, so a client can still discover the cluster.
+   */
+  get seedUrl(): string {
+    const first = this.nodes.find((node) => node.port === this.firstMasterPort);
+    const seed = first?.isResponsive ? first : (this.nodes.find((node) => node.isResponsive) ?? first);
+    if (seed === undefined) throw new Error('sandbox cluster has no nodes');
+    return redisUrl(seed.port, this.password);
+  }
+
+  /** Startup nodes for an ioredis `Cluster`: every responsive node. */
+  startupNodes(): Array<{ host: string; port: number }> {
+    return this.nodes
+      .filter((node) => node.isResponsive)
+      .map((node) => ({ host: node.host, port: node.port }));
+  }
+
+  /** Every pid started by this cluster, including restarted incarnations. */
+  startedPids(): number[] {
+    return this.nodes.flatMap((node) => node.pidHistory);
+  }
+
+  /** The topology as CLUSTER NODES on the first responsive node reports it, sorted by port. */
+  async topology(): Promise<SandboxNode[]> {
+    let lastError: unknown;
+    for (const node of this.nodes.filter((candidate) => candidate.isResponsive)) {
+      try {
+        const entries = await this.readNodes(node);
+        return entries
+          .filter((entry) => !entry.joining)
+          .map((entry) => ({
+            id: entry.id,
+            host: entry.host,
+            port: entry.port,
+            role: entry.role,
+            masterId: entry.masterId,
+            slots: entry.slots,
+            failing: entry.failing,
+          }))
+          .sort((left, right) => left.port - right.port);
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw new Error('no responsive node could report the cluster topology', { cause: lastError });
+  }
+
+  async masters(): Promise<SandboxNode[]> {
+    return (await this.topology()).filter((node) => node.role === 'master');
+  }
+
+  async replicasOf(masterId: string): Promise<SandboxNode[]> {
+    return (await this.topology()).filter((node) => node.role === 'replica' && node.masterId === masterId);
+  }
+
+  /** The process behind a node id or port. */
+  process(idOrPort: string | number): RedisProcess {
+    const port = typeof idOrPort === 'number' ? idOrPort : this.portOf(idOrPort);
+    const node = this.nodes.find((candidate) => candidate.port === port);
+    if (node === undefined)
+      throw new Error(`no sandbox node with ${typeof idOrPort === 'number' ? 'port' : 'id'} ${idOrPort}`);
+    return node;
+  }
+
+  /** The node id of a process started by this cluster. */
+  idOf(node: RedisProcess | number): string {
+    const port = typeof node === 'number' ? node : node.port;
+    const id = this.idsByPort.get(port);
+    if (id === undefined) throw new Error(`no sandbox node id known for port ${port}`);
+    return id;
+  }
+
+  async addEmptyMaster(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ id: string; process: RedisProcess }> {
+    const node = await this.startNode();
+    const id = await this.learnId(node);
+    await this.meet(node);
+    await this.waitForConsensus(timeoutMs);
+    return { id, process: node };
+  }
+
+  async addReplica(
+    masterId: string,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  ): Promise<{ id: string; process: RedisProcess }> {
+    const node = await this.startNode();
+    const id = await this.learnId(node);
+    await this.meet(node);
+    // CLUSTER REPLICATE needs the new node to know the master, i.e. the MEET to have spread.
+    await this.waitForConsensus(timeoutMs);
+    await withAdminConnection(node, (connection) => connection.cluster('REPLICATE', masterId));
+    await this.waitUntil(timeoutMs, `node ${id} to replicate ${masterId}`, async () => {
+      const views = await this.readViews();
+      for (const view of views) {
+        const entry = view.entries.find((candidate) => candidate.id === id);
+        if (entry?.role !== 'replica' || entry.masterId !== masterId) {
+          return `node ${describe(view.node)} sees ${id} as ${entry ? `${entry.role} of ${entry.masterId}` : 'unknown'}`;
+        }
+      }
+      return null;
+    });
+    await this.waitForReplicaLink(id, timeoutMs);
+    await this.waitForConsensus(timeoutMs);
+    return { id, process: node };
+  }
+
+  /**
+   * Promotes one responsive replica of `masterId` and waits until every responsive node agrees.
+   * Returns the new master's id.
+   */
+  async failover(masterId: string, options: FailoverOptions = {}): Promise<string> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const replicas = (await this.replicasOf(masterId)).filter(
+      (replica) => !replica.failing && this.process(replica.id).isResponsive,
+    );
+    const replica = replicas[0];
+    if (replica === undefined)
+      throw new Error(`master ${masterId} has no responsive replica to fail over to`);
+    const replicaProcess = this.process(replica.id);
+    const oldMaster = this.nodes.find((node) => this.idsByPort.get(node.port) === masterId);
+    // A manual failover waits for the replica to match the master's offset; without a link it times out.
+    if (!options.force) await this.waitForReplicaLink(replica.id, timeoutMs);
+
+    let sentAt = 0;
+    await this.waitUntil(timeoutMs, `replica ${replica.id} to take over from ${masterId}`, async () => {
+      if (Date.now() - sentAt >= FAILOVER_RESEND_MS) {
+        sentAt = Date.now();
+        await withAdminConnection(replicaProcess, (connection) =>
+          options.force ? connection.cluster('FAILOVER', 'FORCE') : connection.cluster('FAILOVER'),
+        ).catch((error: unknown) => {
+          // "You should send CLUSTER FAILOVER to a replica": the promotion already happened.
+          if (!(error instanceof Error && /to a replica/i.test(error.message))) throw error;
+        });
+      }
+      for (const view of await this.readViews()) {
+        const promoted = view.entries.find((entry) => entry.id === replica.id);
+        if (promoted?.role !== 'master')
+          return `node ${describe(view.node)} still sees ${replica.id} as a replica`;
+        if (oldMaster?.isResponsive) {
+          const demoted = view.entries.find((entry) => entry.id === masterId);
+          if (demoted?.role !== 'replica')
+            return `node ${describe(view.node)} still sees ${masterId} as a master`;
+        }
+      }
+      return null;
+    });
+    await this.waitForConsensus(timeoutMs);
+    return replica.id;
+  }
+
+  /**
+   * Waits until every responsive node reports cluster_state:ok, maps all 16384 slots to the
+   * same owners, knows every other responsive node, and flags none of them fail or pfail.
+   */
+  async waitForConsensus(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+    await this.waitUntil(timeoutMs, 'cluster consensus', () => this.consensusProblem());
+  }
+
+  async stopNode(idOrPort: string | number): Promise<void> {
+    await this.process(idOrPort).stop();
+  }
+
+  async killNode(idOrPort: string | number): Promise<void> {
+    await this.process(idOrPort).kill();
+  }
+
+  pauseNode(idOrPort: string | number): void {
+    this.process(idOrPort).pause();
+  }
+
+  resumeNode(idOrPort: string | number): void {
+    this.process(idOrPort).resume();
+  }
+
+  /** Restarts a node on the same port; it rejoins from its nodes.conf, without data (no persistence). */
+  async restartNode(idOrPort: string | number): Promise<void> {
+    await this.process(idOrPort).restart();
+  }
+
+  /** Stops every process this cluster started and deletes their directories. Safe to call twice. */
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.stop()));
+    await Promise.all(this.nodes.map((node) => node.removeDir()));
+  }
+
+  private async startNode(): Promise<RedisProcess> {
+    const node = await RedisProcess.start({
+      cluster: true,
+      password: this.password,
+      clusterNodeTimeoutMs: this.clusterNodeTimeoutMs,
+    });
+    this.nodes.push(node);
+    return node;
+  }
+
+  private async create(cliPath: string, replicasPerMaster: number): Promise<void> {
+    const args = [
+      '--cluster',
+      'create',
+      ...this.nodes.map((node) => `${SANDBOX_HOST}:${node.port}`),
+      '--cluster-replicas',
+      String(replicasPerMaster),
+      '--cluster-yes',
+    ];
+    if (this.password !== undefined) args.push('-a', this.password, '--no-auth-warning');
+    try {
+      await execFileAsync(cliPath, args, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+    } catch (error) {
+      const output = error as { stdout?: string; stderr?: string };
+      throw new Error(
+        `redis-cli --cluster create failed: ${error instanceof Error ? error.message : String(error)}\n${output.stdout ?? ''}${output.stderr ?? ''}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private async learnId(node: RedisProcess): Promise<string> {
+    const id = await withAdminConnection(node, (connection) => connection.cluster('MYID'));
+    this.idsByPort.set(node.port, id);
+    return id;
+  }
+
+  private async meet(node: RedisProcess): Promise<void> {
+    const introducer = this.nodes.find((candidate) => candidate !== node && candidate.isResponsive);
+    if (introducer === undefined) throw new Error('no responsive node to introduce the new node');
+    await withAdminConnection(introducer, (connection) => connection.cluster('MEET', node.host, node.port));
+  }
+
+  private portOf(id: string): number {
+    for (const [port, knownId] of this.idsByPort) if (knownId === id) return port;
+    throw new Error(`no sandbox node with id ${id}`);
+  }
+
+  private async readNodes(node: RedisProcess): Promise<ClusterNodeEntry[]> {
+    const text = await withAdminConnection(node, (connection) => connection.cluster('NODES'));
+    return parseClusterNodes(String(text));
+  }
+
+  private async readViews(): Promise<NodeView[]> {
+    return Promise.all(
+      this.nodes
+        .filter((node) => node.isResponsive)
+        .map((node) =>
+          withAdminConnection(node, async (connection) => {
+            const [info, nodes] = await Promise.all([
+              connection.cluster('INFO'),
+              connection.cluster('NODES'),
+            ]);
+            return {
+              node,
+              state: parseInfoField(info, 'cluster_state') ?? 'unknown',
+              entries: parseClusterNodes(String(nodes)),
+            };
+          }).catch((error: unknown) => {
+            throw new Error(`node ${describe(node)} did not answer: ${errorMessage(error)}`, {
+              cause: error,
+            });
+          }),
+        ),
+    );
+  }
+
+  private async consensusProblem(): Promise<string | null> {
+    const views = await this.readViews();
+    if (views.length === 0) return 'no responsive node';
+    const responsiveIds = views.map((view) => this.idOf(view.node));
+    let reference: { view: NodeView; owners: Array<string | null> } | undefined;
+    for (const view of views) {
+      const where = describe(view.node);
+      if (view.state !== 'ok') return `node ${where} reports cluster_state:${view.state}`;
+      for (const id of responsiveIds) {
+        const entry = view.entries.find((candidate) => candidate.id === id);
+        if (entry === undefined || entry.joining)
+          return `node ${where} does not know node ${this.label(id)} yet`;
+        if (entry.failing) return `node ${where} flags node ${this.label(id)} as ${entry.flags.join(',')}`;
+      }
+      const owners = slotOwners(view.entries);
+      if (reference === undefined) {
+        const unowned = owners.indexOf(null);
+        if (unowned !== -1) return `node ${where} has no owner for slot ${unowned}`;
+        reference = { view, owners };
+        continue;
+      }
+      for (let slot = 0; slot < SLOT_COUNT; slot++) {
+        if (owners[slot] !== reference.owners[slot]) {
+          return `node ${where} maps slot ${slot} to ${owners[slot]} but node ${describe(reference.view.node)} maps it to ${reference.owners[slot]}`;
+        }
+      }
+      for (const id of responsiveIds) {
+        const mine = view.entries.find((candidate) => candidate.id === id);
+        const theirs = reference.view.entries.find((candidate) => candidate.id === id);
+        if (mine?.role !== theirs?.role || mine?.masterId !== theirs?.masterId) {
+          return `node ${where} sees ${this.label(id)} as ${mine?.role} of ${mine?.masterId} but node ${describe(reference.view.node)} sees ${theirs?.role} of ${theirs?.masterId}`;
+        }
+      }
+    }
+    return null;
+  }
+
+  private async waitForReplicaLink(replicaId: string, timeoutMs: number): Promise<void> {
+    const replica = this.process(replicaId);
+    await this.waitUntil(timeoutMs, `replica ${this.label(replicaId)} to sync with its master`, async () => {
+      const info = await withAdminConnection(replica, (connection) => connection.info('replication'));
+      const linkStatus = parseInfoField(info, 'master_link_status');
+      return linkStatus === 'up' ? null : `master_link_status:${linkStatus ?? 'absent'}`;
+    });
+  }
+
+  /** Polls `check` (null means done, a string says what is still wrong) until the deadline. */
+  private async waitUntil(
+    timeoutMs: number,
+    goal: string,
+    check: () => Promise<string | null>,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let problem = 'not checked yet';
+    while (Date.now() < deadline) {
+      try {
+        const current = await check();
+        if (current === null) return;
+        problem = current;
+      } catch (error) {
+        problem = errorMessage(error);
+      }
+      await sleep(POLL_INTERVAL_MS);
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${goal}: ${problem}`);
+  }
+
+  private label(id: string): string {
+    const port = [...this.idsByPort].find(([, knownId]) => knownId === id)?.[0];
+    return port === undefined ? id : `${id} (${SANDBOX_HOST}:${port})`;
+  }
+}
+
+function describe(node: RedisProcess): string {
+  return `${node.host}:${node.port}`;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,37 @@
+export {
+  type FailoverOptions,
+  SandboxCluster,
+  type SandboxClusterOptions,
+  type SandboxNode,
+} from './cluster.js';
+export { type ClusterNodeEntry, parseClusterNodes, SLOT_COUNT, slotOwners } from './cluster-nodes.js';
+export { type ControlRedisOptions, startControlRedis } from './control.js';
+export {
+  type ClusterTarget,
+  countKeys,
+  createManifest,
+  type DatasetManifest,
+  type DatasetTypes,
+  datasetKey,
+  type ExpectedKey,
+  type ExpectedValue,
+  expectedKey,
+  expireAtFor,
+  type KeyType,
+  keyTypeAt,
+  MIXED_KEY_TYPES,
+  type SeedOptions,
+  seedDataset,
+  type VerifyOptions,
+  type VerifyResult,
+  valueFor,
+  verifyDataset,
+} from './dataset.js';
+export { type RedisBinaries, type RedisBinariesOptions, requireRedisBinaries } from './redis-binaries.js';
+export {
+  RedisProcess,
+  type RedisProcessOptions,
+  redisUrl,
+  SANDBOX_HOST,
+  withAdminConnection,
+} from './redis-process.js';

@@ -1,0 +1,162 @@
+/**
+ * A slot migration interrupted between every pair of steps (and in the middle of draining) is
+ * finished by a plain re-run, with nothing lost: every step re-derives its position from the cluster.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
+import { ClusterAdapter, type MigrateOptions } from '../../src/shared/cluster/adapter.js';
+import type { NodeRef } from '../../src/shared/domain/plan.js';
+import { type SlotAction, SlotPhase } from '../../src/shared/domain/slot-migration.js';
+import { ErrorCode, type SlotfleetError } from '../../src/shared/errors.js';
+import { createMetrics } from '../../src/shared/metrics.js';
+import { MigrationStore } from '../../src/shared/queue/migration-store.js';
+import type { SlotJobData } from '../../src/shared/queue/names.js';
+import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
+import { allViews, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
+
+class Crash extends Error {}
+
+/** Real adapter; throws after a number of MIGRATE batches, like a worker dying mid-drain. */
+class CrashingAdapter extends ClusterAdapter {
+  migrateCallsLeft = Number.POSITIVE_INFINITY;
+  override async migrate(source: NodeRef, target: NodeRef, keys: readonly Buffer[], options: MigrateOptions) {
+    if (this.migrateCallsLeft-- <= 0) throw new Crash('worker died between two MIGRATE batches');
+    return super.migrate(source, target, keys, options);
+  }
+}
+
+describe('interrupting a slot migration', () => {
+  let stack: Stack;
+  let adapter: CrashingAdapter;
+  let store: MigrationStore;
+  let controlClient: ReturnType<Stack['control']['client']>;
+
+  beforeAll(async () => {
+    stack = await startStack({ workers: 0 });
+    adapter = new CrashingAdapter('default', stack.config.clusters.default!, { commandTimeoutMs: 10_000 });
+    controlClient = stack.control.client();
+    store = new MigrationStore(controlClient, stack.config.queuePrefix);
+  });
+
+  afterAll(async () => {
+    await adapter?.close();
+    controlClient?.disconnect();
+    await stack?.stop();
+  });
+
+  function deps(beforeAction?: SlotEngineDeps['beforeAction']): SlotEngineDeps {
+    return {
+      adapter,
+      store,
+      metrics: createMetrics({ defaultMetrics: false }),
+      // Small batches, one in flight: draining takes several rounds, so there is a "between".
+      settings: { batchKeys: 7, batchesInFlight: 1, migrateTimeoutMs: 5_000 },
+      log: stack.log,
+      ...(beforeAction ? { beforeAction } : {}),
+    };
+  }
+
+  /** A slot full of keys of every type (some with TTL), its owner, and another master as target. */
+  async function prepareSlot(tag: string): Promise<{ data: SlotJobData; verify: () => Promise<void> }> {
+    const manifest = await seedDataset(stack.cluster.seedUrl, {
+      keys: 60,
+      types: 'mixed',
+      ttlFraction: 0.5,
+      hashTag: `{${tag}}`,
+      prefix: tag,
+    });
+    const client = stack.cluster.nodes[0]!.client();
+    const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `{${tag}}`));
+    client.disconnect();
+    const view = (await allViews(stack.cluster))[0]!;
+    const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
+    const ownerIndex = masters.findIndex((node) => node.slots.some((r) => slot >= r.start && slot <= r.end));
+    const owner = masters[ownerIndex]!;
+    const target = masters[(ownerIndex + 1) % masters.length]!;
+    const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
+    return {
+      data: {
+        migrationId: `crash-${tag}`,
+        cluster: 'default',
+        slot,
+        source: ref(owner),
+        target: ref(target),
+      },
+      verify: async () => {
+        const result = await verifyDataset(stack.cluster.seedUrl, manifest);
+        expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0, checked: 60 });
+        await expectOwnersEverywhere(stack.cluster, new Map([[slot, target.id]]));
+      },
+    };
+  }
+
+  async function runToEnd(data: SlotJobData, beforeAction?: SlotEngineDeps['beforeAction']) {
+    await driveSlot(data, SlotPhase.Migrate, deps(beforeAction));
+    return driveSlot(data, SlotPhase.Finalize, deps(beforeAction));
+  }
+
+  it.each([
+    'set-importing',
+    'set-migrating',
+    'migrate-keys',
+    'assign-target',
+    'assign-source',
+    'assign-others',
+  ])('crashing just before %s, then re-running, completes with nothing lost', async (crashAt) => {
+    const { data, verify } = await prepareSlot(`before-${crashAt}`);
+    const performed: string[] = [];
+    const crashOnce = (action: SlotAction) => {
+      if (action.kind === crashAt) throw new Crash(`crash before ${crashAt}`);
+      performed.push(action.kind);
+    };
+    await expect(runToEnd(data, crashOnce)).rejects.toBeInstanceOf(Crash);
+    await runToEnd(data);
+    await verify();
+    expect(performed).not.toContain(crashAt);
+  });
+
+  it('crashing between two MIGRATE batches, then re-running, completes with nothing lost', async () => {
+    const { data, verify } = await prepareSlot('mid-drain');
+    adapter.migrateCallsLeft = 2;
+    await expect(runToEnd(data)).rejects.toBeInstanceOf(Crash);
+    adapter.migrateCallsLeft = Number.POSITIVE_INFINITY;
+    const source = stack.cluster.process(data.source.port).client();
+    const keysLeft = Number(await source.call('CLUSTER', 'COUNTKEYSINSLOT', data.slot));
+    source.disconnect();
+    expect(keysLeft).toBe(60 - 2 * 7);
+    await runToEnd(data);
+    await verify();
+  });
+
+  it('re-running both jobs of a finished slot changes nothing', async () => {
+    const { data, verify } = await prepareSlot('rerun');
+    await runToEnd(data);
+    const actions: string[] = [];
+    const again = await runToEnd(data, (action) => {
+      actions.push(action.kind);
+    });
+    expect(again.keysMoved).toBe(0);
+    expect(actions).toEqual([]);
+    await verify();
+  });
+
+  it('maps the "already owner", "not owner" and "still holds keys" replies of real nodes', async () => {
+    const { data } = await prepareSlot('replies');
+    await runToEnd(data);
+    const codeOf = (promise: Promise<unknown>) =>
+      promise.then(
+        () => 'no error',
+        (error: SlotfleetError) => error.code,
+      );
+    expect(await codeOf(adapter.setSlotImporting(data.target, data.slot, data.source.id))).toBe(
+      ErrorCode.AlreadyOwner,
+    );
+    expect(await codeOf(adapter.setSlotMigrating(data.source, data.slot, data.target.id))).toBe(
+      ErrorCode.NotOwner,
+    );
+    // The target now holds the keys: handing the slot away must be refused by Redis itself.
+    expect(await codeOf(adapter.setSlotNode(data.target, data.slot, data.source.id))).toBe(
+      ErrorCode.StillHoldsKeys,
+    );
+  });
+});
