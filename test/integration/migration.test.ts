@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DatasetManifest, seedDataset, verifyDataset } from '../../src/sandbox/index.js';
+import { slotsOf } from './support/slots.js';
 import {
   countKeysInSlots,
   expectOwnersEverywhere,
@@ -45,7 +46,13 @@ describe('moving slots through the fleet', () => {
     const client = stack.cluster.process(first.port).client();
     const hotSlot = Number(await client.call('CLUSTER', 'KEYSLOT', '{hot}'));
     client.disconnect();
-    const ownerRanges = await slotsOf(stack, [first.id, second.id, third.id]);
+    const ownerRanges = new Map(
+      await Promise.all(
+        [first, second, third].map(
+          async (master) => [master.id, await slotsOf(stack.cluster, master.id)] as const,
+        ),
+      ),
+    );
     // One target, two sources (a node may not give and receive in one migration), and the hot slot
     // from whichever of them holds it.
     const hotOwner = [...ownerRanges.entries()].find(([, slots]) => slots.includes(hotSlot))![0];
@@ -92,18 +99,6 @@ describe('moving slots through the fleet', () => {
     await expectOwnersEverywhere(stack.cluster, expectedOwners);
   });
 });
-
-async function slotsOf(stack: Stack, ids: string[]): Promise<Map<string, number[]>> {
-  const client = stack.cluster.process((await stack.cluster.masters())[0]!.port).client();
-  const { parseClusterNodes, slotOwners } = await import('../../src/shared/domain/topology.js');
-  const owners = slotOwners(parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))));
-  client.disconnect();
-  const result = new Map<string, number[]>(ids.map((id) => [id, []]));
-  owners.forEach((owner, slot) => {
-    if (owner) result.get(owner)?.push(slot);
-  });
-  return result;
-}
 
 function ranges(slots: number[]): string {
   return slots.join(',');
