@@ -46,17 +46,7 @@ export function parseClusterNodes(text: string): NodeView {
     const trimmed = line.trim();
     if (trimmed === '') continue;
     const fields = trimmed.split(' ');
-    if (fields.length < 8) throw malformed(`line has ${fields.length} fields: ${trimmed}`);
-    const [id, address, flagText, master, , , epochText, linkState] = fields as [
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
+    const { id, address, flagText, master, epochText, linkState } = fixedFields(fields, trimmed);
     const { host, port, busPort } = parseAddress(address);
     const flags = flagText.split(',');
     const myself = flags.includes('myself');
@@ -139,16 +129,7 @@ export function readSlotView(text: string, slot: number): SlotView {
       cursor = fieldEnd + 1;
     }
     const slotTokens = cursor < line.length ? line.slice(cursor) : '';
-    if (fields.length < 8) throw malformed(`line has ${fields.length} fields: ${line}`);
-    const [id, address, flagText, , , , epochText] = fields as [
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
+    const { id, address, flagText, epochText } = fixedFields(fields, line);
     const epoch = Number(epochText);
     epochs.set(id, epoch);
     const isMaster = flagText.includes('master');
@@ -256,6 +237,22 @@ export function findNode(nodes: readonly ClusterNode[], reference: string): Clus
     if (matches.length === 1) return matches[0];
   }
   return undefined;
+}
+
+/** The eight fields every CLUSTER NODES line starts with. */
+function fixedFields(fields: readonly string[], line: string) {
+  if (fields.length < 8) throw malformed(`line has ${fields.length} fields: ${line}`);
+  const [id, address, flagText, master, , , epochText, linkState] = fields as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  return { id, address, flagText, master, epochText, linkState };
 }
 
 function parseAddress(address: string): { host: string; port: number; busPort: number } {
