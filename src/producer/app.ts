@@ -2,6 +2,9 @@
  * The HTTP API. buildApp() never listens: tests use app.inject, server.ts listens. Every route has
  * TypeBox schemas for params, body and each response.
  */
+import bearerAuth from '@fastify/bearer-auth';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FlowProducer } from 'bullmq';
 import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
@@ -11,8 +14,9 @@ import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import { ErrorResponse, statusForCode } from './http-errors.js';
-import { registerMigrationRoutes } from './routes/migrations.js';
-import { Health } from './schemas.js';
+import { registerClusterRoutes } from './routes/clusters.js';
+import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
+import { Health, Readiness } from './schemas.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -21,6 +25,8 @@ export interface AppDeps {
   readonly flowProducer: FlowProducer;
   /** The adapter of a configured cluster, or undefined when no cluster has that name. */
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
+  /** Resolves when the control Redis answers. */
+  readonly pingControl: () => Promise<void>;
 }
 
 /** Request bodies larger than this are refused with 413 before they are parsed. */
@@ -35,6 +41,18 @@ export function buildApp(deps: AppDeps) {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.addSchema(ErrorResponse);
+  app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'slotfleet',
+        version: '1',
+        description: 'Move Redis Cluster slots with a fleet of workers.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: deps.config.api.token ? [{ bearer: [] }] : [],
+    },
+  });
+  app.register(swaggerUi, { routePrefix: '/docs' });
 
   app.setErrorHandler((error: FastifyError | SlotfleetError, request, reply) => {
     if (error instanceof SlotfleetError) {
@@ -81,7 +99,52 @@ export function buildApp(deps: AppDeps) {
     async () => ({ status: 'ok' as const }),
   );
 
-  registerMigrationRoutes(app, deps);
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        description: 'Readiness: 200 only when the control Redis and every configured cluster answer.',
+        response: { 200: Readiness, 503: Readiness },
+      },
+    },
+    async (_request, reply) => {
+      const checks: Record<string, string> = {};
+      const probes: [string, Promise<void>][] = [['control', deps.pingControl()]];
+      for (const name of Object.keys(deps.config.clusters)) {
+        const adapter = deps.adapterFor(name);
+        if (adapter) probes.push([`cluster:${name}`, adapter.ping()]);
+      }
+      await Promise.all(
+        probes.map(async ([name, probe]) => {
+          checks[name] = await probe.then(
+            () => 'ok',
+            (error: Error) => error.message.slice(0, 200),
+          );
+        }),
+      );
+      const ready = Object.values(checks).every((check) => check === 'ok');
+      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+    },
+  );
+
+  // Everything under /v1 needs the token (constant-time comparison in @fastify/bearer-auth);
+  // /healthz, /readyz, /metrics and /docs stay open.
+  app.register(async (v1) => {
+    const token = deps.config.api.token;
+    if (token) {
+      await v1.register(bearerAuth, {
+        keys: [token],
+        errorResponse: (error: Error) => ({
+          statusCode: 401,
+          error: 'Unauthorized',
+          code: ErrorCode.Unauthorized,
+          message: `${error.message}: send Authorization: Bearer <SLOTFLEET_API_TOKEN>`,
+        }),
+      });
+    }
+    registerMigrationRoutes(v1 as unknown as TypedApp, deps);
+    registerClusterRoutes(v1 as unknown as TypedApp, deps);
+  });
   return app;
 }
 

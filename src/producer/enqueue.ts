@@ -35,6 +35,7 @@ export function slotFlows(
       slot: move.slot,
       source: move.source,
       target: move.target,
+      ...(move.repair ? { repair: move.repair } : {}),
     };
     return {
       name: 'finalize',

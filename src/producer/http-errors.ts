@@ -20,12 +20,17 @@ export function statusForCode(code: string): number {
     case ErrorCode.UnknownCluster:
     case ErrorCode.NotFound:
       return 404;
+    case ErrorCode.Unauthorized:
+      return 401;
     case ErrorCode.SlotConflict:
     case ErrorCode.OwnerChanged:
+    case ErrorCode.ClusterNotReady:
+    case ErrorCode.InvalidState:
       return 409;
     case ErrorCode.UnknownNode:
     case ErrorCode.NotMaster:
     case ErrorCode.UnsafePlan:
+    case ErrorCode.IdempotencyMismatch:
       return 422;
     case ErrorCode.Connection:
     case ErrorCode.ClusterDown:

@@ -33,27 +33,44 @@ export const CreateMigrationBody = Type.Object(
 );
 
 export const PlanGroup = Type.Object({
-  source: Type.String(),
-  target: Type.String(),
+  source: Type.String({ description: 'host:port of the node giving the slots' }),
+  target: Type.String({ description: 'host:port of the node receiving them' }),
   sourceId: Type.String(),
   targetId: Type.String(),
-  slots: Type.String(),
+  slots: Type.String({ description: 'the slots, as ranges' }),
   slotCount: Type.Integer(),
+  keys: Type.Optional(Type.Integer({ description: 'keys in those slots when planned (COUNTKEYSINSLOT)' })),
 });
 
 export const MigrationCreated = Type.Object({
   id: Type.String(),
   cluster: Type.String(),
   slots: Type.Integer({ description: 'slots that will move' }),
-  alreadyOnTarget: Type.Integer({ description: 'slots named in the request that the target owns already' }),
+  alreadyOnTarget: Type.Optional(
+    Type.Integer({ description: 'slots named in the request that the target owns already' }),
+  ),
   plan: Type.Array(PlanGroup),
+  reused: Type.Optional(
+    Type.Boolean({ description: 'true when an Idempotency-Key matched an earlier request' }),
+  ),
+});
+
+export const PlanPreview = Type.Object({
+  dryRun: Type.Literal(true),
+  cluster: Type.String(),
+  slots: Type.Integer(),
+  keys: Type.Integer(),
+  plan: Type.Array(PlanGroup),
+  unrepairable: Type.Optional(Type.Array(Type.Object({ slot: Type.Integer(), reason: Type.String() }))),
 });
 
 export const MigrationState = Type.Union([
   Type.Literal('pending'),
   Type.Literal('running'),
+  Type.Literal('paused'),
   Type.Literal('done'),
   Type.Literal('failed'),
+  Type.Literal('cancelled'),
 ]);
 
 export const SlotCounts = Type.Object(
@@ -63,19 +80,128 @@ export const SlotCounts = Type.Object(
   >,
 );
 
-export const Migration = Type.Object({
+export const MigrationSummary = Type.Object({
   id: Type.String(),
   cluster: Type.String(),
+  kind: Type.String({ description: 'migrations, rebalance, reshard, drain or fix' }),
   state: MigrationState,
+  control: Type.Union([Type.Literal('run'), Type.Literal('pause'), Type.Literal('cancel')]),
   slotsTotal: Type.Integer(),
   slots: SlotCounts,
   keysMoved: Type.Integer(),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  startedAt: Type.Union([Type.String(), Type.Null()]),
+});
+
+export const Migration = Type.Object({
+  ...MigrationSummary.properties,
   plan: Type.Array(PlanGroup),
   errors: Type.Array(
     Type.Object({ slot: Type.Integer(), code: Type.String(), message: Type.String(), at: Type.String() }),
   ),
-  createdAt: Type.String(),
-  updatedAt: Type.String(),
+  keysRemaining: Type.Union([Type.Integer(), Type.Null()], {
+    description:
+      'keys still on the sources of slots not yet done (COUNTKEYSINSLOT); null if the cluster did not answer',
+  }),
+  keysPerSecond: Type.Number({ description: 'keys moved per second since the first slot started' }),
+  etaSeconds: Type.Union([Type.Number(), Type.Null()]),
 });
 
+export const MigrationList = Type.Object({
+  items: Type.Array(MigrationSummary),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'cursor of the next page, or null' }),
+});
+
+export const ListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+    cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,16}$' })),
+  },
+  { additionalProperties: false },
+);
+
+export const NodeSummary = Type.Object({
+  id: Type.String(),
+  address: Type.String(),
+  role: Type.Union([Type.Literal('master'), Type.Literal('replica')]),
+  masterId: Type.Union([Type.String(), Type.Null()]),
+  flags: Type.Array(Type.String()),
+  failed: Type.Boolean(),
+  slots: Type.Integer(),
+  keys: Type.Union([Type.Integer(), Type.Null()], { description: 'DBSIZE; null if the node did not answer' }),
+});
+
+export const ClusterSummary = Type.Object({
+  name: Type.String(),
+  seed: Type.String({ description: 'host:port of the configured node' }),
+});
+
+export const ClusterDetail = Type.Object({
+  name: Type.String(),
+  state: Type.String({ description: 'cluster_state of the seed node' }),
+  slotsCovered: Type.Integer(),
+  masters: Type.Array(Type.Object({ ...NodeSummary.properties, replicas: Type.Array(NodeSummary) })),
+  openSlots: Type.Array(
+    Type.Object({
+      slot: Type.Integer(),
+      nodeId: Type.String(),
+      state: Type.Union([Type.Literal('importing'), Type.Literal('migrating')]),
+      peerId: Type.String(),
+    }),
+  ),
+  failedNodes: Type.Array(NodeSummary),
+});
+
+const DryRun = Type.Optional(Type.Boolean({ description: 'return the plan and enqueue nothing' }));
+const NodeReference = Type.String({
+  minLength: 1,
+  maxLength: 256,
+  description: 'node id, 8+ char id prefix, or host:port',
+});
+
+export const RebalanceBody = Type.Object(
+  {
+    weights: Type.Optional(
+      Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 }), {
+        description: 'node reference -> weight (default 1; 0 empties the node)',
+      }),
+    ),
+    threshold: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'percent; default 2' })),
+    useEmptyMasters: Type.Optional(Type.Boolean()),
+    by: Type.Optional(Type.Union([Type.Literal('slots'), Type.Literal('keys')])),
+    dryRun: DryRun,
+  },
+  { additionalProperties: false },
+);
+
+export const ReshardBody = Type.Object(
+  {
+    from: Type.Array(NodeReference, { minItems: 1, maxItems: 1000, description: 'source nodes, or ["all"]' }),
+    to: NodeReference,
+    slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 16384 })),
+    ranges: Type.Optional(Type.String({ minLength: 1, maxLength: 200_000 })),
+    dryRun: DryRun,
+  },
+  { additionalProperties: false },
+);
+
+export const DrainBody = Type.Object(
+  {
+    node: NodeReference,
+    weights: Type.Optional(
+      Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    ),
+    dryRun: DryRun,
+  },
+  { additionalProperties: false },
+);
+
+export const FixBody = Type.Object({ dryRun: DryRun }, { additionalProperties: false });
+
 export const Health = Type.Object({ status: Type.Literal('ok') });
+
+export const Readiness = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
+  checks: Type.Record(Type.String(), Type.String()),
+});

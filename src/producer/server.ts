@@ -28,6 +28,9 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     store: new MigrationStore(control, config.queuePrefix),
     flowProducer,
     adapterFor: (cluster) => clusters.find(cluster),
+    pingControl: async () => {
+      await control.ping();
+    },
   });
   return {
     app,
@@ -38,9 +41,21 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
   };
 }
 
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
 export async function startApi(config: Config, log: Logger): Promise<ApiHandle> {
   const { app, close } = createApi(config, log);
-  const url = await app.listen({ host: config.api.host, port: config.api.port });
+  let host = config.api.host;
+  if (!config.api.token && !LOOPBACK.test(host)) {
+    log.warn(
+      { requestedHost: host, host: '127.0.0.1' },
+      'no SLOTFLEET_API_TOKEN: listening on loopback only; set a token to listen on other addresses',
+    );
+    host = '127.0.0.1';
+  } else if (!config.api.token) {
+    log.warn('no SLOTFLEET_API_TOKEN: the API is unauthenticated and listens on loopback only');
+  }
+  const url = await app.listen({ host, port: config.api.port });
   log.info({ url, clusters: Object.keys(config.clusters) }, 'slotfleet API listening');
   return { app, url, close };
 }

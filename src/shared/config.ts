@@ -21,6 +21,11 @@ export interface Config {
   /** Key prefix of every queue and record in the control Redis. @defaultValue slotfleet */
   readonly queuePrefix: string;
   readonly api: {
+    /**
+     * Bearer token every /v1 route requires. Without one the API only listens on loopback.
+     * @defaultValue none
+     */
+    readonly token?: string;
     /** @defaultValue 127.0.0.1 */
     readonly host: string;
     /** @defaultValue 8080 */
@@ -69,6 +74,8 @@ export const ENVIRONMENT = {
   SLOTFLEET_CLUSTERS: 'more clusters: "name=redis://host:port,other=redis://..."',
   SLOTFLEET_CONTROL_URL: `control Redis URL (default ${DEFAULTS.controlUrl})`,
   SLOTFLEET_QUEUE_PREFIX: `prefix of queues and records in the control Redis (default ${DEFAULTS.queuePrefix})`,
+  SLOTFLEET_API_TOKEN:
+    'bearer token required on every /v1 route (without one the API listens on loopback only)',
   SLOTFLEET_API_HOST: `API listen address (default ${DEFAULTS.apiHost})`,
   SLOTFLEET_API_PORT: `API port (default ${DEFAULTS.apiPort})`,
   SLOTFLEET_WORKER_CONCURRENCY: `slot jobs per worker process (default ${DEFAULTS.workerConcurrency})`,
@@ -106,6 +113,10 @@ export function loadConfig(env: Environment): Config {
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(queuePrefix)) {
     throw configError('SLOTFLEET_QUEUE_PREFIX', 'use letters, digits, "-" and "_" only');
   }
+  const token = nonEmpty(env.SLOTFLEET_API_TOKEN);
+  if (token !== undefined && token.length < 16) {
+    throw configError('SLOTFLEET_API_TOKEN', 'use at least 16 characters (e.g. openssl rand -hex 24)');
+  }
   const config: Config = {
     clusters,
     control: parseRedisUrl(
@@ -114,6 +125,7 @@ export function loadConfig(env: Environment): Config {
     ),
     queuePrefix,
     api: {
+      ...(token !== undefined ? { token } : {}),
       host: nonEmpty(env.SLOTFLEET_API_HOST) ?? DEFAULTS.apiHost,
       port: integer(env, 'SLOTFLEET_API_PORT', DEFAULTS.apiPort, 0, 65535),
     },

@@ -12,6 +12,10 @@ export const ErrorCode = {
   SlotConflict: 'SLOT_CONFLICT',
   UnsafePlan: 'UNSAFE_PLAN',
   NotFound: 'NOT_FOUND',
+  Unauthorized: 'UNAUTHORIZED',
+  IdempotencyMismatch: 'IDEMPOTENCY_MISMATCH',
+  ClusterNotReady: 'CLUSTER_NOT_READY',
+  InvalidState: 'INVALID_STATE',
   // Replies of Redis Cluster nodes.
   ReadOnly: 'READONLY',
   ClusterDown: 'CLUSTERDOWN',

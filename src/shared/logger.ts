@@ -16,6 +16,8 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
   'headers.authorization',
   'config.clusters',
+  'config.api.token',
+  'token',
   'config.control',
 ];
 

@@ -1,17 +1,24 @@
 /**
  * BullMQ processors of the two slot jobs. migrate-slot: IMPORTING, MIGRATING, drain. finalize-slot
  * (the flow parent, run once its migrate child completed): SETSLOT NODE everywhere and the check.
- * Both only call driveSlot: all the protocol is there, all the bookkeeping is here.
+ * The protocol lives in driveSlot; here is the bookkeeping, and what the operator asked for:
+ *   pause  - a job that starts, or reaches the end of a batch, is postponed (moved to delayed) and
+ *            looks again later; the slot stays open but safe.
+ *   cancel - a slot not yet MIGRATING is dropped (the target's IMPORTING undone); one already
+ *            MIGRATING is finished, so no slot is ever left with its keys split.
  */
-import { type Job, UnrecoverableError } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import { SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
+import { MigrationControl } from '../shared/domain/migration.js';
+import { FixKind } from '../shared/domain/planners/index.js';
+import { CancelDecision, cancelDecision, SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
 import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
-import { driveSlot, type SlotEngineDeps, type SlotEngineSettings } from './slot-engine.js';
+import { runRepair } from './repair.js';
+import { driveSlot, PauseRequested, type SlotEngineDeps, type SlotEngineSettings } from './slot-engine.js';
 
 export interface ProcessorDeps {
   readonly adapterFor: (cluster: string) => ClusterAdapter;
@@ -19,11 +26,19 @@ export interface ProcessorDeps {
   readonly metrics: Metrics;
   readonly settings: SlotEngineSettings;
   readonly log: Logger;
+  /** The operator's current wish for a migration (cached briefly by the worker). */
+  readonly controlOf: (migrationId: string) => Promise<MigrationControl>;
   readonly beforeAction?: SlotEngineDeps['beforeAction'];
 }
 
+/** How long a paused slot job waits before it looks at the migration again. */
+export const PAUSE_RECHECK_MS = 1_000;
+
 export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
-  return async (job: Job<SlotJobData>): Promise<{ keysMoved: number }> => {
+  return async (
+    job: Job<SlotJobData>,
+    token?: string,
+  ): Promise<{ keysMoved: number; cancelled?: boolean }> => {
     const data = job.data;
     const source = `${data.source.host}:${data.source.port}`;
     const log = deps.log.child({
@@ -33,11 +48,17 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       target: `${data.target.host}:${data.target.port}`,
       phase,
       attempt: job.attemptsMade + 1,
+      ...(data.repair ? { repair: data.repair.kind } : {}),
     });
     const histogram = phase === SlotPhase.Migrate ? deps.metrics.slotDuration : deps.metrics.finalizeDuration;
     const stopTimer = histogram.startTimer({ cluster: data.cluster });
     const inFlight = { cluster: data.cluster, source };
     deps.metrics.slotsInFlight.inc(inFlight);
+    const postpone = async () => {
+      log.info({ recheckMs: PAUSE_RECHECK_MS }, 'migration paused: slot job postponed');
+      await job.moveToDelayed(Date.now() + PAUSE_RECHECK_MS, token);
+      throw new DelayedError();
+    };
     try {
       let adapter: ClusterAdapter;
       try {
@@ -45,16 +66,50 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       } catch (error) {
         throw new SlotfleetError(ErrorCode.UnknownCluster, (error as Error).message);
       }
-      const result = await driveSlot(data, phase, { ...deps, adapter, log });
+      const engine: SlotEngineDeps = {
+        ...deps,
+        adapter,
+        log,
+        isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
+      };
+      const control = await deps.controlOf(data.migrationId);
+      if (control === MigrationControl.Pause) return await postpone();
+      if (control === MigrationControl.Cancel) {
+        const observation = await adapter.observeSlot(data.slot, data.source, data.target, {
+          includeOthers: false,
+        });
+        const decision = cancelDecision(observation);
+        if (decision !== CancelDecision.Finish) {
+          if (decision === CancelDecision.UndoImport) await adapter.setSlotStable(data.target, data.slot);
+          await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled);
+          deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'cancelled' });
+          log.info({ decision }, 'slot cancelled: no key had moved');
+          return { keysMoved: 0, cancelled: true };
+        }
+        log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
+      }
+      const repairKind = data.repair?.kind;
+      let keysMoved = 0;
+      if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
+        if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
+        else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
+      } else {
+        keysMoved = (await driveSlot(data, phase, engine)).keysMoved;
+        if (phase === SlotPhase.Finalize && data.repair) {
+          await Promise.all(data.repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
+        }
+      }
       if (phase === SlotPhase.Finalize) {
         await deps.store.clearSlotError(data.migrationId, data.slot);
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'done' });
-        log.info({ keysMoved: result.keysMoved }, 'slot done');
+        log.info({ keysMoved }, 'slot done');
       } else {
-        log.info({ keysMoved: result.keysMoved }, 'slot drained');
+        log.info({ keysMoved }, 'slot drained');
       }
-      return { keysMoved: result.keysMoved };
+      return { keysMoved };
     } catch (error) {
+      if (error instanceof DelayedError) throw error;
+      if (error instanceof PauseRequested) return await postpone();
       const code = errorCodeOf(error);
       const message = error instanceof Error ? error.message : String(error);
       deps.metrics.migrateErrors.inc({ cluster: data.cluster, code });
@@ -62,7 +117,7 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       await deps.store.recordSlotError(data.migrationId, data.slot, { code, message });
       if (!retryable || lastAttempt) {
-        await deps.store.setSlotStep(data.migrationId, data.slot, SlotStep.Failed);
+        await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Failed);
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'failed' });
         log.error(
           { code, err: message },

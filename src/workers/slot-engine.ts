@@ -33,8 +33,18 @@ export interface SlotEngineDeps {
   readonly metrics: Metrics;
   readonly settings: SlotEngineSettings;
   readonly log: Logger;
+  /** True when the operator paused the migration: draining stops after the batches in flight. */
+  readonly isPaused?: () => Promise<boolean>;
   /** Called before each action is performed; tests use it to interrupt a slot between two steps. */
   readonly beforeAction?: (action: SlotAction, observation: SlotObservation) => void | Promise<void>;
+}
+
+/** Thrown between two batches when the migration was paused; the processor postpones the job. */
+export class PauseRequested extends Error {
+  constructor() {
+    super('migration paused');
+    this.name = 'PauseRequested';
+  }
 }
 
 export interface SlotRunResult {
@@ -66,7 +76,7 @@ export async function driveSlot(
     const step = stepOf(observation);
     if (step !== recordedStep) {
       log.info({ from: recordedStep ?? 'observed', to: step }, 'slot step');
-      await store.setSlotStep(data.migrationId, data.slot, step);
+      await store.setSlotStep(data.migrationId, data.cluster, data.slot, step);
       recordedStep = step;
     }
     const action = nextSlotAction(observation, phase);
@@ -147,11 +157,12 @@ export async function driveSlot(
  * them. GETKEYSINSLOT returns the same keys until they are gone, so each round asks for as many keys
  * as the batches in flight will carry.
  */
-async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promise<number> {
+export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promise<number> {
   const { adapter, store, metrics, settings } = deps;
   const labels = { cluster: data.cluster, source: address(data.source), target: address(data.target) };
   let moved = 0;
   for (;;) {
+    if (moved > 0 && (await deps.isPaused?.())) throw new PauseRequested();
     const keys = await adapter.getKeysInSlot(
       data.source,
       data.slot,

@@ -7,6 +7,7 @@ import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
+import type { MigrationControl } from '../shared/domain/migration.js';
 import { SlotPhase } from '../shared/domain/slot-migration.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
@@ -29,6 +30,8 @@ export interface WorkerOptions {
   readonly beforeAction?: ProcessorDeps['beforeAction'];
 }
 
+/** How long a worker trusts the pause/cancel state it read. */
+const CONTROL_CACHE_MS = 250;
 /** A slot job may be re-run after a crash as often as it takes: every step is idempotent. */
 const MAX_STALLED_COUNT = 10;
 
@@ -42,9 +45,22 @@ export async function startWorker(
   control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
   const clusters = new ClusterRegistry(config, log);
   const metrics = createMetrics();
+  const store = new MigrationStore(control, config.queuePrefix);
+  // Slot jobs ask for their migration's control between batches: one read per migration per
+  // CONTROL_CACHE_MS instead of one per batch.
+  const controlCache = new Map<string, { control: Promise<MigrationControl>; at: number }>();
+  const controlOf = (migrationId: string): Promise<MigrationControl> => {
+    const cached = controlCache.get(migrationId);
+    if (cached && Date.now() - cached.at < CONTROL_CACHE_MS) return cached.control;
+    const control = store.control(migrationId);
+    controlCache.set(migrationId, { control, at: Date.now() });
+    control.catch(() => controlCache.delete(migrationId));
+    return control;
+  };
   const deps: ProcessorDeps = {
     adapterFor: (cluster) => clusters.get(cluster),
-    store: new MigrationStore(control, config.queuePrefix),
+    store,
+    controlOf,
     metrics,
     settings: config.worker,
     log,

@@ -1,25 +1,30 @@
-/** Routes that create and read migrations. */
+/** Routes that create, list, read and control migrations. */
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type {
   FastifyBaseLogger,
   FastifyInstance,
+  FastifyRequest,
   RawReplyDefaultExpression,
   RawRequestDefaultExpression,
   RawServerDefault,
 } from 'fastify';
+import { ENDED_STEPS, MigrationControl } from '../../shared/domain/migration.js';
 import { planExplicitMoves } from '../../shared/domain/plan.js';
+import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
-import { groupMoves } from '../../shared/queue/migration-store.js';
-import { newMigrationId } from '../../shared/queue/names.js';
+import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
-import { enqueueSlotMoves } from '../enqueue.js';
+import { createMigration, preflight } from '../create-migration.js';
 import { errorResponses } from '../http-errors.js';
 import {
   ClusterParams,
   CreateMigrationBody,
+  ListQuery,
   Migration,
   MigrationCreated,
+  MigrationList,
   MigrationParams,
+  MigrationSummary,
 } from '../schemas.js';
 
 export type TypedApp = FastifyInstance<
@@ -37,10 +42,11 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       schema: {
         description:
           'Move explicit slots to target masters. The source of each slot is its current owner. ' +
-          'Enqueues one job per slot; slots the target owns already are counted, not moved.',
+          'Enqueues one job per slot; slots the target owns already are counted, not moved. ' +
+          'An Idempotency-Key header makes the call safe to repeat.',
         params: ClusterParams,
         body: CreateMigrationBody,
-        response: { 202: MigrationCreated, ...errorResponses(400, 404, 409, 422, 503) },
+        response: { 202: MigrationCreated, ...errorResponses(400, 401, 404, 409, 422, 503) },
       },
     },
     async (request, reply) => {
@@ -48,20 +54,49 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       const adapter = clusterAdapter(deps, cluster);
       const snapshot = await adapter.snapshot();
       const plan = planExplicitMoves(snapshot, request.body.moves);
-      const id = newMigrationId();
-      await deps.store.create({ id, cluster, request: request.body, moves: plan.moves });
-      await enqueueSlotMoves(deps.flowProducer, id, cluster, plan.moves, deps.config.jobs);
+      await preflight(adapter, snapshot);
+      const created = await createMigration(deps, {
+        cluster,
+        kind: 'migrations',
+        request: request.body,
+        moves: plan.moves,
+        idempotencyKey: idempotencyKey(request),
+      });
       request.log.info(
-        { migrationId: id, cluster, slots: plan.moves.length, alreadyOnTarget: plan.alreadyOnTarget.length },
+        { migrationId: created.id, cluster, slots: created.slots, reused: created.reused },
         'migration enqueued',
       );
       return reply.status(202).send({
-        id,
+        id: created.id,
         cluster,
-        slots: plan.moves.length,
+        slots: created.slots,
         alreadyOnTarget: plan.alreadyOnTarget.length,
-        plan: [...groupMoves(plan.moves)],
+        plan: created.plan,
+        ...(created.reused ? { reused: true } : {}),
       });
+    },
+  );
+
+  app.get(
+    '/v1/migrations',
+    {
+      schema: {
+        description: 'Migrations, newest first, a page at a time (pass `next` back as `cursor`).',
+        querystring: ListQuery,
+        response: { 200: MigrationList, ...errorResponses(400, 401, 503) },
+      },
+    },
+    async (request) => {
+      const limit = request.query.limit ?? 50;
+      const page = await deps.store.list(
+        limit,
+        request.query.cursor === undefined ? undefined : Number(request.query.cursor),
+      );
+      const records = await Promise.all(page.ids.map((id) => deps.store.get(id)));
+      return {
+        items: records.filter((record): record is MigrationRecord => record !== null).map(summary),
+        next: page.next === null ? null : String(page.next),
+      };
     },
   );
 
@@ -69,22 +104,147 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
     '/v1/migrations/:id',
     {
       schema: {
-        description: 'State of a migration: slots by step, keys moved, per-slot errors.',
+        description:
+          'State of a migration: slots by step, keys moved and remaining, rate, ETA, per-slot errors, timestamps.',
         params: MigrationParams,
-        response: { 200: Migration, ...errorResponses(404, 503) },
+        response: { 200: Migration, ...errorResponses(401, 404, 503) },
       },
     },
     async (request) => {
-      const record = await deps.store.get(request.params.id);
-      if (!record)
-        throw new SlotfleetError(ErrorCode.NotFound, `migration ${request.params.id} does not exist`);
-      const { request: _request, ...rest } = record;
-      return { ...rest, plan: [...rest.plan], errors: [...rest.errors] };
+      const record = await requireRecord(deps, request.params.id);
+      const keysRemaining = await remainingKeys(deps, record);
+      const startedMs = record.startedAt ? Date.parse(record.startedAt) : null;
+      const ended = ['done', 'failed', 'cancelled'].includes(record.state);
+      const untilMs = ended ? Date.parse(record.updatedAt) : Date.now();
+      const elapsedSeconds = startedMs === null ? 0 : Math.max((untilMs - startedMs) / 1000, 0.001);
+      const keysPerSecond = startedMs === null ? 0 : record.keysMoved / elapsedSeconds;
+      const etaSeconds = ended
+        ? 0
+        : keysRemaining !== null && keysPerSecond > 0
+          ? keysRemaining / keysPerSecond
+          : null;
+      return {
+        ...summary(record),
+        plan: [...record.plan],
+        errors: [...record.errors],
+        keysRemaining,
+        keysPerSecond,
+        etaSeconds,
+      };
     },
   );
+
+  const controls = [
+    [
+      'pause',
+      MigrationControl.Pause,
+      'Stop starting slots and batches; a batch in flight completes. Slots in flight stay open but safe.',
+    ],
+    ['resume', MigrationControl.Run, 'Continue a paused migration.'],
+    [
+      'cancel',
+      MigrationControl.Cancel,
+      'Stop the migration: slots already MIGRATING finish cleanly (a slot is never left open), the rest are dropped. ' +
+        'The record then says which slots moved (done) and which did not (cancelled).',
+    ],
+  ] as const;
+  for (const [name, control, description] of controls) {
+    app.post(
+      `/v1/migrations/:id/${name}`,
+      {
+        schema: {
+          description,
+          params: MigrationParams,
+          response: { 200: MigrationSummary, ...errorResponses(401, 404, 409, 503) },
+        },
+      },
+      async (request) => {
+        const record = await requireRecord(deps, request.params.id);
+        if (['done', 'failed', 'cancelled'].includes(record.state)) {
+          throw new SlotfleetError(
+            ErrorCode.InvalidState,
+            `migration ${record.id} has ended (${record.state}): nothing to ${name}`,
+          );
+        }
+        if (record.control === MigrationControl.Cancel && control !== MigrationControl.Cancel) {
+          throw new SlotfleetError(
+            ErrorCode.InvalidState,
+            `migration ${record.id} is being cancelled: it cannot ${name}`,
+          );
+        }
+        await deps.store.setControl(record.id, control);
+        request.log.info({ migrationId: record.id, control }, `migration ${name}`);
+        return summary((await deps.store.get(record.id))!);
+      },
+    );
+  }
 }
 
-function clusterAdapter(deps: AppDeps, cluster: string) {
+function summary(record: MigrationRecord) {
+  return {
+    id: record.id,
+    cluster: record.cluster,
+    kind: record.kind,
+    state: record.state,
+    control: record.control,
+    slotsTotal: record.slotsTotal,
+    slots: record.slots,
+    keysMoved: record.keysMoved,
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+    startedAt: record.startedAt,
+  };
+}
+
+async function requireRecord(deps: AppDeps, id: string): Promise<MigrationRecord> {
+  const record = await deps.store.get(id);
+  if (!record) throw new SlotfleetError(ErrorCode.NotFound, `migration ${id} does not exist`);
+  return record;
+}
+
+/** COUNTKEYSINSLOT on the source of every slot not yet ended; null if the cluster does not answer. */
+async function remainingKeys(deps: AppDeps, record: MigrationRecord): Promise<number | null> {
+  const ended = ENDED_STEPS.reduce((sum, step) => sum + record.slots[step], 0);
+  if (ended === record.slotsTotal) return 0;
+  const adapter = deps.adapterFor(record.cluster);
+  if (!adapter) return null;
+  try {
+    const steps = await deps.store.slotSteps(record.id);
+    let total = 0;
+    for (const group of record.plan) {
+      const open = parseSlotRanges(group.slots).filter(
+        (slot) => !ENDED_STEPS.includes(steps.get(slot) as never),
+      );
+      if (open.length === 0) continue;
+      const [host, port] = splitAddress(group.source);
+      const counts = await adapter.countKeysInSlots({ host, port }, open);
+      total += counts.reduce((sum, count) => sum + count, 0);
+    }
+    return total;
+  } catch {
+    return null;
+  }
+}
+
+function splitAddress(address: string): [string, number] {
+  const colon = address.lastIndexOf(':');
+  return [address.slice(0, colon), Number(address.slice(colon + 1))];
+}
+
+export function idempotencyKey(request: FastifyRequest): string | undefined {
+  const header = request.headers['idempotency-key'];
+  if (header === undefined) return undefined;
+  const key = Array.isArray(header) ? header[0] : header;
+  if (!key || !/^[\x21-\x7e]{1,200}$/.test(key)) {
+    throw new SlotfleetError(
+      ErrorCode.InvalidRequest,
+      'Idempotency-Key must be 1 to 200 visible ASCII characters',
+    );
+  }
+  return key;
+}
+
+export function clusterAdapter(deps: AppDeps, cluster: string) {
   const adapter = deps.adapterFor(cluster);
   if (!adapter) {
     const known = Object.keys(deps.config.clusters);

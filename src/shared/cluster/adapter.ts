@@ -84,6 +84,35 @@ export class ClusterAdapter {
     return snapshotFromViews(seedView, views);
   }
 
+  /** cluster_state of every reachable master (CLUSTER INFO), by host:port. */
+  async clusterStates(): Promise<Map<string, string>> {
+    const masters = await this.masters();
+    const states = await Promise.all(
+      masters.map(async (master) => {
+        const info = String(await this.run(master, 'CLUSTER INFO', (redis) => redis.call('CLUSTER', 'INFO')));
+        return [`${master.host}:${master.port}`, /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unknown'] as const;
+      }),
+    );
+    return new Map(states);
+  }
+
+  /** DBSIZE of each node, or null for a node that did not answer. */
+  async dbSizes(nodes: readonly Address[]): Promise<(number | null)[]> {
+    return Promise.all(
+      nodes.map((node) =>
+        this.run(node, 'DBSIZE', (redis) => redis.dbsize()).then(
+          (size) => size,
+          () => null,
+        ),
+      ),
+    );
+  }
+
+  /** COUNTKEYSINSLOT for many slots of one node, pipelined. */
+  async countKeysInSlots(node: Address, slots: readonly number[]): Promise<number[]> {
+    return Promise.all(slots.map((slot) => this.countKeysInSlot(node, slot)));
+  }
+
   /** The masters reachable according to a fresh view, for finalization and checks. */
   async masters(): Promise<ClusterNode[]> {
     const view = await this.readAnyView();
@@ -178,6 +207,11 @@ export class ClusterAdapter {
     await this.run(node, `SETSLOT ${slot} ${subcommand} ${nodeId}`, (redis) =>
       redis.call('CLUSTER', 'SETSLOT', slot, subcommand, nodeId),
     );
+  }
+
+  /** CLUSTER ADDSLOTS for one slot no master serves (fix of an uncovered slot). */
+  async addSlot(node: Address, slot: number): Promise<void> {
+    await this.run(node, `ADDSLOTS ${slot}`, (redis) => redis.call('CLUSTER', 'ADDSLOTS', slot));
   }
 
   async setSlotStable(node: Address, slot: number): Promise<void> {

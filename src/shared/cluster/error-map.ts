@@ -22,6 +22,8 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
   // SETSLOT NODE <other> on an owner that still has keys of the slot.
   [/still hold keys for this hash slot/, ErrorCode.StillHoldsKeys],
   [/I don't know about node|Unknown node/, ErrorCode.NodeUnknownToPeer],
+  // ADDSLOTS on a slot some node already serves.
+  [/is already busy/, ErrorCode.AlreadyOwner],
   [/Please use SETSLOT only with masters/, ErrorCode.ReadOnly],
   // MIGRATE relays the target's refusal of RESTORE-ASKING (for instance MOVED when not importing).
   [/Target instance replied with error/, ErrorCode.TargetError],

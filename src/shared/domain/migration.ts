@@ -7,8 +7,10 @@ import { SLOT_STEPS, SlotStep } from './slot-migration.js';
 export const MigrationState = {
   Pending: 'pending',
   Running: 'running',
+  Paused: 'paused',
   Done: 'done',
   Failed: 'failed',
+  Cancelled: 'cancelled',
 } as const;
 export type MigrationState = (typeof MigrationState)[keyof typeof MigrationState];
 
@@ -22,16 +24,28 @@ export function countSteps(steps: Iterable<string>): SlotStepCounts {
   return counts;
 }
 
+/** What an operator asked of a migration: run it, hold it, or stop it. */
+export const MigrationControl = { Run: 'run', Pause: 'pause', Cancel: 'cancel' } as const;
+export type MigrationControl = (typeof MigrationControl)[keyof typeof MigrationControl];
+
+export const ENDED_STEPS: readonly SlotStep[] = [SlotStep.Done, SlotStep.Failed, SlotStep.Cancelled];
+
 /**
- * pending: no slot has started; running: some slot is between pending and an end; done: every slot
- * is done; failed: no slot can make progress any more and at least one failed.
+ * Once every slot has ended: failed if any slot failed, cancelled if any was cancelled, else done.
+ * Before that: paused while the operator holds it, pending while no slot has started, else running.
  */
-export function migrationState(counts: SlotStepCounts): MigrationState {
+export function migrationState(
+  counts: SlotStepCounts,
+  control: MigrationControl = MigrationControl.Run,
+): MigrationState {
   const total = SLOT_STEPS.reduce((sum, step) => sum + counts[step], 0);
-  const ended = counts[SlotStep.Done] + counts[SlotStep.Failed];
-  if (ended === total) return counts[SlotStep.Failed] > 0 ? MigrationState.Failed : MigrationState.Done;
-  if (counts[SlotStep.Pending] + counts[SlotStep.Failed] === total && counts[SlotStep.Failed] === 0) {
-    return MigrationState.Pending;
+  const ended = ENDED_STEPS.reduce((sum, step) => sum + counts[step], 0);
+  if (ended === total) {
+    if (counts[SlotStep.Failed] > 0) return MigrationState.Failed;
+    if (counts[SlotStep.Cancelled] > 0) return MigrationState.Cancelled;
+    return MigrationState.Done;
   }
+  if (control === MigrationControl.Pause) return MigrationState.Paused;
+  if (counts[SlotStep.Pending] === total) return MigrationState.Pending;
   return MigrationState.Running;
 }

@@ -10,6 +10,18 @@ export interface SlotMove {
   readonly slot: number;
   readonly source: NodeRef;
   readonly target: NodeRef;
+  /** Set when the move repairs a broken slot (fix): what else must happen besides source -> target. */
+  readonly repair?: SlotRepair;
+}
+
+export interface SlotRepair {
+  /** A FixKind: finish-migration, close-stale, move-keys-to-owner, assign-uncovered, resolve-owners. */
+  readonly kind: string;
+  /** Masters whose keys of the slot move to the target. */
+  readonly keysFrom: readonly NodeRef[];
+  /** Masters whose IMPORTING/MIGRATING state for the slot is cleared (SETSLOT STABLE). */
+  readonly closeOn: readonly NodeRef[];
+  readonly reason: string;
 }
 
 /** How job payloads name a node: id for identity, address to reach it. */
@@ -31,6 +43,8 @@ export interface ClusterSnapshot {
   readonly nodes: readonly ClusterNode[];
   readonly owners: readonly (string | null)[];
   readonly openSlots: readonly OpenSlot[];
+  /** Slots on whose owner some master disagrees with the seed (absent when not checked). */
+  readonly disagreeingSlots?: readonly number[];
 }
 
 export function snapshotFromViews(seedView: NodeView, masterViews: readonly NodeView[]): ClusterSnapshot {
@@ -42,7 +56,19 @@ export function snapshotFromViews(seedView: NodeView, masterViews: readonly Node
       openSlots.push({ slot, nodeId: view.myself.id, state: 'migrating', peerId });
   }
   openSlots.sort((a, b) => a.slot - b.slot);
-  return { nodes: seedView.nodes, owners: slotOwners(seedView), openSlots };
+  const owners = slotOwners(seedView);
+  const disagreeing = new Set<number>();
+  for (const view of masterViews) {
+    slotOwners(view).forEach((owner, slot) => {
+      if (owner !== owners[slot]) disagreeing.add(slot);
+    });
+  }
+  return {
+    nodes: seedView.nodes,
+    owners,
+    openSlots,
+    disagreeingSlots: [...disagreeing].sort((a, b) => a - b),
+  };
 }
 
 export interface MoveRequest {

@@ -14,6 +14,10 @@
  *   finalizing -> done        every master reports the target as owner.
  *   any        -> failed      a non-retryable error, or the retry budget is spent. The slot is left
  *                             open but safe (clients follow ASK); a re-run continues from the cluster.
+ *   pending, importing -> cancelled   when the migration is cancelled before the source is MIGRATING:
+ *                             no key has moved, so the target's IMPORTING is undone (SETSLOT STABLE).
+ *                             A slot already MIGRATING when the cancel arrives is finished instead:
+ *                             stopping it halfway would leave its keys split across two nodes.
  *
  * Two rules are never bent, because a node that loses a slot by gossip while it holds keys of it
  * deletes those keys (cluster.c clusterUpdateSlotsConfigWith, "dirty slots"):
@@ -35,6 +39,7 @@ export const SlotStep = {
   Finalizing: 'finalizing',
   Done: 'done',
   Failed: 'failed',
+  Cancelled: 'cancelled',
 } as const;
 export type SlotStep = (typeof SlotStep)[keyof typeof SlotStep];
 
@@ -211,4 +216,21 @@ export function afterAction(observation: SlotObservation, action: SlotAction): S
       throw new Error(`unhandled slot action: ${JSON.stringify(never)}`);
     }
   }
+}
+
+export const CancelDecision = {
+  /** Nothing is open and the target does not own the slot: record it as cancelled. */
+  Drop: 'drop',
+  /** The target is IMPORTING but the source is not MIGRATING: no key moved; undo the import. */
+  UndoImport: 'undo-import',
+  /** The source is MIGRATING (keys may have moved) or the target owns the slot: finish it. */
+  Finish: 'finish',
+} as const;
+export type CancelDecision = (typeof CancelDecision)[keyof typeof CancelDecision];
+
+export function cancelDecision(observation: SlotObservation): CancelDecision {
+  const { source, target, sourceId, targetId } = observation;
+  if (target.owner === targetId || source.migratingTo === targetId) return CancelDecision.Finish;
+  if (target.importingFrom === sourceId) return CancelDecision.UndoImport;
+  return CancelDecision.Drop;
 }

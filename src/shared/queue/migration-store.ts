@@ -5,10 +5,18 @@
  *   <prefix>:migration:<id>:slots    hash: slot -> step
  *   <prefix>:migration:<id>:errors   hash: slot -> {"code","message","at"}
  *   <prefix>:migrations              zset: id scored by creation time, newest last
+ *   <prefix>:active-slots:<cluster>  hash: slot -> id of the migration that holds it until it ends
+ *   <prefix>:idempotency:<key>       string: {"bodyHash","migrationId"} for 24 h
  * Credentials never enter a record: requests name clusters, plans name node addresses.
  */
 import type { Redis } from 'ioredis';
-import { countSteps, type MigrationState, migrationState, type SlotStepCounts } from '../domain/migration.js';
+import {
+  countSteps,
+  MigrationControl,
+  type MigrationState,
+  migrationState,
+  type SlotStepCounts,
+} from '../domain/migration.js';
 import type { SlotMove } from '../domain/plan.js';
 import { SlotStep } from '../domain/slot-migration.js';
 import { formatSlotRanges } from '../domain/slots.js';
@@ -32,7 +40,10 @@ export interface PlanGroup {
 export interface MigrationRecord {
   readonly id: string;
   readonly cluster: string;
+  /** What created it: migrations (explicit moves), rebalance, reshard, drain, fix. */
+  readonly kind: string;
   readonly state: MigrationState;
+  readonly control: MigrationControl;
   readonly slotsTotal: number;
   readonly slots: SlotStepCounts;
   readonly keysMoved: number;
@@ -41,6 +52,8 @@ export interface MigrationRecord {
   readonly errors: readonly SlotError[];
   readonly createdAt: string;
   readonly updatedAt: string;
+  /** When the first slot left pending; null before. */
+  readonly startedAt: string | null;
 }
 
 export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
@@ -61,12 +74,33 @@ export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
   }));
 }
 
-// A stalled job's late write must not turn a done slot back into an open one.
+// A stalled job's late write must not turn an ended slot back into an open one. Ending a slot also
+// releases its claim in the cluster's active-slots hash (if this migration holds it).
 const SET_STEP_SCRIPT = `
-if redis.call('HGET', KEYS[1], ARGV[1]) == '${SlotStep.Done}' then return 0 end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == '${SlotStep.Done}' or current == '${SlotStep.Cancelled}' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'updatedAt', ARGV[3])
+if ARGV[2] ~= '${SlotStep.Pending}' then redis.call('HSETNX', KEYS[2], 'startedAt', ARGV[3]) end
+if ARGV[2] == '${SlotStep.Done}' or ARGV[2] == '${SlotStep.Failed}' or ARGV[2] == '${SlotStep.Cancelled}' then
+  if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+end
 return 1`;
+
+// Claims every slot for one migration, or none: returns the slots (and holders) already claimed.
+const CLAIM_SCRIPT = `
+local held = redis.call('HMGET', KEYS[1], unpack(ARGV, 2))
+local conflicts = {}
+for i, holder in ipairs(held) do
+  if holder then table.insert(conflicts, ARGV[i + 1]); table.insert(conflicts, holder) end
+end
+if #conflicts > 0 then return conflicts end
+for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+return {}`;
+
+const IDEMPOTENCY_TTL_SECONDS = 86_400;
+/** Slots per CLAIM_SCRIPT call (Lua's unpack has a stack limit). */
+const CLAIM_CHUNK = 4_000;
 
 export class MigrationStore {
   constructor(
@@ -78,9 +112,75 @@ export class MigrationStore {
     return part ? `${this.prefix}:migration:${id}:${part}` : `${this.prefix}:migration:${id}`;
   }
 
+  private activeKey(cluster: string): string {
+    return `${this.prefix}:active-slots:${cluster}`;
+  }
+
+  /**
+   * Claims the slots for a migration. Returns the slots another active migration holds (and by
+   * which), claiming nothing, or an empty list when every slot is now this migration's.
+   */
+  async claimSlots(
+    cluster: string,
+    migrationId: string,
+    slots: readonly number[],
+  ): Promise<{ slot: number; migrationId: string }[]> {
+    const conflicts: { slot: number; migrationId: string }[] = [];
+    const claimed: number[] = [];
+    for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
+      const chunk = slots.slice(start, start + CLAIM_CHUNK);
+      const reply = (await this.redis.eval(
+        CLAIM_SCRIPT,
+        1,
+        this.activeKey(cluster),
+        migrationId,
+        ...chunk,
+      )) as string[];
+      for (let i = 0; i < reply.length; i += 2)
+        conflicts.push({ slot: Number(reply[i]), migrationId: reply[i + 1]! });
+      if (conflicts.length > 0) break;
+      claimed.push(...chunk);
+    }
+    if (conflicts.length > 0) await this.releaseSlots(cluster, migrationId, claimed);
+    return conflicts;
+  }
+
+  async releaseSlots(cluster: string, migrationId: string, slots: readonly number[]): Promise<void> {
+    if (slots.length === 0) return;
+    const held = await this.redis.hmget(this.activeKey(cluster), ...slots.map(String));
+    const mine = slots.filter((_, index) => held[index] === migrationId);
+    if (mine.length > 0) await this.redis.hdel(this.activeKey(cluster), ...mine.map(String));
+  }
+
+  /**
+   * Reserves an Idempotency-Key. Returns null when the key is new (the caller goes on and calls
+   * completeIdempotencyKey), or what was stored for it before.
+   */
+  async reserveIdempotencyKey(
+    key: string,
+    bodyHash: string,
+  ): Promise<{ bodyHash: string; migrationId: string | null } | null> {
+    const redisKey = `${this.prefix}:idempotency:${key}`;
+    const value = JSON.stringify({ bodyHash, migrationId: null });
+    const set = await this.redis.set(redisKey, value, 'EX', IDEMPOTENCY_TTL_SECONDS, 'NX');
+    if (set === 'OK') return null;
+    const stored = await this.redis.get(redisKey);
+    return stored ? (JSON.parse(stored) as { bodyHash: string; migrationId: string | null }) : null;
+  }
+
+  async completeIdempotencyKey(key: string, bodyHash: string, migrationId: string): Promise<void> {
+    const value = JSON.stringify({ bodyHash, migrationId });
+    await this.redis.set(`${this.prefix}:idempotency:${key}`, value, 'EX', IDEMPOTENCY_TTL_SECONDS);
+  }
+
+  async forgetIdempotencyKey(key: string): Promise<void> {
+    await this.redis.del(`${this.prefix}:idempotency:${key}`);
+  }
+
   async create(input: {
     id: string;
     cluster: string;
+    kind: string;
     request: unknown;
     moves: readonly SlotMove[];
     now?: Date;
@@ -90,6 +190,8 @@ export class MigrationStore {
     multi.hset(this.key(input.id), {
       id: input.id,
       cluster: input.cluster,
+      kind: input.kind,
+      control: MigrationControl.Run,
       request: JSON.stringify(input.request),
       plan: JSON.stringify(groupMoves(input.moves)),
       createdAt: now,
@@ -110,17 +212,50 @@ export class MigrationStore {
     return (await this.redis.exists(this.key(id))) === 1;
   }
 
-  /** Records a slot's step; a slot that reached done is never moved back by a late writer. */
-  async setSlotStep(id: string, slot: number, step: SlotStep): Promise<void> {
+  /** Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT). */
+  async setSlotStep(id: string, cluster: string, slot: number, step: SlotStep): Promise<void> {
     await this.redis.eval(
       SET_STEP_SCRIPT,
-      2,
+      3,
       this.key(id, 'slots'),
       this.key(id),
+      this.activeKey(cluster),
       slot,
       step,
       new Date().toISOString(),
+      id,
     );
+  }
+
+  async setControl(id: string, control: MigrationControl): Promise<void> {
+    await this.redis.hset(this.key(id), 'control', control, 'updatedAt', new Date().toISOString());
+  }
+
+  async control(id: string): Promise<MigrationControl> {
+    return (
+      ((await this.redis.hget(this.key(id), 'control')) as MigrationControl | null) ?? MigrationControl.Run
+    );
+  }
+
+  /** Newest first; `before` is the creation time (ms) of the last item of the previous page. */
+  async list(limit: number, before?: number): Promise<{ ids: string[]; next: number | null }> {
+    const max = before === undefined ? '+inf' : `(${before}`;
+    const rows = await this.redis.zrevrangebyscore(
+      `${this.prefix}:migrations`,
+      max,
+      '-inf',
+      'WITHSCORES',
+      'LIMIT',
+      0,
+      limit,
+    );
+    const ids: string[] = [];
+    let last: number | null = null;
+    for (let i = 0; i < rows.length; i += 2) {
+      ids.push(rows[i]!);
+      last = Number(rows[i + 1]);
+    }
+    return { ids, next: ids.length === limit ? last : null };
   }
 
   async addKeysMoved(id: string, keys: number): Promise<void> {
@@ -144,10 +279,13 @@ export class MigrationStore {
     ]);
     if (!meta.id) return null;
     const counts = countSteps(steps);
+    const control = (meta.control as MigrationControl | undefined) ?? MigrationControl.Run;
     return {
       id: meta.id,
       cluster: meta.cluster ?? '',
-      state: migrationState(counts),
+      kind: meta.kind ?? 'migrations',
+      state: migrationState(counts, control),
+      control,
       slotsTotal: Number(meta.slotsTotal ?? 0),
       slots: counts,
       keysMoved: Number(meta.keysMoved ?? 0),
@@ -158,6 +296,7 @@ export class MigrationStore {
         .sort((a, b) => a.slot - b.slot),
       createdAt: meta.createdAt ?? '',
       updatedAt: meta.updatedAt ?? '',
+      startedAt: meta.startedAt ?? null,
     };
   }
 

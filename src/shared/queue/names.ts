@@ -1,5 +1,5 @@
 /** Queue names, job payloads and job ids: the contract between the producer and the workers. */
-import type { NodeRef } from '../domain/plan.js';
+import type { NodeRef, SlotRepair } from '../domain/plan.js';
 
 export const QueueName = { MigrateSlot: 'migrate-slot', FinalizeSlot: 'finalize-slot' } as const;
 export type QueueName = (typeof QueueName)[keyof typeof QueueName];
@@ -11,6 +11,8 @@ export interface SlotJobData {
   readonly slot: number;
   readonly source: NodeRef;
   readonly target: NodeRef;
+  /** Only on fix jobs. */
+  readonly repair?: SlotRepair;
 }
 
 /** Job ids dedupe for free: enqueueing the same slot of the same migration twice adds nothing. */

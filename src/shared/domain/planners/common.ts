@@ -107,7 +107,8 @@ export function assertClusterSettled(snapshot: ClusterSnapshot, action: string):
     );
   }
   const unowned: number[] = [];
-  for (let slot = 0; slot < SLOT_COUNT; slot++) if ((snapshot.owners[slot] ?? null) === null) unowned.push(slot);
+  for (let slot = 0; slot < SLOT_COUNT; slot++)
+    if ((snapshot.owners[slot] ?? null) === null) unowned.push(slot);
   if (unowned.length > 0) {
     const slots = formatSlotRanges(unowned);
     throw new SlotfleetError(

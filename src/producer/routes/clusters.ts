@@ -1,0 +1,304 @@
+/** Routes that read clusters and plan migrations from intents: rebalance, reshard, drain, fix. */
+
+import { Type } from '@fastify/type-provider-typebox';
+import type { ClusterAdapter } from '../../shared/cluster/adapter.js';
+import type { ClusterSnapshot, SlotMove } from '../../shared/domain/plan.js';
+import {
+  type FixInput,
+  fixViewFrom,
+  planDrain,
+  planFix,
+  planRebalance,
+  planReshard,
+} from '../../shared/domain/planners/index.js';
+import { SLOT_COUNT } from '../../shared/domain/slots.js';
+import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
+import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
+import { groupMoves } from '../../shared/queue/migration-store.js';
+import type { AppDeps } from '../app.js';
+import { createMigration, preflight } from '../create-migration.js';
+import { errorResponses } from '../http-errors.js';
+import {
+  ClusterDetail,
+  ClusterParams,
+  ClusterSummary,
+  DrainBody,
+  FixBody,
+  MigrationCreated,
+  PlanPreview,
+  RebalanceBody,
+  ReshardBody,
+} from '../schemas.js';
+import { clusterAdapter, idempotencyKey, type TypedApp } from './migrations.js';
+
+export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
+  app.get(
+    '/v1/clusters',
+    {
+      schema: {
+        description: 'The configured clusters (addresses only; credentials are never shown).',
+        response: { 200: Type.Array(ClusterSummary), ...errorResponses(401) },
+      },
+    },
+    async () =>
+      Object.entries(deps.config.clusters).map(([name, endpoint]) => ({
+        name,
+        seed: `${endpoint.host}:${endpoint.port}`,
+      })),
+  );
+
+  app.get(
+    '/v1/clusters/:cluster',
+    {
+      schema: {
+        description: 'Masters with their replicas, slot and key counts, open slots and failed nodes.',
+        params: ClusterParams,
+        response: { 200: ClusterDetail, ...errorResponses(401, 404, 503) },
+      },
+    },
+    async (request) => {
+      const { cluster } = request.params;
+      const adapter = clusterAdapter(deps, cluster);
+      const snapshot = await adapter.snapshot();
+      const states = await adapter.clusterStates().catch(() => new Map<string, string>());
+      const keys = await adapter.dbSizes(snapshot.nodes.filter((node) => !node.failed));
+      const live = snapshot.nodes.filter((node) => !node.failed);
+      const keysOf = new Map(live.map((node, index) => [node.id, keys[index] ?? null]));
+      const describe = (node: (typeof snapshot.nodes)[number]) => ({
+        id: node.id,
+        address: nodeAddress(node),
+        role: node.role,
+        masterId: node.masterId,
+        flags: [...node.flags],
+        failed: node.failed,
+        slots: slotCount(node),
+        keys: keysOf.get(node.id) ?? null,
+      });
+      const masters = snapshot.nodes.filter((node) => node.role === NodeRole.Master);
+      return {
+        name: cluster,
+        state:
+          [...states.values()].every((state) => state === 'ok') && states.size > 0
+            ? 'ok'
+            : ([...states.values()].find((state) => state !== 'ok') ?? 'unknown'),
+        slotsCovered: snapshot.owners.filter((owner) => owner !== null).length,
+        masters: masters.map((master) => ({
+          ...describe(master),
+          replicas: snapshot.nodes.filter((node) => node.masterId === master.id).map(describe),
+        })),
+        openSlots: snapshot.openSlots.map((entry) => ({ ...entry })),
+        failedNodes: snapshot.nodes.filter((node) => node.failed).map(describe),
+      };
+    },
+  );
+
+  const planRoutes = [
+    {
+      name: 'rebalance',
+      body: RebalanceBody,
+      description:
+        'Even out slots (by: "slots", redis-cli semantics) or keys (by: "keys") across masters by weight. ' +
+        'threshold (percent, default 2) below which nothing moves; useEmptyMasters lets empty masters take slots.',
+      plan: async (adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) => {
+        const by = (body.by as 'slots' | 'keys' | undefined) ?? 'slots';
+        const keysPerSlot = by === 'keys' ? await keysPerSlotOf(adapter, snapshot) : undefined;
+        return planRebalance(snapshot, {
+          ...(body.weights ? { weights: body.weights as Record<string, number> } : {}),
+          ...(body.threshold !== undefined ? { threshold: body.threshold as number } : {}),
+          ...(body.useEmptyMasters !== undefined ? { useEmptyMasters: body.useEmptyMasters as boolean } : {}),
+          by,
+          ...(keysPerSlot ? { keysPerSlot } : {}),
+        });
+      },
+    },
+    {
+      name: 'reshard',
+      body: ReshardBody,
+      description:
+        'Move N slots (shared among the sources by what each holds) or explicit ranges from sources to one target.',
+      plan: async (_adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) => {
+        if ((body.slots === undefined) === (body.ranges === undefined)) {
+          throw new SlotfleetError(ErrorCode.InvalidRequest, 'give exactly one of slots (a count) or ranges');
+        }
+        return planReshard(snapshot, {
+          from: body.from as string[],
+          to: body.to as string,
+          ...(body.slots !== undefined ? { slots: body.slots as number } : {}),
+          ...(body.ranges !== undefined ? { ranges: body.ranges as string } : {}),
+        });
+      },
+    },
+    {
+      name: 'drain',
+      body: DrainBody,
+      description: 'Move every slot of a master to the other masters by weight, so it can be removed.',
+      plan: async (_adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) =>
+        planDrain(snapshot, {
+          node: body.node as string,
+          ...(body.weights ? { weights: body.weights as Record<string, number> } : {}),
+        }),
+    },
+  ] as const;
+
+  for (const route of planRoutes) {
+    app.post(
+      `/v1/clusters/:cluster/${route.name}`,
+      {
+        schema: {
+          description: `${route.description} dryRun returns the plan and enqueues nothing.`,
+          params: ClusterParams,
+          body: route.body,
+          response: {
+            200: PlanPreview,
+            202: MigrationCreated,
+            ...errorResponses(400, 401, 404, 409, 422, 503),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { cluster } = request.params;
+        const body = request.body as Record<string, unknown>;
+        const adapter = clusterAdapter(deps, cluster);
+        const snapshot = await adapter.snapshot();
+        await preflight(adapter, snapshot);
+        const moves = await route.plan(adapter, snapshot, body);
+        if (body.dryRun === true) return reply.status(200).send(await preview(adapter, cluster, moves));
+        if (moves.length === 0) {
+          throw new SlotfleetError(
+            ErrorCode.InvalidState,
+            `nothing to ${route.name}: the cluster already matches the request`,
+          );
+        }
+        const { dryRun: _dryRun, ...requestBody } = body;
+        const created = await createMigration(deps, {
+          cluster,
+          kind: route.name,
+          request: requestBody,
+          moves,
+          idempotencyKey: idempotencyKey(request),
+        });
+        request.log.info(
+          { migrationId: created.id, cluster, kind: route.name, slots: created.slots },
+          'migration enqueued',
+        );
+        return reply.status(202).send({
+          id: created.id,
+          cluster,
+          slots: created.slots,
+          plan: created.plan,
+          ...(created.reused ? { reused: true } : {}),
+        });
+      },
+    );
+  }
+
+  app.post(
+    '/v1/clusters/:cluster/fix',
+    {
+      schema: {
+        description:
+          'Repair open slots (IMPORTING/MIGRATING left by an interrupted move), uncovered slots and keys on a non-owner, ' +
+          "covering redis-cli's clusterManagerFixOpenSlot cases. What cannot be repaired safely is reported, not guessed.",
+        params: ClusterParams,
+        body: FixBody,
+        response: {
+          200: PlanPreview,
+          202: MigrationCreated,
+          ...errorResponses(400, 401, 404, 409, 422, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { cluster } = request.params;
+      const adapter = clusterAdapter(deps, cluster);
+      const fixPlan = planFix(await fixInputOf(adapter));
+      const moves: SlotMove[] = fixPlan.repairs.map((repair) => ({
+        slot: repair.slot,
+        source: repair.source,
+        target: repair.target,
+        repair: {
+          kind: repair.kind,
+          keysFrom: [...repair.keysFrom],
+          closeOn: [...repair.closeOn],
+          reason: repair.reason,
+        },
+      }));
+      const unrepairable = fixPlan.unrepairable.map((entry) => ({ ...entry }));
+      if (request.body.dryRun === true || moves.length === 0) {
+        return reply.status(200).send({ ...(await preview(adapter, cluster, moves)), unrepairable });
+      }
+      const created = await createMigration(deps, {
+        cluster,
+        kind: 'fix',
+        request: {},
+        moves,
+        idempotencyKey: idempotencyKey(request),
+      });
+      request.log.info(
+        { migrationId: created.id, cluster, repairs: created.slots, unrepairable: unrepairable.length },
+        'fix enqueued',
+      );
+      return reply.status(202).send({ id: created.id, cluster, slots: created.slots, plan: created.plan });
+    },
+  );
+}
+
+/** The plan grouped by source -> target with key counts, for dry runs. */
+async function preview(adapter: ClusterAdapter, cluster: string, moves: readonly SlotMove[]) {
+  const groups = groupMoves(moves);
+  let keys = 0;
+  const plan = await Promise.all(
+    groups.map(async (group) => {
+      const slots = moves.filter(
+        (move) => move.source.id === group.sourceId && move.target.id === group.targetId,
+      );
+      const counts = await adapter.countKeysInSlots(
+        slots[0]!.source,
+        slots.map((move) => move.slot),
+      );
+      const groupKeys = counts.reduce((sum, count) => sum + count, 0);
+      keys += groupKeys;
+      return { ...group, keys: groupKeys };
+    }),
+  );
+  return { dryRun: true as const, cluster, slots: moves.length, keys, plan };
+}
+
+/** COUNTKEYSINSLOT of every slot, asked of its owner. */
+async function keysPerSlotOf(adapter: ClusterAdapter, snapshot: ClusterSnapshot): Promise<number[]> {
+  const counts = new Array<number>(SLOT_COUNT).fill(0);
+  const byOwner = new Map<string, number[]>();
+  snapshot.owners.forEach((owner, slot) => {
+    if (owner) byOwner.set(owner, [...(byOwner.get(owner) ?? []), slot]);
+  });
+  await Promise.all(
+    [...byOwner].map(async ([ownerId, slots]) => {
+      const node = snapshot.nodes.find((candidate) => candidate.id === ownerId);
+      if (!node || node.failed) return;
+      const owned = await adapter.countKeysInSlots(node, slots);
+      slots.forEach((slot, index) => {
+        counts[slot] = owned[index] ?? 0;
+      });
+    }),
+  );
+  return counts;
+}
+
+/** Every master's own view and the slots in which it holds keys: what planFix needs. */
+async function fixInputOf(adapter: ClusterAdapter): Promise<FixInput> {
+  const seed = await adapter.readAnyView();
+  const masters = seed.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
+  const allSlots = Array.from({ length: SLOT_COUNT }, (_, slot) => slot);
+  const views = await Promise.all(
+    masters.map(async (master) => {
+      const view = await adapter.readView(master);
+      const counts = await adapter.countKeysInSlots(master, allSlots);
+      const keysInSlot = new Map<number, number>();
+      counts.forEach((count, slot) => {
+        if (count > 0) keysInSlot.set(slot, count);
+      });
+      return fixViewFrom(view, keysInSlot.keys(), keysInSlot);
+    }),
+  );
+  return { nodes: seed.nodes, views };
+}
