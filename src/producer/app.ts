@@ -93,39 +93,42 @@ export function buildApp(deps: AppDeps) {
     }),
   );
 
-  app.get(
-    '/healthz',
-    { schema: { description: 'Liveness: the process answers.', response: { 200: Health } } },
-    async () => ({ status: 'ok' as const }),
-  );
+  // Registered inside a plugin so that @fastify/swagger (a plugin loaded first) sees them too.
+  app.register(async (open) => {
+    open.get(
+      '/healthz',
+      { schema: { description: 'Liveness: the process answers.', response: { 200: Health } } },
+      async () => ({ status: 'ok' as const }),
+    );
 
-  app.get(
-    '/readyz',
-    {
-      schema: {
-        description: 'Readiness: 200 only when the control Redis and every configured cluster answer.',
-        response: { 200: Readiness, 503: Readiness },
+    open.get(
+      '/readyz',
+      {
+        schema: {
+          description: 'Readiness: 200 only when the control Redis and every configured cluster answer.',
+          response: { 200: Readiness, 503: Readiness },
+        },
       },
-    },
-    async (_request, reply) => {
-      const checks: Record<string, string> = {};
-      const probes: [string, Promise<void>][] = [['control', deps.pingControl()]];
-      for (const name of Object.keys(deps.config.clusters)) {
-        const adapter = deps.adapterFor(name);
-        if (adapter) probes.push([`cluster:${name}`, adapter.ping()]);
-      }
-      await Promise.all(
-        probes.map(async ([name, probe]) => {
-          checks[name] = await probe.then(
-            () => 'ok',
-            (error: Error) => error.message.slice(0, 200),
-          );
-        }),
-      );
-      const ready = Object.values(checks).every((check) => check === 'ok');
-      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
-    },
-  );
+      async (_request, reply) => {
+        const checks: Record<string, string> = {};
+        const probes: [string, Promise<void>][] = [['control', deps.pingControl()]];
+        for (const name of Object.keys(deps.config.clusters)) {
+          const adapter = deps.adapterFor(name);
+          if (adapter) probes.push([`cluster:${name}`, adapter.ping()]);
+        }
+        await Promise.all(
+          probes.map(async ([name, probe]) => {
+            checks[name] = await probe.then(
+              () => 'ok',
+              (error: Error) => error.message.slice(0, 200),
+            );
+          }),
+        );
+        const ready = Object.values(checks).every((check) => check === 'ok');
+        return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+      },
+    );
+  });
 
   // Everything under /v1 needs the token (constant-time comparison in @fastify/bearer-auth);
   // /healthz, /readyz, /metrics and /docs stay open.

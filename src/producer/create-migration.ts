@@ -19,7 +19,6 @@ export interface CreateMigrationInput {
   readonly kind: string;
   readonly request: unknown;
   readonly moves: readonly SlotMove[];
-  readonly idempotencyKey?: string | undefined;
 }
 
 export interface CreatedMigration {
@@ -34,7 +33,11 @@ export interface CreatedMigration {
  * Refuses to plan on a cluster that is not ok or whose masters disagree on the slot map: moves
  * computed from one node's stale view would move the wrong slots.
  */
-export async function preflight(adapter: ClusterAdapter, snapshot: ClusterSnapshot): Promise<void> {
+export async function preflight(
+  adapter: ClusterAdapter,
+  snapshot: ClusterSnapshot,
+  movingSlots: readonly number[],
+): Promise<void> {
   const states = await adapter.clusterStates();
   const notOk = [...states].filter(([, state]) => state !== 'ok');
   if (notOk.length > 0) {
@@ -43,7 +46,10 @@ export async function preflight(adapter: ClusterAdapter, snapshot: ClusterSnapsh
       `cluster is not ok: ${notOk.map(([node, state]) => `${node} reports cluster_state:${state}`).join(', ')}`,
     );
   }
-  const disagreeing = snapshot.disagreeingSlots ?? [];
+  // Only the slots this plan moves: other migrations may be changing other slots right now, and
+  // gossip lags behind them.
+  const moving = new Set(movingSlots);
+  const disagreeing = (snapshot.disagreeingSlots ?? []).filter((slot) => moving.has(slot));
   if (disagreeing.length > 0) {
     throw new SlotfleetError(
       ErrorCode.ClusterNotReady,
@@ -53,19 +59,66 @@ export async function preflight(adapter: ClusterAdapter, snapshot: ClusterSnapsh
   }
 }
 
+/** 409 naming the active migrations that hold any of these slots. */
+export async function assertSlotsFree(
+  deps: AppDeps,
+  cluster: string,
+  slots: readonly number[],
+): Promise<void> {
+  const holders = await deps.store.holdersOf(cluster, slots);
+  if (holders.size === 0) return;
+  const held = formatSlotRanges(holders.keys());
+  const migrations = [...new Set(holders.values())];
+  throw new SlotfleetError(
+    ErrorCode.SlotConflict,
+    `slots ${held} belong to active migration ${migrations.join(', ')}: wait for it to end, or cancel it`,
+    { details: { slots: held, migrations } },
+  );
+}
+
 export function requestHash(kind: string, cluster: string, body: unknown): string {
   return createHash('sha256')
     .update(JSON.stringify({ kind, cluster, body: canonical(body) }))
     .digest('hex');
 }
 
+/**
+ * Runs `plan` and creates the migration it returns, honouring an Idempotency-Key: a key seen
+ * before with the same body returns that migration without looking at the cluster again (its plan
+ * would differ by now); with another body, 422. The key is reserved before planning so that two
+ * identical requests racing each other create one migration.
+ */
+export async function createIdempotently(
+  deps: AppDeps,
+  request: { cluster: string; kind: string; body: unknown; idempotencyKey: string | undefined },
+  plan: () => Promise<readonly SlotMove[]>,
+): Promise<CreatedMigration> {
+  const { idempotencyKey } = request;
+  const bodyHash = requestHash(request.kind, request.cluster, request.body);
+  if (idempotencyKey !== undefined) {
+    const earlier = await deps.store.reserveIdempotencyKey(idempotencyKey, bodyHash);
+    if (earlier) return reuse(deps, idempotencyKey, earlier, bodyHash);
+  }
+  try {
+    const moves = await plan();
+    const created = await createMigration(deps, {
+      cluster: request.cluster,
+      kind: request.kind,
+      request: request.body,
+      moves,
+    });
+    if (idempotencyKey !== undefined)
+      await deps.store.completeIdempotencyKey(idempotencyKey, bodyHash, created.id);
+    return created;
+  } catch (error) {
+    if (idempotencyKey !== undefined)
+      await deps.store.forgetIdempotencyKey(idempotencyKey).catch(() => undefined);
+    throw error;
+  }
+}
+
 export async function createMigration(deps: AppDeps, input: CreateMigrationInput): Promise<CreatedMigration> {
   const { store } = deps;
-  const bodyHash = requestHash(input.kind, input.cluster, input.request);
-  if (input.idempotencyKey !== undefined) {
-    const earlier = await store.reserveIdempotencyKey(input.idempotencyKey, bodyHash);
-    if (earlier) return reuse(deps, input.idempotencyKey, earlier, bodyHash);
-  }
   const id = newMigrationId();
   const slots = input.moves.map((move) => move.slot);
   let claimed = false;
@@ -94,14 +147,10 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       moves: input.moves,
     });
     await enqueueSlotMoves(deps.flowProducer, id, input.cluster, input.moves, deps.config.jobs);
-    if (input.idempotencyKey !== undefined)
-      await store.completeIdempotencyKey(input.idempotencyKey, bodyHash, id);
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly
     // added stays visible, with its slots pending, for the operator to cancel.)
     if (claimed) await store.releaseSlots(input.cluster, id, slots).catch(() => undefined);
-    if (input.idempotencyKey !== undefined)
-      await store.forgetIdempotencyKey(input.idempotencyKey).catch(() => undefined);
     throw error;
   }
   return { id, plan: groupMoves(input.moves), slots: input.moves.length, reused: false };

@@ -16,7 +16,6 @@ export const Move = Type.Object(
       minLength: 1,
       maxLength: 200_000,
       description: 'slots and ranges, e.g. "0-99,4000"',
-      examples: ['0-99,4000'],
     }),
     target: Type.String({
       minLength: 1,
@@ -115,7 +114,9 @@ export const MigrationList = Type.Object({
 
 export const ListQuery = Type.Object(
   {
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+    limit: Type.Optional(
+      Type.String({ pattern: '^([1-9][0-9]?|1[0-9][0-9]|200)$', description: '1 to 200, default 50' }),
+    ),
     cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,16}$' })),
   },
   { additionalProperties: false },

@@ -263,6 +263,75 @@ describe('planRebalance by slots (redis-cli clusterManagerCommandRebalance)', ()
   ])('rejects %s', (_, run, code, message) => expectError(run, code, message));
 });
 
+describe('every planner on random topologies', () => {
+  /** A small deterministic generator (LCG), so a failure names the seed that reproduces it. */
+  function random(seed: number): () => number {
+    let state = seed;
+    return () => {
+      state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+      return state / 2 ** 31;
+    };
+  }
+
+  function randomShape(next: () => number): { snapshot: ClusterSnapshot; names: Name[] } {
+    const names = (['A', 'B', 'C', 'D', 'E'] as const).slice(0, 3 + Math.floor(next() * 3));
+    const holders = names.filter((_, index) => index < 2 || next() < 0.7);
+    const cuts = holders
+      .slice(1)
+      .map(() => 1 + Math.floor(next() * (SLOT_COUNT - 2)))
+      .sort((a, b) => a - b);
+    const bounds = [0, ...cuts, SLOT_COUNT];
+    const masters: Partial<Record<Name, string>> = {};
+    for (const name of names) masters[name] = '';
+    holders.forEach((name, index) => {
+      const start = bounds[index]!;
+      const end = bounds[index + 1]! - 1;
+      if (end >= start) masters[name] = `${start}-${end}`;
+    });
+    return { snapshot: snapshotOf({ masters }), names: [...names] };
+  }
+
+  it.each(Array.from({ length: 25 }, (_, index) => index + 1))('seed %i', (seed) => {
+    const next = random(seed);
+    const { snapshot, names } = randomShape(next);
+    const weights: Record<string, number> = {};
+    for (const name of names) weights[ID[name]] = [0, 0.5, 1, 1, 2, 3][Math.floor(next() * 6)]!;
+    // A always holds slots: with a weight above 0 it can take part (all zero is tested above).
+    weights[ID.A] ||= 1;
+    const useEmptyMasters = next() < 0.5;
+
+    const bySlots = planRebalance(snapshot, { weights, useEmptyMasters, threshold: 0 });
+    expectOneWayAndSorted(bySlots);
+    const held = new Map<string, number>();
+    for (const owner of snapshot.owners) held.set(owner!, (held.get(owner!) ?? 0) + 1);
+    for (const move of bySlots) {
+      held.set(move.source.id, held.get(move.source.id)! - 1);
+      held.set(move.target.id, (held.get(move.target.id) ?? 0) + 1);
+    }
+    const taking = names.filter((name) => useEmptyMasters || snapshot.owners.includes(ID[name]));
+    const totalWeight = taking.reduce((sum, name) => sum + weights[ID[name]]!, 0);
+    for (const name of taking) {
+      const share = (SLOT_COUNT * weights[ID[name]]!) / totalWeight;
+      expect(Math.abs((held.get(ID[name]) ?? 0) - share), `${name} after seed ${seed}`).toBeLessThan(2);
+    }
+
+    const keys = Array.from({ length: SLOT_COUNT }, () => (next() < 0.1 ? Math.floor(next() * 500) : 1));
+    expectOneWayAndSorted(
+      planRebalance(snapshot, { by: 'keys', keysPerSlot: keys, weights, useEmptyMasters }),
+    );
+
+    const drained = names.find((name) => snapshot.owners.includes(ID[name]))!;
+    const drain = planDrain(snapshot, { node: ID[drained] });
+    expectOneWayAndSorted(drain);
+    expect(drain).toHaveLength(snapshot.owners.filter((owner) => owner === ID[drained]).length);
+
+    const target = names.find((name) => name !== drained)!;
+    const reshard = planReshard(snapshot, { from: ['all'], to: ID[target], slots: 100 });
+    expectOneWayAndSorted(reshard);
+    expect(reshard).toHaveLength(100);
+  });
+});
+
 describe('planRebalance by keys', () => {
   /** 1 key per slot, plus 1000 keys in each of slots 0-99 (all on master A). */
   function skewedKeys(): number[] {
@@ -549,15 +618,18 @@ describe('planFix', () => {
   ).nodes;
   const SLOT = 100;
 
+  /** How one master sees SLOT (100): whether it claims it, its open state, its keys there. */
   interface ViewSpec {
-    /** Slots this node claims beyond its usual range; null removes the claim on SLOT. */
     claims?: boolean;
     importing?: Name;
     migrating?: Name;
     keys?: number;
   }
 
-  /** Views where A, B, C own their usual ranges, and SLOT is set up as `specs` say (default: A owns it, keys on A). */
+  /**
+   * Views where A, B, C own their usual ranges except SLOT, which each master sees as `specs` say
+   * (a master only ever lists itself as SLOT's owner: the claims are what fix reasons about).
+   */
   function fixInput(specs: Partial<Record<'A' | 'B' | 'C', ViewSpec>>, counts = true): FixInput {
     const views: FixNodeView[] = (['A', 'B', 'C'] as const).map((name) => {
       const spec = specs[name] ?? {};

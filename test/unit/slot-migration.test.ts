@@ -21,7 +21,7 @@ function observe(partial: {
     slot: 42,
     sourceId: S,
     targetId: T,
-    source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, ...partial.source },
+    source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, isMaster: true, ...partial.source },
     target: { owner: S, importingFrom: null, migratingTo: null, ...partial.target },
     epochs: partial.epochs ?? { source: 1, target: 2, sourceSeenByTarget: 1 },
     others: partial.others ?? [{ nodeId: O, host: '127.0.0.1', port: 7002, owner: S }],
@@ -90,6 +90,12 @@ describe('nextSlotAction', () => {
       'done',
     ],
     [
+      'source demoted to a replica of the target after losing its last slot: its keys are copies',
+      observe({ target: { owner: T }, source: { owner: T, keys: 4, isMaster: false } }),
+      SlotPhase.Finalize,
+      'assign-others',
+    ],
+    [
       'a migrate job re-run after finalizing started stops at drained',
       observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }),
       SlotPhase.Migrate,
@@ -101,6 +107,11 @@ describe('nextSlotAction', () => {
 
   it.each([
     ['owner moved elsewhere', observe({ source: { owner: O }, target: { owner: O } }), 'OWNER_CHANGED'],
+    [
+      'source failed over before the target took the slot',
+      observe({ source: { isMaster: false } }),
+      'OWNER_CHANGED',
+    ],
     ['target importing from a third node', observe({ target: { importingFrom: O } }), 'SLOT_CONFLICT'],
     [
       'source migrating to a third node',

@@ -16,7 +16,7 @@ import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.j
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import { groupMoves } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
-import { createMigration, preflight } from '../create-migration.js';
+import { createIdempotently, preflight } from '../create-migration.js';
 import { errorResponses } from '../http-errors.js';
 import {
   ClusterDetail,
@@ -159,24 +159,33 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
         const { cluster } = request.params;
         const body = request.body as Record<string, unknown>;
         const adapter = clusterAdapter(deps, cluster);
-        const snapshot = await adapter.snapshot();
-        await preflight(adapter, snapshot);
-        const moves = await route.plan(adapter, snapshot, body);
-        if (body.dryRun === true) return reply.status(200).send(await preview(adapter, cluster, moves));
-        if (moves.length === 0) {
-          throw new SlotfleetError(
-            ErrorCode.InvalidState,
-            `nothing to ${route.name}: the cluster already matches the request`,
+        const planNow = async () => {
+          const snapshot = await adapter.snapshot();
+          const moves = await route.plan(adapter, snapshot, body);
+          await preflight(
+            adapter,
+            snapshot,
+            moves.map((move) => move.slot),
           );
-        }
+          return moves;
+        };
+        if (body.dryRun === true)
+          return reply.status(200).send(await preview(adapter, cluster, await planNow()));
         const { dryRun: _dryRun, ...requestBody } = body;
-        const created = await createMigration(deps, {
-          cluster,
-          kind: route.name,
-          request: requestBody,
-          moves,
-          idempotencyKey: idempotencyKey(request),
-        });
+        const created = await createIdempotently(
+          deps,
+          { cluster, kind: route.name, body: requestBody, idempotencyKey: idempotencyKey(request) },
+          async () => {
+            const moves = await planNow();
+            if (moves.length === 0) {
+              throw new SlotfleetError(
+                ErrorCode.InvalidState,
+                `nothing to ${route.name}: the cluster already matches the request`,
+              );
+            }
+            return moves;
+          },
+        );
         request.log.info(
           { migrationId: created.id, cluster, kind: route.name, slots: created.slots },
           'migration enqueued',
@@ -227,13 +236,11 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
       if (request.body.dryRun === true || moves.length === 0) {
         return reply.status(200).send({ ...(await preview(adapter, cluster, moves)), unrepairable });
       }
-      const created = await createMigration(deps, {
-        cluster,
-        kind: 'fix',
-        request: {},
-        moves,
-        idempotencyKey: idempotencyKey(request),
-      });
+      const created = await createIdempotently(
+        deps,
+        { cluster, kind: 'fix', body: {}, idempotencyKey: idempotencyKey(request) },
+        async () => moves,
+      );
       request.log.info(
         { migrationId: created.id, cluster, repairs: created.slots, unrepairable: unrepairable.length },
         'fix enqueued',

@@ -14,7 +14,7 @@ import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
-import { createMigration, preflight } from '../create-migration.js';
+import { assertSlotsFree, createIdempotently, preflight } from '../create-migration.js';
 import { errorResponses } from '../http-errors.js';
 import {
   ClusterParams,
@@ -52,16 +52,31 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
     async (request, reply) => {
       const { cluster } = request.params;
       const adapter = clusterAdapter(deps, cluster);
-      const snapshot = await adapter.snapshot();
-      const plan = planExplicitMoves(snapshot, request.body.moves);
-      await preflight(adapter, snapshot);
-      const created = await createMigration(deps, {
-        cluster,
-        kind: 'migrations',
-        request: request.body,
-        moves: plan.moves,
-        idempotencyKey: idempotencyKey(request),
-      });
+      let alreadyOnTarget = 0;
+      const created = await createIdempotently(
+        deps,
+        { cluster, kind: 'migrations', body: request.body, idempotencyKey: idempotencyKey(request) },
+        async () => {
+          // Slots of an active migration are open on the cluster too; say which migration holds them.
+          const named = request.body.moves.flatMap((move) => {
+            try {
+              return parseSlotRanges(move.slots);
+            } catch {
+              return [];
+            }
+          });
+          await assertSlotsFree(deps, cluster, named);
+          const snapshot = await adapter.snapshot();
+          const plan = planExplicitMoves(snapshot, request.body.moves);
+          await preflight(
+            adapter,
+            snapshot,
+            plan.moves.map((move) => move.slot),
+          );
+          alreadyOnTarget = plan.alreadyOnTarget.length;
+          return plan.moves;
+        },
+      );
       request.log.info(
         { migrationId: created.id, cluster, slots: created.slots, reused: created.reused },
         'migration enqueued',
@@ -70,7 +85,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
         id: created.id,
         cluster,
         slots: created.slots,
-        alreadyOnTarget: plan.alreadyOnTarget.length,
+        alreadyOnTarget,
         plan: created.plan,
         ...(created.reused ? { reused: true } : {}),
       });
@@ -87,7 +102,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       },
     },
     async (request) => {
-      const limit = request.query.limit ?? 50;
+      const limit = request.query.limit === undefined ? 50 : Number(request.query.limit);
       const page = await deps.store.list(
         limit,
         request.query.cursor === undefined ? undefined : Number(request.query.cursor),

@@ -152,7 +152,11 @@ export class ClusterAdapter {
       slot,
       sourceId: source.id,
       targetId: target.id,
-      source: { ...slotStateIn(sourceView, source.id), keys: sourceKeys },
+      source: {
+        ...slotStateIn(sourceView, source.id),
+        keys: sourceKeys,
+        isMaster: sourceView.myselfIsMaster,
+      },
       target: slotStateIn(targetView, target.id),
       epochs: {
         source: sourceView.myselfEpoch,

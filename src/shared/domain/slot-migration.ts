@@ -50,7 +50,11 @@ export interface SlotObservation {
   readonly slot: number;
   readonly sourceId: string;
   readonly targetId: string;
-  readonly source: NodeSlotState & { readonly keys: number };
+  /**
+   * isMaster: false once the source turned into a replica. Redis makes a master that loses its last
+   * slot by gossip a replica of the new owner; its keys are then the new owner's, replicated.
+   */
+  readonly source: NodeSlotState & { readonly keys: number; readonly isMaster: boolean };
   readonly target: NodeSlotState;
   /** Config epochs: each node's own, and the source's as the target last heard it. */
   readonly epochs: {
@@ -109,10 +113,12 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
   if (target.owner === targetId) {
     // The target has claimed the slot: finalizing started. Keys left on the source would be deleted
     // by gossip, so moving them comes before anything else (the owner accepts them without ASKING).
-    if (source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
+    // A source that became a replica holds copies of the target's keys, nothing of its own.
+    if (source.isMaster && source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
     if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
-    if (source.owner !== targetId || source.migratingTo !== null)
+    if (source.isMaster && (source.owner !== targetId || source.migratingTo !== null)) {
       return { kind: SlotActionKind.AssignSource };
+    }
     const lagging = observation.others
       .filter((other) => other.owner !== targetId)
       .map((other) => other.nodeId);
@@ -120,6 +126,12 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
     return { kind: SlotActionKind.Done };
   }
 
+  if (!source.isMaster) {
+    return fail(
+      ErrorCode.OwnerChanged,
+      `source ${sourceId} of slot ${slot} is no longer a master (failed over or demoted): re-plan, or run fix`,
+    );
+  }
   if (source.owner !== sourceId) {
     return fail(
       ErrorCode.OwnerChanged,
@@ -168,9 +180,9 @@ export function epochUnsafeReason(observation: SlotObservation): string | null {
 export function stepOf(observation: SlotObservation): SlotStep {
   const { source, target, targetId, sourceId } = observation;
   if (target.owner === targetId) {
-    const settled =
-      source.owner === targetId && observation.others.every((other) => other.owner === targetId);
-    return settled && source.keys === 0 ? SlotStep.Done : SlotStep.Finalizing;
+    const sourceSettled = !source.isMaster || (source.owner === targetId && source.keys === 0);
+    const settled = sourceSettled && observation.others.every((other) => other.owner === targetId);
+    return settled ? SlotStep.Done : SlotStep.Finalizing;
   }
   if (target.importingFrom !== sourceId) return SlotStep.Pending;
   if (source.migratingTo !== targetId) return SlotStep.Importing;

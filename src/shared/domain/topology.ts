@@ -90,6 +90,8 @@ export function parseClusterNodes(text: string): NodeView {
 export interface SlotView {
   readonly myselfId: string;
   readonly myselfEpoch: number;
+  /** False once the node became a replica (a master left without slots follows their new owner). */
+  readonly myselfIsMaster: boolean;
   readonly owner: string | null;
   readonly importingFrom: string | null;
   readonly migratingTo: string | null;
@@ -107,6 +109,7 @@ export interface SlotView {
 export function readSlotView(text: string, slot: number): SlotView {
   let myselfId: string | null = null;
   let myselfEpoch = 0;
+  let myselfIsMaster = false;
   let owner: string | null = null;
   let importingFrom: string | null = null;
   let migratingTo: string | null = null;
@@ -137,6 +140,7 @@ export function readSlotView(text: string, slot: number): SlotView {
     if (isMyself) {
       myselfId = id;
       myselfEpoch = epoch;
+      myselfIsMaster = isMaster;
     }
     const failing = /(^|,)(fail\??|noaddr|handshake)(,|$)/.test(flagText);
     if (isMaster && !failing) {
@@ -152,7 +156,7 @@ export function readSlotView(text: string, slot: number): SlotView {
     if (owner === null && rangesContain(slotTokens, slot)) owner = id;
   }
   if (myselfId === null) throw malformed('no line is flagged myself');
-  return { myselfId, myselfEpoch, owner, importingFrom, migratingTo, epochs, masters };
+  return { myselfId, myselfEpoch, myselfIsMaster, owner, importingFrom, migratingTo, epochs, masters };
 }
 
 /** Whether "0-5460 5462 [93->-id]" covers the slot, scanning characters without allocating. */

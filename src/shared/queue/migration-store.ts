@@ -127,6 +127,7 @@ export class MigrationStore {
   ): Promise<{ slot: number; migrationId: string }[]> {
     const conflicts: { slot: number; migrationId: string }[] = [];
     const claimed: number[] = [];
+    if (slots.length === 0) return conflicts;
     for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
       const chunk = slots.slice(start, start + CLAIM_CHUNK);
       const reply = (await this.redis.eval(
@@ -143,6 +144,20 @@ export class MigrationStore {
     }
     if (conflicts.length > 0) await this.releaseSlots(cluster, migrationId, claimed);
     return conflicts;
+  }
+
+  /** slot -> id of the active migration holding it, for the given slots that are held. */
+  async holdersOf(cluster: string, slots: readonly number[]): Promise<Map<number, string>> {
+    const holders = new Map<number, string>();
+    for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
+      const chunk = slots.slice(start, start + CLAIM_CHUNK);
+      const held = await this.redis.hmget(this.activeKey(cluster), ...chunk.map(String));
+      chunk.forEach((slot, index) => {
+        const holder = held[index];
+        if (holder) holders.set(slot, holder);
+      });
+    }
+    return holders;
   }
 
   async releaseSlots(cluster: string, migrationId: string, slots: readonly number[]): Promise<void> {

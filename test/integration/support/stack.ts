@@ -120,14 +120,15 @@ export async function waitForMigration(
   stack: Stack,
   id: string,
   timeoutMs = 60_000,
+  headers: Record<string, string> = {},
 ): Promise<{ state: string; keysMoved: number; slots: Record<string, number>; errors: unknown[] }> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
-    const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
+    const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}`, headers });
     last = response.json();
     const state = (last as { state: string }).state;
-    if (state === 'done' || state === 'failed') return last as never;
+    if (state === 'done' || state === 'failed' || state === 'cancelled') return last as never;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`migration ${id} did not end within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);

@@ -148,23 +148,19 @@ type Outcome = FixRepair | UnrepairableSlot | null;
 export function planFix(input: FixInput): FixPlan {
   const masters = reachableMasters(input);
   const byId = new Map(masters.map((master) => [master.node.id, master]));
-  const slotCounts = new Map(masters.map((master) => [master.node.id, 0]));
-  for (const master of masters) {
-    let count = 0;
-    for (let slot = 0; slot < SLOT_COUNT; slot++) if (master.view.owners[slot] === master.node.id) count++;
-    slotCounts.set(master.node.id, count);
-  }
-  const planner = new SlotFixer(byId, slotCounts);
+  const claimed = (master: Master): number =>
+    master.view.owners.reduce<number>((count, owner) => count + (owner === master.node.id ? 1 : 0), 0);
+  const fixer = new SlotFixer(byId, new Map(masters.map((master) => [master.node.id, claimed(master)])));
   const repairs: FixRepair[] = [];
   const unrepairable: UnrepairableSlot[] = [];
   for (let slot = 0; slot < SLOT_COUNT; slot++) {
     const facts = factsOf(masters, slot);
     if (facts === null) continue;
-    const outcome = planner.classify(facts);
+    const outcome = fixer.classify(facts);
     if (outcome === null) continue;
     if ('kind' in outcome) {
       repairs.push(outcome);
-      planner.settle(facts, outcome.target.id);
+      fixer.settle(facts, outcome.target.id);
     } else {
       unrepairable.push(outcome);
     }

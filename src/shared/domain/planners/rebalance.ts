@@ -147,11 +147,15 @@ function planBySlots(participants: readonly Participant[], threshold: number): S
     return { participant, balance, nextSlot: 0 };
   });
   if (!thresholdReached) return [];
-  while (totalBalance > 0) {
+  let lowered = true;
+  // redis-cli loops forever if no balance is <= 0; float rounding could in theory get there.
+  while (totalBalance > 0 && lowered) {
+    lowered = false;
     for (const entry of balances) {
       if (entry.balance <= 0 && totalBalance > 0) {
         entry.balance--;
         totalBalance--;
+        lowered = true;
       }
     }
   }
