@@ -1,0 +1,475 @@
+/**
+ * `npm run bench`: slotfleet side by side with `redis-cli --cluster` on the same data, in the same
+ * run, on fresh local clusters (3 masters, no replicas). Every case runs --runs times with the
+ * tools' order rotated; after every run all keys must be present (DBSIZE), a sample of values must
+ * match and `redis-cli --cluster check` must pass, or the run is a failure, not a number.
+ *
+ *   rebalance  1,000,000 x 64 B strings, 3 -> 4 masters (rebalance --cluster-use-empty-masters)
+ *   hotslot    300,000 keys in one slot moved to another master (reshard --cluster-slots 1)
+ *   bigvalues  50,000 x 16 KB strings, 3 -> 4 masters
+ *   enqueue    planning + enqueueing a migration of all 16384 slots (API call, no worker running)
+ *
+ * Results go to bench/results/<time>.json; the summary prints min/median/max per tool, the median
+ * ratio redis-cli / slotfleet, keys/s and the workers' peak RSS.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import calculateSlot from 'cluster-key-slot';
+import { startApi } from '../producer/server.js';
+import {
+  countKeys,
+  type DatasetManifest,
+  type RedisProcess,
+  requireRedisBinaries,
+  SandboxCluster,
+  seedDataset,
+  startControlRedis,
+  verifyDataset,
+} from '../sandbox/index.js';
+import { loadConfig } from '../shared/config.js';
+import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
+import { createLogger } from '../shared/logger.js';
+
+const execFileAsync = promisify(execFile);
+
+type Tool = 'slotfleet' | 'redis-cli-p10' | 'redis-cli-p1000';
+const TOOLS: readonly Tool[] = ['slotfleet', 'redis-cli-p10', 'redis-cli-p1000'];
+
+interface CaseSpec {
+  readonly name: string;
+  readonly keys: number;
+  readonly valueBytes: number;
+  readonly hot: boolean;
+}
+
+interface RunResult {
+  readonly tool: Tool;
+  readonly seconds: number;
+  readonly keysMoved: number;
+  readonly slotsMoved: number;
+  readonly verified: boolean;
+  readonly workerPeakRssMb?: number;
+  readonly error?: string;
+}
+
+const WORKERS = 2;
+const WORKER_CONCURRENCY = '32';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      cases: { type: 'string', default: 'rebalance,hotslot,bigvalues,enqueue' },
+      runs: { type: 'string', default: '3' },
+      scale: { type: 'string', default: '1' },
+    },
+  });
+  const runs = Number(values.runs);
+  const scale = Number(values.scale);
+  const wanted = new Set(values.cases.split(','));
+  const binaries = await requireRedisBinaries();
+  const specs: CaseSpec[] = [
+    { name: 'rebalance', keys: Math.round(1_000_000 * scale), valueBytes: 64, hot: false },
+    { name: 'hotslot', keys: Math.round(300_000 * scale), valueBytes: 64, hot: true },
+    { name: 'bigvalues', keys: Math.round(50_000 * scale), valueBytes: 16_384, hot: false },
+  ].filter((spec) => wanted.has(spec.name));
+  const report: Record<string, unknown> = {
+    startedAt: new Date().toISOString(),
+    machine: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      memoryGb: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+      redis: binaries.version,
+    },
+    settings: { runs, scale, workers: WORKERS, workerConcurrency: Number(WORKER_CONCURRENCY) },
+    cases: {},
+  };
+  for (const spec of specs) {
+    const results: RunResult[] = [];
+    for (let run = 0; run < runs; run++) {
+      const order = TOOLS.map((_, index) => TOOLS[(index + run) % TOOLS.length]!);
+      for (const tool of order) {
+        const result = await measure(spec, tool, binaries.cliPath).catch(
+          (error: Error): RunResult => ({
+            tool,
+            seconds: Number.NaN,
+            keysMoved: 0,
+            slotsMoved: 0,
+            verified: false,
+            error: error.message,
+          }),
+        );
+        results.push(result);
+        log(
+          `${spec.name} run ${run + 1}/${runs} ${tool}: ${result.error ? `FAILED ${result.error}` : `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, verified ${result.verified}`}`,
+        );
+      }
+    }
+    (report.cases as Record<string, unknown>)[spec.name] = summarize(spec, results);
+  }
+  if (wanted.has('enqueue')) {
+    const seconds: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      seconds.push(await measureEnqueue());
+      log(`enqueue run ${run + 1}/${runs}: ${seconds.at(-1)!.toFixed(3)} s`);
+    }
+    (report.cases as Record<string, unknown>).enqueue = {
+      slots: 16384,
+      seconds: stats(seconds),
+      target: '< 2 s',
+    };
+  }
+  await mkdir('bench/results', { recursive: true });
+  const file = join('bench/results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  printSummary(report);
+  log(`results written to ${file}`);
+}
+
+function summarize(spec: CaseSpec, results: RunResult[]) {
+  const byTool = Object.fromEntries(
+    TOOLS.map((tool) => {
+      const mine = results.filter((result) => result.tool === tool);
+      const ok = mine.filter((result) => !result.error && result.verified);
+      const seconds = stats(ok.map((result) => result.seconds));
+      const keysMoved = ok[0]?.keysMoved ?? 0;
+      return [
+        tool,
+        {
+          runs: mine.length,
+          failures: mine.length - ok.length,
+          errors: mine.filter((result) => result.error).map((result) => result.error),
+          seconds,
+          keysPerSecond: seconds.median > 0 ? Math.round(keysMoved / seconds.median) : 0,
+          keysMoved,
+          slotsMoved: ok[0]?.slotsMoved ?? 0,
+          ...(tool === 'slotfleet'
+            ? { workerPeakRssMb: Math.max(0, ...ok.map((result) => result.workerPeakRssMb ?? 0)) }
+            : {}),
+        },
+      ];
+    }),
+  ) as unknown as Record<Tool, { seconds: ReturnType<typeof stats> }>;
+  const fleet = byTool.slotfleet.seconds.median;
+  return {
+    keys: spec.keys,
+    valueBytes: spec.valueBytes,
+    tools: byTool,
+    ratios: {
+      'redis-cli-p10 / slotfleet': round(byTool['redis-cli-p10'].seconds.median / fleet),
+      'redis-cli-p1000 / slotfleet': round(byTool['redis-cli-p1000'].seconds.median / fleet),
+    },
+  };
+}
+
+/** One timed run on a fresh cluster: seed, (add a master), move, verify, tear down. */
+async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<RunResult> {
+  const cluster = await SandboxCluster.start({ masters: 3, replicasPerMaster: 0 });
+  let control: RedisProcess | undefined;
+  let workers: ChildProcess[] = [];
+  let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  try {
+    const hashTag = spec.hot ? hotTagForSlot(0) : undefined;
+    const manifest = await seedDataset(cluster.seedUrl, {
+      keys: spec.keys,
+      types: 'string',
+      valueBytes: spec.valueBytes,
+      ...(hashTag ? { hashTag } : {}),
+    });
+    const masters = (await cluster.masters()).sort((a, b) => a.port - b.port);
+    const seed = `127.0.0.1:${masters[0]!.port}`;
+    let target: { id: string; port: number };
+    if (spec.hot) target = masters[1]!;
+    else {
+      const added = await cluster.addEmptyMaster();
+      target = { id: added.id, port: added.process.port };
+    }
+    const hotOwnerId = await ownerOfSlot(cluster, 0);
+    if (spec.hot && hotOwnerId === masters[1]!.id) target = masters[0]!;
+
+    let seconds: number;
+    let slotsMoved = 0;
+    let workerPeakRssMb: number | undefined;
+    let keysMoved = 0;
+    const keysOnTarget = () => dbSize(cluster, target.port);
+    const keysBefore = await keysOnTarget();
+    if (tool === 'slotfleet') {
+      control = await startControlRedis();
+      const config = loadConfig({
+        SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+        SLOTFLEET_CONTROL_URL: control.url,
+        SLOTFLEET_API_PORT: '0',
+        SLOTFLEET_LOG_LEVEL: 'warn',
+      });
+      api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
+      workers = await startWorkers(config.queuePrefix, cluster.seedUrl, control.url);
+      const started = performance.now();
+      const body = spec.hot
+        ? { path: 'migrations', payload: { moves: [{ slots: '0', target: target.id }] } }
+        : { path: 'rebalance', payload: { useEmptyMasters: true } };
+      const response = await fetch(`${api.url}/v1/clusters/default/${body.path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body.payload),
+      });
+      const created = (await response.json()) as { id: string; slots: number; message?: string };
+      if (response.status !== 202)
+        throw new Error(`POST ${body.path}: ${response.status} ${created.message}`);
+      const final = await waitForMigration(api.url, created.id);
+      seconds = (performance.now() - started) / 1000;
+      if (final.state !== 'done')
+        throw new Error(`migration ${final.state}: ${JSON.stringify(final.errors).slice(0, 300)}`);
+      slotsMoved = created.slots;
+      keysMoved = (await keysOnTarget()) - keysBefore;
+      if (final.keysMoved !== keysMoved) {
+        throw new Error(`the record says ${final.keysMoved} keys moved, the target gained ${keysMoved}`);
+      }
+      workerPeakRssMb = Math.max(...(await Promise.all(workers.map((worker) => peakRssMb(worker.pid!)))));
+    } else {
+      const pipeline = tool === 'redis-cli-p10' ? '10' : '1000';
+      const args = spec.hot
+        ? [
+            '--cluster',
+            'reshard',
+            seed,
+            '--cluster-from',
+            hotOwnerId,
+            '--cluster-to',
+            target.id,
+            '--cluster-slots',
+            '1',
+            '--cluster-yes',
+            '--cluster-pipeline',
+            pipeline,
+          ]
+        : ['--cluster', 'rebalance', seed, '--cluster-use-empty-masters', '--cluster-pipeline', pipeline];
+      const started = performance.now();
+      await execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024 });
+      seconds = (performance.now() - started) / 1000;
+      slotsMoved = spec.hot ? 1 : 4096;
+      keysMoved = (await keysOnTarget()) - keysBefore;
+    }
+    // A tool that moved the wrong slot (or nothing) must not pass as fast.
+    const expectedMoved = spec.hot ? spec.keys : Math.round(spec.keys / 4);
+    if (Math.abs(keysMoved - expectedMoved) > expectedMoved * 0.05) {
+      throw new Error(`moved ${keysMoved} keys, expected about ${expectedMoved}`);
+    }
+    const verified = await verify(cluster, manifest, cliPath, seed);
+    return {
+      tool,
+      seconds,
+      keysMoved,
+      slotsMoved,
+      verified,
+      ...(workerPeakRssMb !== undefined ? { workerPeakRssMb } : {}),
+    };
+  } finally {
+    await Promise.all(workers.map((worker) => stopProcess(worker)));
+    await api?.close();
+    await control?.stop();
+    await control?.removeDir();
+    await cluster.stop();
+  }
+}
+
+/** All keys present (DBSIZE), every 97th value and TTL checked, and redis-cli --cluster check. */
+async function verify(
+  cluster: SandboxCluster,
+  manifest: DatasetManifest,
+  cliPath: string,
+  seed: string,
+): Promise<boolean> {
+  await cluster.waitForConsensus(60_000);
+  const present = await countKeys(cluster.seedUrl);
+  if (present !== manifest.count) throw new Error(`${manifest.count - present} keys missing after the move`);
+  const sample = await verifyDataset(cluster.seedUrl, manifest, { sampleEvery: 97 });
+  if (!sample.ok) throw new Error(`verification failed: ${JSON.stringify(sample).slice(0, 300)}`);
+  const check = await execFileAsync(cliPath, ['--cluster', 'check', seed], {
+    maxBuffer: 64 * 1024 * 1024,
+  }).then(
+    (result) => result.stdout,
+    (error: { stdout?: string }) => `FAILED ${error.stdout ?? ''}`,
+  );
+  if (check.startsWith('FAILED') || /\[ERR\]|\[WARNING\]/.test(check))
+    throw new Error(`cluster check: ${check.slice(-400)}`);
+  return true;
+}
+
+async function measureEnqueue(): Promise<number> {
+  const cluster = await SandboxCluster.start({ masters: 3, replicasPerMaster: 0 });
+  const control = await startControlRedis();
+  try {
+    const added = await cluster.addEmptyMaster();
+    const config = loadConfig({
+      SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+      SLOTFLEET_CONTROL_URL: control.url,
+      SLOTFLEET_API_PORT: '0',
+      SLOTFLEET_LOG_LEVEL: 'warn',
+    });
+    const api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
+    try {
+      const started = performance.now();
+      const response = await fetch(`${api.url}/v1/clusters/default/migrations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ moves: [{ slots: '0-16383', target: added.id }] }),
+      });
+      const seconds = (performance.now() - started) / 1000;
+      const created = (await response.json()) as { slots: number; message?: string };
+      if (response.status !== 202 || created.slots !== 16384)
+        throw new Error(`enqueue: ${response.status} ${created.message}`);
+      return seconds;
+    } finally {
+      await api.close();
+    }
+  } finally {
+    await control.stop();
+    await control.removeDir();
+    await cluster.stop();
+  }
+}
+
+async function startWorkers(prefix: string, clusterUrl: string, controlUrl: string): Promise<ChildProcess[]> {
+  const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  const workers = Array.from({ length: WORKERS }, () =>
+    spawn(process.execPath, [main, 'worker'], {
+      env: {
+        ...process.env,
+        SLOTFLEET_CLUSTER_URL: clusterUrl,
+        SLOTFLEET_CONTROL_URL: controlUrl,
+        SLOTFLEET_QUEUE_PREFIX: prefix,
+        SLOTFLEET_METRICS_PORT: '0',
+        SLOTFLEET_LOG_LEVEL: 'warn',
+        SLOTFLEET_WORKER_CONCURRENCY: WORKER_CONCURRENCY,
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    }),
+  );
+  // A worker is ready when its BullMQ workers connected; give them a moment (not timed).
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  return workers;
+}
+
+async function waitForMigration(apiUrl: string, id: string) {
+  const deadline = Date.now() + 30 * 60_000;
+  for (;;) {
+    const view = (await (await fetch(`${apiUrl}/v1/migrations/${id}`)).json()) as {
+      state: string;
+      keysMoved: number;
+      errors: unknown[];
+    };
+    if (['done', 'failed', 'cancelled'].includes(view.state)) return view;
+    if (Date.now() > deadline) throw new Error(`migration ${id} still ${view.state} after 30 minutes`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function dbSize(cluster: SandboxCluster, port: number): Promise<number> {
+  const client = cluster.process(port).client();
+  try {
+    return await client.dbsize();
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function ownerOfSlot(cluster: SandboxCluster, slot: number): Promise<string> {
+  const client = cluster.nodes[0]!.client();
+  try {
+    const owner = ownerOf(parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))), slot);
+    if (!owner) throw new Error(`slot ${slot} has no owner`);
+    return owner;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A hash tag whose keys all land in `slot` (so redis-cli reshard --cluster-slots 1 takes it). */
+function hotTagForSlot(slot: number): string {
+  for (let i = 0; i < 1_000_000; i++) {
+    const tag = `{hot${i}}`;
+    if (calculateSlot(tag) === slot) return tag;
+  }
+  throw new Error(`no tag found for slot ${slot}`);
+}
+
+async function peakRssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function stats(values: number[]) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const median = sorted.length === 0 ? Number.NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return {
+    min: round(sorted[0] ?? Number.NaN),
+    median: round(median),
+    max: round(sorted.at(-1) ?? Number.NaN),
+    all: sorted.map(round),
+  };
+}
+
+function round(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}
+
+function printSummary(report: Record<string, unknown>): void {
+  const cases = report.cases as Record<
+    string,
+    {
+      tools?: Record<
+        string,
+        {
+          seconds: { min: number; median: number; max: number };
+          keysPerSecond: number;
+          workerPeakRssMb?: number;
+          failures: number;
+        }
+      >;
+      ratios?: Record<string, number>;
+      seconds?: { median: number };
+    }
+  >;
+  log('');
+  log(`machine: ${JSON.stringify(report.machine)}`);
+  for (const [name, result] of Object.entries(cases)) {
+    if (!result.tools) {
+      log(`${name}: median ${result.seconds?.median} s`);
+      continue;
+    }
+    log(`${name}:`);
+    for (const [tool, figures] of Object.entries(result.tools)) {
+      const rss = figures.workerPeakRssMb ? `  worker peak RSS ${figures.workerPeakRssMb} MB` : '';
+      log(
+        `  ${tool.padEnd(16)} min ${figures.seconds.min} s  median ${figures.seconds.median} s  max ${figures.seconds.max} s  ${figures.keysPerSecond} keys/s  failures ${figures.failures}${rss}`,
+      );
+    }
+    for (const [ratio, value] of Object.entries(result.ratios ?? {})) log(`  ${ratio}: ${value}`);
+  }
+}
+
+function log(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${(error as Error).stack ?? error}\n`);
+  process.exitCode = 1;
+});
