@@ -263,6 +263,39 @@ export class SandboxCluster {
   }
 
   /**
+   * Leaves `slot` the way redis-cli's clusterManagerMoveSlot leaves it when it dies after its first
+   * MIGRATE: IMPORTING on the target, MIGRATING on the source, `keys` keys already on the target.
+   * For tests of fix. @returns the number of keys moved.
+   */
+  async interruptMove(slot: number, sourceId: string, targetId: string, keys = 1): Promise<number> {
+    const source = this.process(sourceId).client();
+    const target = this.process(targetId).client();
+    try {
+      await target.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId);
+      await source.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId);
+      const names = (await source.call('CLUSTER', 'GETKEYSINSLOT', slot, keys)) as string[];
+      if (names.length > 0) {
+        const auth = this.password ? ['AUTH', this.password] : [];
+        await source.call(
+          'MIGRATE',
+          SANDBOX_HOST,
+          this.process(targetId).port,
+          '',
+          0,
+          5000,
+          ...auth,
+          'KEYS',
+          ...names,
+        );
+      }
+      return names.length;
+    } finally {
+      source.disconnect();
+      target.disconnect();
+    }
+  }
+
+  /**
    * Waits until every responsive node reports cluster_state:ok, maps all 16384 slots to the
    * same owners, knows every other responsive node, and flags none of them fail or pfail.
    */
