@@ -1,8 +1,18 @@
 /**
  * Every Prometheus metric slotfleet exports, defined once. Names follow slotfleet_<thing>_<unit>,
- * counters end in _total. Labels carry cluster names and node addresses, never credentials.
+ * counters end in _total. Labels carry cluster names, node addresses, migration ids and queue names,
+ * never credentials.
+ *
+ * Workers feed the slot metrics (each process counts what it did; Prometheus sums the fleet). The
+ * API process alone feeds keys_remaining and queue_jobs, read when it is scraped, so a fleet of N
+ * workers does not report the same queue N times. Both kinds of process export every name (an
+ * unfed one has no samples) plus the process default metrics.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The end states a slot job counts in slotfleet_slots_finished_total. */
+export const SlotResult = { Done: 'done', Failed: 'failed', Cancelled: 'cancelled' } as const;
+export type SlotResult = (typeof SlotResult)[keyof typeof SlotResult];
 
 export interface Metrics {
   readonly registry: Registry;
@@ -15,6 +25,7 @@ export interface Metrics {
   readonly migrateBatchDuration: Histogram<'cluster'>;
   readonly slotDuration: Histogram<'cluster'>;
   readonly finalizeDuration: Histogram<'cluster'>;
+  readonly queueJobs: Gauge<'queue' | 'state'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -31,7 +42,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     keysRemaining: new Gauge({
       name: 'slotfleet_keys_remaining',
-      help: "Keys still to move in a migration's pending and active slots (COUNTKEYSINSLOT).",
+      help: "Keys still to move in a running migration's open slots (COUNTKEYSINSLOT on their sources), read when the API is scraped.",
       labelNames: ['cluster', 'migration'],
       registers,
     }),
@@ -68,17 +79,31 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     slotDuration: new Histogram({
       name: 'slotfleet_slot_duration_seconds',
-      help: 'Duration of one slot job, from claim to drained.',
+      help: 'Duration of one migrate-slot job attempt, from claim to drained or to its error (not postponed ones).',
       labelNames: ['cluster'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers,
     }),
     finalizeDuration: new Histogram({
       name: 'slotfleet_finalize_duration_seconds',
-      help: 'Duration of one finalizer job (SETSLOT NODE on every master and the check).',
+      help: 'Duration of one finalizer job attempt (SETSLOT NODE on every master and the check).',
       labelNames: ['cluster'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
+    queueJobs: new Gauge({
+      name: 'slotfleet_queue_jobs',
+      help: 'Jobs in each slotfleet queue by BullMQ state, read from the control Redis when the API is scraped.',
+      labelNames: ['queue', 'state'],
+      registers,
+    }),
   };
+}
+
+/**
+ * Starts a cluster's slot results at zero. A counter that first appears at 1 loses that event to
+ * rate() and increase(), so label sets known in advance are exported before anything happens.
+ */
+export function startClusterSeries(metrics: Metrics, cluster: string): void {
+  for (const result of Object.values(SlotResult)) metrics.slotsFinished.inc({ cluster, result }, 0);
 }

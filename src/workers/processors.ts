@@ -14,7 +14,7 @@ import { FixKind } from '../shared/domain/planners/index.js';
 import { CancelDecision, cancelDecision, SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
 import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { Metrics } from '../shared/metrics.js';
+import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
 import { runRepair } from './repair.js';
@@ -54,7 +54,10 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
     const stopTimer = histogram.startTimer({ cluster: data.cluster });
     const inFlight = { cluster: data.cluster, source };
     deps.metrics.slotsInFlight.inc(inFlight);
+    // A postponed attempt did no work: timing it would fill the histogram with near-zero durations.
+    let postponed = false;
     const postpone = async () => {
+      postponed = true;
       log.info({ recheckMs: PAUSE_RECHECK_MS }, 'migration paused: slot job postponed');
       await job.moveToDelayed(Date.now() + PAUSE_RECHECK_MS, token);
       throw new DelayedError();
@@ -81,8 +84,10 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
         const decision = cancelDecision(observation);
         if (decision !== CancelDecision.Finish) {
           if (decision === CancelDecision.UndoImport) await adapter.setSlotStable(data.target, data.slot);
-          await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled);
-          deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'cancelled' });
+          // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
+          if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
+            deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
+          }
           log.info({ decision }, 'slot cancelled: no key had moved');
           return { keysMoved: 0, cancelled: true };
         }
@@ -101,7 +106,7 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       }
       if (phase === SlotPhase.Finalize) {
         await deps.store.clearSlotError(data.migrationId, data.slot);
-        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'done' });
+        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
         log.info({ keysMoved }, 'slot done');
       } else {
         log.info({ keysMoved }, 'slot drained');
@@ -118,7 +123,7 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       await deps.store.recordSlotError(data.migrationId, data.slot, { code, message });
       if (!retryable || lastAttempt) {
         await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Failed);
-        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: 'failed' });
+        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Failed });
         log.error(
           { code, err: message },
           'slot failed: left open and safe, clients follow ASK; re-run or fix',
@@ -129,7 +134,7 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       }
       throw error;
     } finally {
-      stopTimer();
+      if (!postponed) stopTimer();
       deps.metrics.slotsInFlight.dec(inFlight);
     }
   };

@@ -160,6 +160,9 @@ export async function driveSlot(
 export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promise<number> {
   const { adapter, store, metrics, settings } = deps;
   const labels = { cluster: data.cluster, source: address(data.source), target: address(data.target) };
+  // Exported at zero before the first batch, so rate() and increase() see the first keys and timeouts.
+  metrics.keysMigrated.inc(labels, 0);
+  metrics.migrateTimeouts.inc(labels, 0);
   let moved = 0;
   for (;;) {
     if (moved > 0 && (await deps.isPaused?.())) throw new PauseRequested();

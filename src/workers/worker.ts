@@ -9,8 +9,9 @@ import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import type { MigrationControl } from '../shared/domain/migration.js';
 import { SlotPhase } from '../shared/domain/slot-migration.js';
+import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { createMetrics, type Metrics } from '../shared/metrics.js';
+import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
 import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName, type SlotJobData } from '../shared/queue/names.js';
@@ -40,11 +41,17 @@ export async function startWorker(
   log: Logger,
   options: WorkerOptions = {},
 ): Promise<WorkerHandle> {
+  const metrics = createMetrics();
+  for (const cluster of Object.keys(config.clusters)) startClusterSeries(metrics, cluster);
+  // Bound before anything else is opened: a taken port then leaves nothing to clean up.
+  const server = options.serveMetrics === false ? undefined : await serveMetrics(metrics, config);
+  const bound = server?.address();
+  const metricsPort = typeof bound === 'object' && bound ? bound.port : 0;
+
   const connection = controlConnectionOptions(config.control, ConnectionRole.Worker);
   const control = new Redis(connection);
   control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
   const clusters = new ClusterRegistry(config, log);
-  const metrics = createMetrics();
   const store = new MigrationStore(control, config.queuePrefix);
   // Slot jobs ask for their migration's control between batches: one read per migration per
   // CONTROL_CACHE_MS instead of one per batch.
@@ -89,21 +96,6 @@ export async function startWorker(
   }
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
 
-  let server: Server | undefined;
-  let metricsPort = 0;
-  if (options.serveMetrics ?? true) {
-    server = createServer((request, response) => {
-      if (request.url === '/metrics') {
-        metrics.registry.metrics().then(
-          (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-          () => response.writeHead(500).end(),
-        );
-      } else response.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => server!.listen(config.worker.metricsPort, config.api.host, resolve));
-    const bound = server.address();
-    metricsPort = typeof bound === 'object' && bound ? bound.port : 0;
-  }
   log.info(
     { concurrency: config.worker.concurrency, batchKeys: config.worker.batchKeys, metricsPort },
     'slotfleet worker ready',
@@ -123,4 +115,38 @@ export async function startWorker(
       return closing;
     },
   };
+}
+
+/**
+ * GET /metrics on config.worker.metricsPort, on the API host address (SLOTFLEET_API_HOST), so a
+ * worker is scraped where its operator already chose to expose it.
+ */
+async function serveMetrics(metrics: Metrics, config: Config): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method === 'GET' && request.url?.split('?')[0] === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => response.writeHead(500).end(),
+      );
+    } else response.writeHead(404).end();
+  });
+  const { metricsPort } = config.worker;
+  const { host } = config.api;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(metricsPort, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    throw new SlotfleetError(
+      ErrorCode.Config,
+      `SLOTFLEET_METRICS_PORT: cannot serve /metrics on ${host}:${metricsPort} (${(error as Error).message}); ` +
+        'give each worker on one host its own port, or 0 for any free one',
+      { cause: error },
+    );
+  }
+  return server;
 }

@@ -227,9 +227,12 @@ export class MigrationStore {
     return (await this.redis.exists(this.key(id))) === 1;
   }
 
-  /** Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT). */
-  async setSlotStep(id: string, cluster: string, slot: number, step: SlotStep): Promise<void> {
-    await this.redis.eval(
+  /**
+   * Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT).
+   * @returns false when the slot had already ended done or cancelled, so nothing was written.
+   */
+  async setSlotStep(id: string, cluster: string, slot: number, step: SlotStep): Promise<boolean> {
+    const written = await this.redis.eval(
       SET_STEP_SCRIPT,
       3,
       this.key(id, 'slots'),
@@ -240,6 +243,7 @@ export class MigrationStore {
       new Date().toISOString(),
       id,
     );
+    return written === 1;
   }
 
   async setControl(id: string, control: MigrationControl): Promise<void> {
