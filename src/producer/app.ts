@@ -13,10 +13,11 @@ import type { Config } from '../shared/config.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
+import type { ApiMetrics } from './api-metrics.js';
 import { ErrorResponse, statusForCode } from './http-errors.js';
 import { registerClusterRoutes } from './routes/clusters.js';
 import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
-import { Health, Readiness } from './schemas.js';
+import { Health, MetricsText, Readiness } from './schemas.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -27,6 +28,8 @@ export interface AppDeps {
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
   /** Resolves when the control Redis answers. */
   readonly pingControl: () => Promise<void>;
+  /** This process's Prometheus metrics, served on GET /metrics. */
+  readonly metrics: Pick<ApiMetrics, 'render'>;
 }
 
 /** Request bodies larger than this are refused with 413 before they are parsed. */
@@ -126,6 +129,23 @@ export function buildApp(deps: AppDeps) {
         );
         const ready = Object.values(checks).every((check) => check === 'ok');
         return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+      },
+    );
+
+    open.get(
+      '/metrics',
+      {
+        schema: {
+          description:
+            'Prometheus metrics of the API process: queue depth by state, keys remaining per running ' +
+            'migration, process metrics. Workers serve their own on SLOTFLEET_METRICS_PORT.',
+          produces: ['text/plain'],
+          response: { 200: MetricsText },
+        },
+      },
+      async (_request, reply) => {
+        const page = await deps.metrics.render();
+        return reply.type(page.contentType).send(page.text);
       },
     );
   });

@@ -202,6 +202,8 @@ export const FixBody = Type.Object({ dryRun: DryRun }, { additionalProperties: f
 
 export const Health = Type.Object({ status: Type.Literal('ok') });
 
+export const MetricsText = Type.String({ description: 'Prometheus text exposition format 0.0.4' });
+
 export const Readiness = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
   checks: Type.Record(Type.String(), Type.String()),

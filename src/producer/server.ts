@@ -1,11 +1,13 @@
 /** The API process: wires the control Redis, the cluster adapters and the app, then listens. */
-import { FlowProducer } from 'bullmq';
+import { FlowProducer, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
+import { QueueName } from '../shared/queue/names.js';
+import { ApiMetrics } from './api-metrics.js';
 import { type App, buildApp } from './app.js';
 
 export interface ApiHandle {
@@ -22,21 +24,35 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
   const flowProducer = new FlowProducer({ connection, prefix: config.queuePrefix });
   flowProducer.on('error', (error) => log.warn({ err: error.message }, 'control Redis (flow producer)'));
   const clusters = new ClusterRegistry(config, log);
+  const store = new MigrationStore(control, config.queuePrefix);
+  const adapterFor = (cluster: string) => clusters.find(cluster);
+  // Only read for /metrics (queue depth by state).
+  const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map((name) => {
+    const queue = new Queue(name, { connection, prefix: config.queuePrefix });
+    queue.on('error', (error) => log.warn({ queue: name, err: error.message }, 'control Redis (queue)'));
+    return queue;
+  });
   const app = buildApp({
     config,
     log,
-    store: new MigrationStore(control, config.queuePrefix),
+    store,
     flowProducer,
-    adapterFor: (cluster) => clusters.find(cluster),
+    adapterFor,
     pingControl: async () => {
       await control.ping();
     },
+    metrics: new ApiMetrics({ store, adapterFor, queues, log }),
   });
   return {
     app,
     async close() {
       await app.close();
-      await Promise.allSettled([flowProducer.close(), clusters.close(), control.quit()]);
+      await Promise.allSettled([
+        flowProducer.close(),
+        clusters.close(),
+        ...queues.map((queue) => queue.close()),
+        control.quit(),
+      ]);
     },
   };
 }

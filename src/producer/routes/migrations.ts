@@ -8,7 +8,7 @@ import type {
   RawRequestDefaultExpression,
   RawServerDefault,
 } from 'fastify';
-import { ENDED_STEPS, MigrationControl } from '../../shared/domain/migration.js';
+import { MigrationControl } from '../../shared/domain/migration.js';
 import { planExplicitMoves } from '../../shared/domain/plan.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
@@ -16,6 +16,7 @@ import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
 import { assertSlotsFree, createIdempotently, preflight } from '../create-migration.js';
 import { errorResponses } from '../http-errors.js';
+import { remainingKeys } from '../remaining-keys.js';
 import {
   ClusterParams,
   CreateMigrationBody,
@@ -215,35 +216,6 @@ async function requireRecord(deps: AppDeps, id: string): Promise<MigrationRecord
   const record = await deps.store.get(id);
   if (!record) throw new SlotfleetError(ErrorCode.NotFound, `migration ${id} does not exist`);
   return record;
-}
-
-/** COUNTKEYSINSLOT on the source of every slot not yet ended; null if the cluster does not answer. */
-async function remainingKeys(deps: AppDeps, record: MigrationRecord): Promise<number | null> {
-  const ended = ENDED_STEPS.reduce((sum, step) => sum + record.slots[step], 0);
-  if (ended === record.slotsTotal) return 0;
-  const adapter = deps.adapterFor(record.cluster);
-  if (!adapter) return null;
-  try {
-    const steps = await deps.store.slotSteps(record.id);
-    let total = 0;
-    for (const group of record.plan) {
-      const open = parseSlotRanges(group.slots).filter(
-        (slot) => !ENDED_STEPS.includes(steps.get(slot) as never),
-      );
-      if (open.length === 0) continue;
-      const [host, port] = splitAddress(group.source);
-      const counts = await adapter.countKeysInSlots({ host, port }, open);
-      total += counts.reduce((sum, count) => sum + count, 0);
-    }
-    return total;
-  } catch {
-    return null;
-  }
-}
-
-function splitAddress(address: string): [string, number] {
-  const colon = address.lastIndexOf(':');
-  return [address.slice(0, colon), Number(address.slice(colon + 1))];
 }
 
 export function idempotencyKey(request: FastifyRequest): string | undefined {
