@@ -12,6 +12,8 @@ const USAGE = `slotfleet: move Redis Cluster slots with a fleet of workers
 
 Usage:
   slotfleet demo [--keys N] [--workers N]   start local servers, load data, add a master, rebalance, verify
+  slotfleet rebalance|reshard|drain|fix ...  plan a migration through the API (--dry-run, --wait, --json)
+  slotfleet status [ID] | pause|resume|cancel ID
   slotfleet api                             run the HTTP API
   slotfleet worker                          run a worker (any number, on any host)
   slotfleet <command> --help
@@ -24,7 +26,18 @@ ${Object.entries(ENVIRONMENT)
 
 type Command = (args: string[]) => Promise<number>;
 
+const operatorCommands = ['rebalance', 'reshard', 'drain', 'fix', 'status', 'pause', 'resume', 'cancel'];
+
 const commands: Record<string, Command> = {
+  ...Object.fromEntries(
+    operatorCommands.map((name) => [
+      name,
+      async (args: string[]) => {
+        const { runOperatorCommand } = await import('./operator.js');
+        return runOperatorCommand(name, args, loadConfig(process.env));
+      },
+    ]),
+  ),
   api: async (args) => {
     if (wantsHelp(args))
       return help('slotfleet api: run the HTTP API (see the configuration list in slotfleet --help)');

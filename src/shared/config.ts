@@ -51,6 +51,8 @@ export interface Config {
   };
   /** pino level. @defaultValue info */
   readonly logLevel: string;
+  /** Where the operator CLI finds the API. @defaultValue http://127.0.0.1:8080 */
+  readonly apiUrl: string;
 }
 
 export const DEFAULTS = {
@@ -66,6 +68,7 @@ export const DEFAULTS = {
   jobAttempts: 8,
   jobBackoffMs: 500,
   logLevel: 'info',
+  apiUrl: 'http://127.0.0.1:8080',
 } as const;
 
 /** Every variable loadConfig reads, with its meaning: the README's configuration table mirrors it. */
@@ -86,6 +89,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
   SLOTFLEET_LOG_LEVEL: `pino log level (default ${DEFAULTS.logLevel})`,
+  SLOTFLEET_API_URL: `where the operator commands reach the API (default ${DEFAULTS.apiUrl})`,
 } as const;
 
 type Environment = Readonly<Record<string, string | undefined>>;
@@ -147,6 +151,7 @@ export function loadConfig(env: Environment): Config {
       backoffMs: integer(env, 'SLOTFLEET_JOB_BACKOFF_MS', DEFAULTS.jobBackoffMs, 0, 600_000),
     },
     logLevel,
+    apiUrl: httpUrl(nonEmpty(env.SLOTFLEET_API_URL) ?? DEFAULTS.apiUrl, 'SLOTFLEET_API_URL'),
   };
   return deepFreeze(config);
 }
@@ -186,6 +191,17 @@ export function describeEndpoint(endpoint: RedisEndpoint): string {
 
 function redactUrlText(text: string): string {
   return text.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+function httpUrl(text: string, variable: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw configError(variable, `"${redactUrlText(text)}" is not a URL (expected http://host:port)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw configError(variable, 'use http:// or https://');
+  return url.toString().replace(/\/$/, '');
 }
 
 function integer(env: Environment, name: string, fallback: number, min: number, max: number): number {
