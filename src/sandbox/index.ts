@@ -27,6 +27,15 @@ export {
   valueFor,
   verifyDataset,
 } from './dataset.js';
+export {
+  PROMETHEUS_INSTALL_HINT,
+  type PrometheusBinaries,
+  type PrometheusOptions,
+  PrometheusProcess,
+  type PromSeries,
+  promtool,
+  requirePrometheusBinaries,
+} from './prometheus.js';
 export { type RedisBinaries, type RedisBinariesOptions, requireRedisBinaries } from './redis-binaries.js';
 export {
   RedisProcess,
