@@ -106,26 +106,31 @@ describe('metrics', () => {
         .statusCode,
     ).toBe(200);
     const worker = await stack.startWorker();
-    const final = await waitForMigration(stack, id, 60_000, auth);
-    expect(final).toMatchObject({ state: 'cancelled', keysMoved: 0 });
-    expect(final.slots.cancelled).toBe(200);
+    try {
+      const final = await waitForMigration(stack, id, 60_000, auth);
+      expect(final).toMatchObject({ state: 'cancelled', keysMoved: 0 });
+      expect(final.slots.cancelled).toBe(200);
+      // The record ends with the migrate jobs; the finalizers, which see the cancel too, come after.
+      const ended = await metricsUntil(
+        (text) =>
+          sample(text, 'slotfleet_queue_jobs', { queue: 'finalize-slot', state: 'completed' }) === 200 &&
+          sample(text, 'slotfleet_keys_remaining', labels) === undefined,
+      );
+      expect(sample(ended, 'slotfleet_queue_jobs', { queue: 'migrate-slot', state: 'waiting' })).toBe(0);
 
-    // Both jobs of a slot see the cancel; the slot is counted when its step changed, once.
-    expect(await values(worker.metrics.slotsFinished)).toEqual(
-      expect.arrayContaining([
-        { labels: { cluster: 'default', result: 'cancelled' }, value: 200 },
-        { labels: { cluster: 'default', result: 'done' }, value: 0 },
-        { labels: { cluster: 'default', result: 'failed' }, value: 0 },
-      ]),
-    );
-    expect((await values(worker.metrics.slotsInFlight)).every(({ value }) => value === 0)).toBe(true);
-    expect(await values(worker.metrics.keysMigrated)).toEqual([]);
-
-    const ended = await metricsUntil(
-      (text) => sample(text, 'slotfleet_keys_remaining', labels) === undefined,
-    );
-    expect(sample(ended, 'slotfleet_queue_jobs', { queue: 'migrate-slot', state: 'waiting' })).toBe(0);
-    await worker.close();
+      // Both jobs of a slot took the cancel path; the slot is counted when its step changed, once.
+      expect(await values(worker.metrics.slotsFinished)).toEqual(
+        expect.arrayContaining([
+          { labels: { cluster: 'default', result: 'cancelled' }, value: 200 },
+          { labels: { cluster: 'default', result: 'done' }, value: 0 },
+          { labels: { cluster: 'default', result: 'failed' }, value: 0 },
+        ]),
+      );
+      expect((await values(worker.metrics.slotsInFlight)).every(({ value }) => value === 0)).toBe(true);
+      expect(await values(worker.metrics.keysMigrated)).toEqual([]);
+    } finally {
+      await worker.close();
+    }
   });
 
   it('counts every key a worker moves once, by source and target, and every slot done', async () => {
@@ -134,37 +139,41 @@ describe('metrics', () => {
     const slots = (await slotsOf(stack.cluster, source.id)).slice(0, 100);
     const keysBefore = await countKeysInSlots(stack.cluster, slots);
     const worker = await stack.startWorker();
-    const created = await stack.api.app.inject({
-      method: 'POST',
-      url: '/v1/clusters/default/migrations',
-      headers: auth,
-      payload: { moves: [{ slots: slots.join(','), target: target.id }] },
-    });
-    expect(created.statusCode, created.body).toBe(202);
-    const final = await waitForMigration(stack, created.json().id, 60_000, auth);
-    expect(final).toMatchObject({ state: 'done', errors: [] });
+    try {
+      const created = await stack.api.app.inject({
+        method: 'POST',
+        url: '/v1/clusters/default/migrations',
+        headers: auth,
+        payload: { moves: [{ slots: slots.join(','), target: target.id }] },
+      });
+      expect(created.statusCode, created.body).toBe(202);
+      const final = await waitForMigration(stack, created.json().id, 60_000, auth);
+      expect(final).toMatchObject({ state: 'done', errors: [] });
+      const count = async (histogram: Metrics['slotDuration']) =>
+        (await histogram.get()).values.find((entry) => entry.metricName?.endsWith('_count'))?.value;
+      // The record is done when the last finalizer wrote its step, a moment before its job returns.
+      await expect.poll(() => count(worker.metrics.finalizeDuration), { timeout: 10_000 }).toBe(100);
 
-    const pair = {
-      cluster: 'default',
-      source: `127.0.0.1:${source.port}`,
-      target: `127.0.0.1:${target.port}`,
-    };
-    expect(await values(worker.metrics.keysMigrated)).toEqual([{ labels: pair, value: keysBefore }]);
-    expect(final.keysMoved).toBe(keysBefore);
-    expect(await countKeysInSlots(stack.cluster, slots)).toBe(keysBefore);
-    // Exported at zero from the first batch on, so a first timeout is not lost to increase().
-    expect(await values(worker.metrics.migrateTimeouts)).toEqual([{ labels: pair, value: 0 }]);
-    expect(await values(worker.metrics.migrateErrors)).toEqual([]);
-    expect(await values(worker.metrics.slotsFinished)).toContainEqual({
-      labels: { cluster: 'default', result: 'done' },
-      value: 100,
-    });
-    const count = async (histogram: Metrics['slotDuration']) =>
-      (await histogram.get()).values.find((entry) => entry.metricName?.endsWith('_count'))?.value;
-    expect(await count(worker.metrics.slotDuration)).toBe(100);
-    expect(await count(worker.metrics.finalizeDuration)).toBe(100);
-    expect(await count(worker.metrics.migrateBatchDuration)).toBeGreaterThan(0);
-    await worker.close();
+      const pair = {
+        cluster: 'default',
+        source: `127.0.0.1:${source.port}`,
+        target: `127.0.0.1:${target.port}`,
+      };
+      expect(await values(worker.metrics.keysMigrated)).toEqual([{ labels: pair, value: keysBefore }]);
+      expect(final.keysMoved).toBe(keysBefore);
+      expect(await countKeysInSlots(stack.cluster, slots)).toBe(keysBefore);
+      // Exported at zero from the first batch on, so a first timeout is not lost to increase().
+      expect(await values(worker.metrics.migrateTimeouts)).toEqual([{ labels: pair, value: 0 }]);
+      expect(await values(worker.metrics.migrateErrors)).toEqual([]);
+      expect(await values(worker.metrics.slotsFinished)).toContainEqual({
+        labels: { cluster: 'default', result: 'done' },
+        value: 100,
+      });
+      expect(await count(worker.metrics.slotDuration)).toBe(100);
+      expect(await count(worker.metrics.migrateBatchDuration)).toBeGreaterThan(0);
+    } finally {
+      await worker.close();
+    }
   });
 
   it('refuses a taken metrics port, naming SLOTFLEET_METRICS_PORT', async () => {

@@ -66,13 +66,14 @@ async function until<T>(
   read: () => Promise<T>,
   accept: (value: T) => boolean,
   timeoutMs = 20_000,
+  intervalMs = 250,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < deadline) {
     last = await read();
     if (accept(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
   throw new Error(`${what} not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 }
@@ -164,6 +165,25 @@ describe('Prometheus scraping the API and two workers during a migration', () =>
       (series) => scalar(series) === keysBefore,
     );
 
+    await inject('POST', `/v1/migrations/${id}/resume`);
+    // Paused again once keys have moved, so Prometheus sees the count go down however fast the rest
+    // goes: once the batches in flight land, every key is either moved or still on its source.
+    await until(
+      'first keys moved',
+      () => inject('GET', `/v1/migrations/${id}`),
+      (view) => view.keysMoved > 0,
+      30_000,
+      20,
+    );
+    await inject('POST', `/v1/migrations/${id}/pause`);
+    await until(
+      `${remaining} + keysMoved = ${keysBefore}`,
+      async () => ({
+        view: await inject('GET', `/v1/migrations/${id}`),
+        series: await prom.query(remaining),
+      }),
+      ({ view, series }) => scalar(series) === keysBefore - view.keysMoved,
+    );
     await inject('POST', `/v1/migrations/${id}/resume`);
     const final = await waitForMigration(stack, id, 90_000, auth);
     expect(final).toMatchObject({ state: 'done', errors: [] });
