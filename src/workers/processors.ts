@@ -54,7 +54,8 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
     const stopTimer = histogram.startTimer({ cluster: data.cluster });
     const inFlight = { cluster: data.cluster, source };
     deps.metrics.slotsInFlight.inc(inFlight);
-    // A postponed attempt did no work: timing it would fill the histogram with near-zero durations.
+    // An attempt postponed by a pause ends when the operator says, not when the work is done: it is
+    // not timed, or the histogram would fill with short, meaningless durations.
     let postponed = false;
     const postpone = async () => {
       postponed = true;
