@@ -130,9 +130,9 @@ export async function runOperatorCommand(name: string, args: string[], config: C
         `/v1/migrations/${encodeURIComponent(positionals[0]!)}/${name}`,
       );
       if (response.status !== 200) return refused(response, values.json);
-      return values.json
-        ? printJson(response.body)
-        : (out(describe(response.body as MigrationView)), ExitCode.Ok);
+      if (values.json) return printJson(response.body);
+      out(describe(response.body as MigrationView));
+      return ExitCode.Ok;
     }
     default:
       return usage(name);

@@ -200,7 +200,8 @@ function httpUrl(text: string, variable: string): string {
   } catch {
     throw configError(variable, `"${redactUrlText(text)}" is not a URL (expected http://host:port)`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw configError(variable, 'use http:// or https://');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw configError(variable, 'use http:// or https://');
   return url.toString().replace(/\/$/, '');
 }
 
