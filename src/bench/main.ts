@@ -57,7 +57,7 @@ interface RunResult {
 }
 
 const WORKERS = 2;
-const WORKER_CONCURRENCY = '32';
+const WORKER_CONCURRENCY = '64';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -364,7 +364,7 @@ async function waitForMigration(apiUrl: string, id: string) {
     };
     if (['done', 'failed', 'cancelled'].includes(view.state)) return view;
     if (Date.now() > deadline) throw new Error(`migration ${id} still ${view.state} after 30 minutes`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 

@@ -12,7 +12,7 @@ import {
   SlotActionKind,
   type SlotObservation,
   SlotPhase,
-  type SlotStep,
+  SlotStep,
   stepOf,
 } from '../shared/domain/slot-migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
@@ -64,8 +64,15 @@ export async function driveSlot(
   deps: SlotEngineDeps,
 ): Promise<SlotRunResult> {
   const { adapter, store, log } = deps;
-  const includeOthers = phase === SlotPhase.Finalize;
+  // The other masters' opinions are read only to verify the end: before that, the finalizer sends
+  // them SETSLOT NODE unconditionally (idempotent), which is cheaper than asking each first.
+  const includeOthers = false;
   let observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+  if (phase === SlotPhase.Finalize && observation.target.owner === data.target.id) {
+    // A re-run of a slot the target already owns: ask the others instead of assigning blindly, so
+    // that re-running a finished slot sends no command at all.
+    observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers: true });
+  }
   // True while `observation` came from the cluster rather than from our predictions.
   let fresh = true;
   let recordedStep: SlotStep | undefined;
@@ -76,7 +83,11 @@ export async function driveSlot(
     const step = stepOf(observation);
     if (step !== recordedStep) {
       log.info({ from: recordedStep ?? 'observed', to: step }, 'slot step');
-      await store.setSlotStep(data.migrationId, data.cluster, data.slot, step);
+      // Intermediate steps are for watching: written without waiting (the control connection keeps
+      // them in order). The end step is waited for: the migration's state is derived from it.
+      const write = store.setSlotStep(data.migrationId, data.cluster, data.slot, step);
+      if (step === SlotStep.Done) await write;
+      else write.catch((error: Error) => log.warn({ err: error.message }, 'recording slot step'));
       recordedStep = step;
     }
     const action = nextSlotAction(observation, phase);
@@ -201,7 +212,10 @@ export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promis
     }
     moved += roundMoved;
     metrics.keysMigrated.inc(labels, roundMoved);
-    await store.addKeysMoved(data.migrationId, roundMoved);
+    // Not waited for: the slot's end step, written later on the same connection, is.
+    store
+      .addKeysMoved(data.migrationId, roundMoved)
+      .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
     if (firstError !== undefined) throw firstError;
   }
 }

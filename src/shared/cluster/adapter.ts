@@ -134,20 +134,19 @@ export class ClusterAdapter {
       this.countKeysInSlot(source, slot),
       this.readSlotView(target, slot),
     ]);
-    let others: SlotObservation['others'] = [];
-    if (options.includeOthers) {
-      const otherMasters = sourceView.masters.filter(
-        (node) => node.id !== source.id && node.id !== target.id,
-      );
-      others = await Promise.all(
-        otherMasters.map(async (node) => ({
-          nodeId: node.id,
-          host: node.host,
-          port: node.port,
-          owner: (await this.readSlotView(node, slot)).owner,
-        })),
-      );
-    }
+    const otherMasters = sourceView.masters.filter((node) => node.id !== source.id && node.id !== target.id);
+    // Without includeOthers their opinion is unknown (null): the state machine then assigns the slot
+    // on all of them, which is idempotent and cheaper than asking each first.
+    const others: SlotObservation['others'] = options.includeOthers
+      ? await Promise.all(
+          otherMasters.map(async (node) => ({
+            nodeId: node.id,
+            host: node.host,
+            port: node.port,
+            owner: (await this.readSlotView(node, slot)).owner,
+          })),
+        )
+      : otherMasters.map((node) => ({ nodeId: node.id, host: node.host, port: node.port, owner: null }));
     return {
       slot,
       sourceId: source.id,
