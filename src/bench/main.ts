@@ -57,7 +57,7 @@ interface RunResult {
 }
 
 const WORKERS = 2;
-const WORKER_CONCURRENCY = '64';
+const WORKER_CONCURRENCY = '32';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

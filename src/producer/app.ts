@@ -6,7 +6,7 @@ import bearerAuth from '@fastify/bearer-auth';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FlowProducer } from 'bullmq';
+import type { Queue } from 'bullmq';
 import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
 import type { Config } from '../shared/config.js';
@@ -23,7 +23,8 @@ export interface AppDeps {
   readonly config: Config;
   readonly log: Logger;
   readonly store: MigrationStore;
-  readonly flowProducer: FlowProducer;
+  /** The migrate-slot queue the API adds jobs to. */
+  readonly migrateQueue: Queue;
   /** The adapter of a configured cluster, or undefined when no cluster has that name. */
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
   /** Resolves when the control Redis answers. */

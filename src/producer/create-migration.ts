@@ -146,7 +146,7 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       request: input.request,
       moves: input.moves,
     });
-    await enqueueSlotMoves(deps.flowProducer, id, input.cluster, input.moves, deps.config.jobs);
+    await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs);
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly
     // added stays visible, with its slots pending, for the operator to cancel.)

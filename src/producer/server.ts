@@ -1,5 +1,5 @@
 /** The API process: wires the control Redis, the cluster adapters and the app, then listens. */
-import { FlowProducer, Queue } from 'bullmq';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
@@ -21,12 +21,10 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
   const connection = controlConnectionOptions(config.control, ConnectionRole.Api);
   const control = new Redis(connection);
   control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
-  const flowProducer = new FlowProducer({ connection, prefix: config.queuePrefix });
-  flowProducer.on('error', (error) => log.warn({ err: error.message }, 'control Redis (flow producer)'));
   const clusters = new ClusterRegistry(config, log);
   const store = new MigrationStore(control, config.queuePrefix);
   const adapterFor = (cluster: string) => clusters.find(cluster);
-  // Only read for /metrics (queue depth by state).
+  // The migrate-slot queue takes new jobs; both are read for /metrics (queue depth by state).
   const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map((name) => {
     const queue = new Queue(name, { connection, prefix: config.queuePrefix });
     queue.on('error', (error) => log.warn({ queue: name, err: error.message }, 'control Redis (queue)'));
@@ -36,7 +34,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     config,
     log,
     store,
-    flowProducer,
+    migrateQueue: queues[0]!,
     adapterFor,
     pingControl: async () => {
       await control.ping();
@@ -47,12 +45,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     app,
     async close() {
       await app.close();
-      await Promise.allSettled([
-        flowProducer.close(),
-        clusters.close(),
-        ...queues.map((queue) => queue.close()),
-        control.quit(),
-      ]);
+      await Promise.allSettled([clusters.close(), ...queues.map((queue) => queue.close()), control.quit()]);
     },
   };
 }

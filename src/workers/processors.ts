@@ -1,6 +1,7 @@
 /**
- * BullMQ processors of the two slot jobs. migrate-slot: IMPORTING, MIGRATING, drain. finalize-slot
- * (the flow parent, run once its migrate child completed): SETSLOT NODE everywhere and the check.
+ * BullMQ processors of the two slot jobs. migrate-slot: IMPORTING, MIGRATING, drain, then it adds
+ * the slot's finalize-slot job (deterministic id: a re-run adds nothing). finalize-slot: SETSLOT
+ * NODE everywhere and the check.
  * The protocol lives in driveSlot; here is the bookkeeping, and what the operator asked for:
  *   pause  - a job that starts, or reaches the end of a batch, is postponed (moved to delayed) and
  *            looks again later; the slot stays open but safe.
@@ -28,6 +29,8 @@ export interface ProcessorDeps {
   readonly log: Logger;
   /** The operator's current wish for a migration (cached briefly by the worker). */
   readonly controlOf: (migrationId: string) => Promise<MigrationControl>;
+  /** Adds the slot's finalize-slot job once its migrate job drained it. */
+  readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
   readonly beforeAction?: SlotEngineDeps['beforeAction'];
 }
 
@@ -110,6 +113,9 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
         log.info({ keysMoved }, 'slot done');
       } else {
+        // Added before this job completes: a crash in between re-runs the (drained) migrate job,
+        // which adds it then.
+        await deps.enqueueFinalize(data);
         log.info({ keysMoved }, 'slot drained');
       }
       return { keysMoved };

@@ -3,7 +3,7 @@
  * connections (so concurrent slots' commands to a node are pipelined), plus /metrics.
  */
 import { createServer, type Server } from 'node:http';
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
@@ -13,6 +13,7 @@ import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
 import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
+import { finalizeJob } from '../shared/queue/jobs.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName, type SlotJobData } from '../shared/queue/names.js';
 import { createSlotProcessor, type ProcessorDeps } from './processors.js';
@@ -64,10 +65,19 @@ export async function startWorker(
     control.catch(() => controlCache.delete(migrationId));
     return control;
   };
+  const finalizeQueue = new Queue<SlotJobData>(QueueName.FinalizeSlot, {
+    connection,
+    prefix: config.queuePrefix,
+  });
+  finalizeQueue.on('error', (error) => log.warn({ err: error.message }, 'control Redis (finalize queue)'));
   const deps: ProcessorDeps = {
     adapterFor: (cluster) => clusters.get(cluster),
     store,
     controlOf,
+    enqueueFinalize: async (data) => {
+      const job = finalizeJob(data, config.jobs);
+      await finalizeQueue.add(job.name, job.data, job.opts);
+    },
     metrics,
     settings: config.worker,
     log,
@@ -108,6 +118,7 @@ export async function startWorker(
     close() {
       closing ??= (async () => {
         await Promise.all(workers.map((worker) => worker.close()));
+        await finalizeQueue.close();
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         await clusters.close();
         await control.quit().catch(() => control.disconnect());
