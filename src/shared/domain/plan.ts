@@ -160,16 +160,10 @@ export function planExplicitMoves(snapshot: ClusterSnapshot, requests: readonly 
       { details: { slots: formatSlotRanges(unowned) } },
     );
   }
-  const moving = new Set(moves.map((move) => move.slot));
-  const open = snapshot.openSlots.filter((entry) => moving.has(entry.slot));
-  if (open.length > 0) {
-    const openSlots = formatSlotRanges(open.map((entry) => entry.slot));
-    throw new SlotfleetError(
-      ErrorCode.SlotConflict,
-      `slots ${openSlots} are open (IMPORTING/MIGRATING) on the cluster: finish or fix them first`,
-      { details: { slots: openSlots } },
-    );
-  }
+  assertSlotsClosed(
+    snapshot,
+    moves.map((move) => move.slot),
+  );
   assertOneWayNodes(moves);
   moves.sort((a, b) => a.slot - b.slot);
   return { moves, alreadyOnTarget };
@@ -191,6 +185,20 @@ export function assertOneWayNodes(moves: readonly SlotMove[]): void {
       ErrorCode.UnsafePlan,
       `${names} would both give and receive slots in one migration: split it into two migrations ` +
         '(a node that imports while it exports can race on config epochs and lose keys)',
+    );
+  }
+}
+
+/** Refuses moves of slots that are IMPORTING or MIGRATING somewhere: moving them races with whatever opened them. */
+export function assertSlotsClosed(snapshot: ClusterSnapshot, slots: Iterable<number>): void {
+  const moving = new Set(slots);
+  const open = snapshot.openSlots.filter((entry) => moving.has(entry.slot));
+  if (open.length > 0) {
+    const openSlots = formatSlotRanges(open.map((entry) => entry.slot));
+    throw new SlotfleetError(
+      ErrorCode.SlotConflict,
+      `slots ${openSlots} are open (IMPORTING/MIGRATING) on the cluster: finish or fix them first`,
+      { details: { slots: openSlots } },
     );
   }
 }

@@ -137,19 +137,7 @@ export function assertClusterSettled(snapshot: ClusterSnapshot, action: string):
   }
 }
 
-/** Refuses moves of slots that are IMPORTING or MIGRATING somewhere (the check planExplicitMoves makes). */
-export function assertSlotsClosed(snapshot: ClusterSnapshot, slots: Iterable<number>): void {
-  const moving = new Set(slots);
-  const open = snapshot.openSlots.filter((entry) => moving.has(entry.slot));
-  if (open.length > 0) {
-    const openSlots = formatSlotRanges(open.map((entry) => entry.slot));
-    throw new SlotfleetError(
-      ErrorCode.SlotConflict,
-      `slots ${openSlots} are open (IMPORTING/MIGRATING) on the cluster: finish or fix them first`,
-      { details: { slots: openSlots } },
-    );
-  }
-}
+export { assertSlotsClosed } from '../plan.js';
 
 /** Every planner ends here: one-way nodes (see assertOneWayNodes), moves in slot order. */
 export function finishMoves(moves: SlotMove[]): SlotMove[] {

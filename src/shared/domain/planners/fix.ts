@@ -47,7 +47,7 @@
  * refuses to fix with unreachable masters too (it would treat their slots as uncovered).
  */
 import { ErrorCode, SlotfleetError } from '../../errors.js';
-import { type NodeRef, nodeRef } from '../plan.js';
+import { type NodeRef, nodeRef, type SlotRepair } from '../plan.js';
 import { SLOT_COUNT } from '../slots.js';
 import { type ClusterNode, NodeRole, type NodeView, slotOwners } from '../topology.js';
 import { describeNode } from './common.js';
@@ -88,19 +88,14 @@ export interface FixInput {
   readonly views: readonly FixNodeView[];
 }
 
-export interface FixRepair {
+/** A repair is a slot move (source -> target) plus the SlotRepair extras the fix job performs. */
+export interface FixRepair extends SlotRepair {
   readonly slot: number;
   readonly kind: FixKind;
   /** Where the slot or its keys come from: the migrating node, the first node giving keys or the slot; target when nothing moves. */
   readonly source: NodeRef;
   /** The master that owns the slot once repaired. */
   readonly target: NodeRef;
-  /** Masters whose keys of the slot must be moved to target (for finish-migration, the source's keys are implied). */
-  readonly keysFrom: readonly NodeRef[];
-  /** Masters whose IMPORTING/MIGRATING state for the slot must be cleared (SETSLOT STABLE). */
-  readonly closeOn: readonly NodeRef[];
-  /** What was found and which redis-cli case it is, for the operator. */
-  readonly reason: string;
 }
 
 export interface UnrepairableSlot {
