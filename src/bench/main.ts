@@ -12,11 +12,10 @@
  * Results go to bench/results/<time>.json; the summary prints min/median/max per tool, the median
  * ratio redis-cli / slotfleet, keys/s and the workers' peak RSS.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import calculateSlot from 'cluster-key-slot';
 import { startApi } from '../producer/server.js';
@@ -27,7 +26,9 @@ import {
   requireRedisBinaries,
   SandboxCluster,
   seedDataset,
+  spawnWorkerProcesses,
   startControlRedis,
+  stopProcesses,
   verifyDataset,
 } from '../sandbox/index.js';
 import { loadConfig } from '../shared/config.js';
@@ -268,7 +269,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       ...(workerPeakRssMb !== undefined ? { workerPeakRssMb } : {}),
     };
   } finally {
-    await Promise.all(workers.map((worker) => stopProcess(worker)));
+    await stopProcesses(workers);
     await api?.close();
     await control?.stop();
     await control?.removeDir();
@@ -334,21 +335,16 @@ async function measureEnqueue(): Promise<number> {
 }
 
 async function startWorkers(prefix: string, clusterUrl: string, controlUrl: string): Promise<ChildProcess[]> {
-  const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-  const workers = Array.from({ length: WORKERS }, () =>
-    spawn(process.execPath, [main, 'worker'], {
-      env: {
-        ...process.env,
-        SLOTFLEET_CLUSTER_URL: clusterUrl,
-        SLOTFLEET_CONTROL_URL: controlUrl,
-        SLOTFLEET_QUEUE_PREFIX: prefix,
-        SLOTFLEET_METRICS_PORT: '0',
-        SLOTFLEET_LOG_LEVEL: 'warn',
-        SLOTFLEET_WORKER_CONCURRENCY: WORKER_CONCURRENCY,
-      },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    }),
-  );
+  const workers = spawnWorkerProcesses({
+    count: WORKERS,
+    env: {
+      SLOTFLEET_CLUSTER_URL: clusterUrl,
+      SLOTFLEET_CONTROL_URL: controlUrl,
+      SLOTFLEET_QUEUE_PREFIX: prefix,
+      SLOTFLEET_LOG_LEVEL: 'warn',
+      SLOTFLEET_WORKER_CONCURRENCY: WORKER_CONCURRENCY,
+    },
+  });
   // A worker is ready when its BullMQ workers connected; give them a moment (not timed).
   await new Promise((resolve) => setTimeout(resolve, 1_500));
   return workers;
@@ -401,18 +397,6 @@ async function peakRssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
   const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return Math.round(kb / 1024);
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
 }
 
 function stats(values: number[]) {

@@ -1,22 +1,16 @@
-/**
- * `slotfleet demo`: the whole thing on this machine, with nothing configured. Starts a control Redis
- * and a 3-master x 1-replica cluster on loopback, loads data, adds an empty master, runs the API and
- * worker processes, moves a quarter of the slots onto the new master, shows progress, verifies every
- * key, and stops everything it started (also on Ctrl-C).
- */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startApi } from '../producer/server.js';
 import {
   type RedisProcess,
   requireRedisBinaries,
   SandboxCluster,
   seedDataset,
+  spawnWorkerProcesses,
   startControlRedis,
+  stopProcesses,
   verifyDataset,
 } from '../sandbox/index.js';
 import { loadConfig } from '../shared/config.js';
@@ -88,7 +82,16 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const apiLog = createWriteStream(join(workDir, 'api.log'));
     const api = await startApi(config, createLogger({ level: 'info', name: 'slotfleet-api' }, apiLog));
     cleanups.push(() => api.close());
-    const workers = startWorkerProcesses(options.workers, config, control.url, cluster.seedUrl, workDir);
+    const workers = spawnWorkerProcesses({
+      count: options.workers,
+      env: {
+        SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+        SLOTFLEET_CONTROL_URL: control.url,
+        SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
+        SLOTFLEET_LOG_LEVEL: 'info',
+      },
+      logDir: workDir,
+    });
     cleanups.push(() => stopProcesses(workers));
     say(
       `API on ${api.url}, ${options.workers} worker processes (pids ${workers.map((w) => w.pid).join(', ')})`,
@@ -187,50 +190,6 @@ async function watch(apiUrl: string, id: string, started: number): Promise<Migra
     if (ended) return view;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-}
-
-function startWorkerProcesses(
-  count: number,
-  config: ReturnType<typeof loadConfig>,
-  controlUrl: string,
-  clusterUrl: string,
-  workDir: string,
-): ChildProcess[] {
-  const main = fileURLToPath(new URL('./main.js', import.meta.url));
-  return Array.from({ length: count }, (_, index) => {
-    const log = createWriteStream(join(workDir, `worker-${index + 1}.log`));
-    const child = spawn(process.execPath, [main, 'worker'], {
-      env: {
-        ...process.env,
-        SLOTFLEET_CLUSTER_URL: clusterUrl,
-        SLOTFLEET_CONTROL_URL: controlUrl,
-        SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
-        SLOTFLEET_METRICS_PORT: '0',
-        SLOTFLEET_LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
-    return child;
-  });
-}
-
-async function stopProcesses(children: ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-          child.once('exit', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          child.kill('SIGTERM');
-        }),
-    ),
-  );
 }
 
 function seconds(since: number): string {

@@ -44,3 +44,4 @@ export {
   SANDBOX_HOST,
   withAdminConnection,
 } from './redis-process.js';
+export { spawnWorkerProcesses, stopProcesses, type WorkerProcessOptions } from './worker-processes.js';

@@ -1,0 +1,52 @@
+/**
+ * `slotfleet worker` child processes for the demo and the benchmark: the real command, as an
+ * operator runs it, not an in-process stand-in. Stopped with SIGTERM (their graceful path) and
+ * SIGKILL after a deadline.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface WorkerProcessOptions {
+  readonly count: number;
+  /** SLOTFLEET_* variables for the workers (cluster, control Redis, prefix...). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Each worker's output goes to worker-<n>.log here; without it, only stderr is shown. */
+  readonly logDir?: string;
+}
+
+const STOP_DEADLINE_MS = 10_000;
+
+export function spawnWorkerProcesses(options: WorkerProcessOptions): ChildProcess[] {
+  const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  return Array.from({ length: options.count }, (_, index) => {
+    const child = spawn(process.execPath, [main, 'worker'], {
+      env: { ...process.env, SLOTFLEET_METRICS_PORT: '0', ...options.env },
+      stdio: ['ignore', options.logDir ? 'pipe' : 'ignore', options.logDir ? 'pipe' : 'inherit'],
+    });
+    if (options.logDir) {
+      const log = createWriteStream(join(options.logDir, `worker-${index + 1}.log`));
+      child.stdout?.pipe(log);
+      child.stderr?.pipe(log);
+    }
+    return child;
+  });
+}
+
+export async function stopProcesses(children: readonly ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_DEADLINE_MS);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+}
