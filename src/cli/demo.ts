@@ -20,6 +20,8 @@ import { createLogger } from '../shared/logger.js';
 export interface DemoOptions {
   readonly keys: number;
   readonly workers: number;
+  /** Leave everything running until Ctrl-C instead of stopping at the end. @defaultValue false */
+  readonly keep?: boolean;
 }
 
 interface MigrationView {
@@ -57,6 +59,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const cluster = await SandboxCluster.start({ masters: 3, replicasPerMaster: 1 });
     cleanups.push(() => cluster.stop());
     say(`started a control Redis and a 3 x 1 Redis Cluster in ${seconds(started)} (seed ${cluster.seedUrl})`);
+    say(`redis-server ports: ${[control.port, ...cluster.nodes.map((node) => node.port)].join(' ')}`);
 
     started = Date.now();
     const manifest = await seedDataset(cluster.seedUrl, {
@@ -140,7 +143,13 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     );
     say(`  verified    ${verification.ok ? 'yes' : 'NO'}`);
     say(`  API         ${api.url}/v1/migrations/${created.id}`);
+    say(`  API docs    ${api.url}/docs`);
+    say(`  metrics     ${api.url}/metrics (API), worker /metrics on their own ports (see ${workDir})`);
     const ok = final.state === 'done' && verification.ok;
+    if (options.keep) {
+      say(`\n--keep: everything stays up (cluster seed ${cluster.seedUrl}); Ctrl-C stops it all`);
+      await new Promise<void>(() => undefined);
+    }
     return ok ? 0 : 1;
   } finally {
     say('stopping everything the demo started');

@@ -11,7 +11,7 @@ import { createLogger } from '../shared/logger.js';
 const USAGE = `slotfleet: move Redis Cluster slots with a fleet of workers
 
 Usage:
-  slotfleet demo [--keys N] [--workers N]   start local servers, load data, add a master, rebalance, verify
+  slotfleet demo [--keys N] [--workers N] [--keep]  local servers, data, a new master, rebalance, verify
   slotfleet rebalance|reshard|drain|fix ...  plan a migration through the API (--dry-run, --wait, --json)
   slotfleet status [ID] | pause|resume|cancel ID
   slotfleet api                             run the HTTP API
@@ -65,14 +65,15 @@ const commands: Record<string, Command> = {
     const { values } = parseArgs({
       args,
       options: {
-        keys: { type: 'string', default: '50000' },
+        keys: { type: 'string', default: '200000' },
         workers: { type: 'string', default: '2' },
+        keep: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
     });
     if (values.help) {
       return help(
-        'slotfleet demo [--keys N] [--workers N]\n' +
+        'slotfleet demo [--keys N] [--workers N] [--keep]\n' +
           '  Starts a control Redis and a 3-master x 1-replica Redis Cluster on loopback, loads N keys of\n' +
           '  mixed types, adds an empty master, moves a quarter of the slots onto it through the API and\n' +
           '  the workers, verifies every key, and stops everything it started.',
@@ -81,7 +82,7 @@ const commands: Record<string, Command> = {
     const keys = positiveInteger(values.keys, '--keys');
     const workers = positiveInteger(values.workers, '--workers');
     const { runDemo } = await import('./demo.js');
-    return runDemo({ keys, workers });
+    return runDemo({ keys, workers, keep: values.keep });
   },
 };
 

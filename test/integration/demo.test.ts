@@ -1,0 +1,51 @@
+/**
+ * The README's first command, as a new user runs it: `slotfleet demo` in a child process with no
+ * SLOTFLEET_* configuration. It must exit 0, report keys moved and a passed verification, and
+ * leave none of the redis-servers it started running.
+ */
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { describe, expect, it } from 'vitest';
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('slotfleet demo', () => {
+  it('moves, verifies, summarizes and cleans up after itself', async () => {
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !name.startsWith('SLOTFLEET_')),
+    );
+    const child = spawn(process.execPath, ['dist/cli/main.js', 'demo', '--keys', '20000'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code, `${stdout}\n${stderr}`).toBe(0);
+    const moved = Number(/keys moved\s+([\d,]+)/.exec(stdout)?.[1]?.replace(/,/g, ''));
+    expect(moved).toBeGreaterThan(0);
+    expect(stdout).toMatch(/verified all 20,000 keys \(value and TTL\)/);
+    expect(stdout).toMatch(/verified\s+yes/);
+    expect(stdout).toMatch(/slots\s+\d+ done, 0 failed/);
+    const ports = (/redis-server ports: ([\d ]+)/.exec(stdout)?.[1] ?? '').trim().split(' ').map(Number);
+    const added = Number(/added an empty master 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
+    expect(ports.length).toBe(7);
+    for (const port of [...ports, added])
+      expect(await portAnswers(port), `port ${port} still answers`).toBe(false);
+  }, 180_000);
+});
