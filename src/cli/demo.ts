@@ -144,6 +144,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say(`  verified    ${verification.ok ? 'yes' : 'NO'}`);
     say(`  API         ${api.url}/v1/migrations/${created.id}`);
     say(`  API docs    ${api.url}/docs`);
+    say(`  queue UI    ${api.url}/queues`);
     say(`  metrics     ${api.url}/metrics (API), worker /metrics on their own ports (see ${workDir})`);
     const ok = final.state === 'done' && verification.ok;
     if (options.keep) {

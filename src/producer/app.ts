@@ -2,6 +2,9 @@
  * The HTTP API. buildApp() never listens: tests use app.inject, server.ts listens. Every route has
  * TypeBox schemas for params, body and each response.
  */
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
 import bearerAuth from '@fastify/bearer-auth';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -25,6 +28,8 @@ export interface AppDeps {
   readonly store: MigrationStore;
   /** The migrate-slot queue the API adds jobs to. */
   readonly migrateQueue: Queue;
+  /** Every slot queue, for the queue UI at /queues. */
+  readonly queues: readonly Queue[];
   /** The adapter of a configured cluster, or undefined when no cluster has that name. */
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
   /** Resolves when the control Redis answers. */
@@ -32,6 +37,9 @@ export interface AppDeps {
   /** This process's Prometheus metrics, served on GET /metrics. */
   readonly metrics: Pick<ApiMetrics, 'render'>;
 }
+
+/** Where bull-board is mounted. */
+export const QUEUE_UI_PATH = '/queues';
 
 /** Request bodies larger than this are refused with 413 before they are parsed. */
 const BODY_LIMIT_BYTES = 1_048_576;
@@ -168,6 +176,11 @@ export function buildApp(deps: AppDeps) {
     }
     registerMigrationRoutes(v1 as unknown as TypedApp, deps);
     registerClusterRoutes(v1 as unknown as TypedApp, deps);
+    // The BullMQ queue UI (bull-board), behind the same token as /v1.
+    const board = new FastifyAdapter();
+    createBullBoard({ queues: deps.queues.map((queue) => new BullMQAdapter(queue)), serverAdapter: board });
+    board.setBasePath(QUEUE_UI_PATH);
+    await v1.register(board.registerPlugin(), { prefix: QUEUE_UI_PATH });
   });
   return app;
 }

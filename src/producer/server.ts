@@ -35,6 +35,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     log,
     store,
     migrateQueue: queues[0]!,
+    queues,
     adapterFor,
     pingControl: async () => {
       await control.ping();

@@ -58,6 +58,19 @@ describe('plans, control and safety of the API', () => {
       { name: 'default', seed: `127.0.0.1:${stack.config.clusters.default!.port}` },
     ]);
     expect((await stack.api.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    // The queue UI is behind the same token.
+    expect((await stack.api.app.inject({ method: 'GET', url: '/queues' })).statusCode).toBe(401);
+    const board = await inject('GET', '/queues');
+    expect(board.statusCode).toBe(200);
+    expect(board.body).toMatch(/bull-board|Bull Dashboard/i);
+    const queueList = await inject('GET', '/queues/api/queues');
+    expect(queueList.statusCode, queueList.body).toBe(200);
+    expect(
+      queueList
+        .json()
+        .queues.map((queue: { name: string }) => queue.name)
+        .sort(),
+    ).toEqual(['finalize-slot', 'migrate-slot']);
     const ready = await stack.api.app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.json()).toEqual({ status: 'ready', checks: { control: 'ok', 'cluster:default': 'ok' } });
   });
