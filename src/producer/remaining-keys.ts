@@ -44,3 +44,25 @@ function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(':');
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
 }
+
+/**
+ * Keys per second since the first slot started (until the last update once ended) and the ETA from
+ * the keys remaining; shared by GET /v1/migrations/:id and the status page.
+ */
+export function migrationRate(
+  record: MigrationRecord,
+  keysRemaining: number | null,
+  nowMs = Date.now(),
+): { keysPerSecond: number; etaSeconds: number | null } {
+  const startedMs = record.startedAt ? Date.parse(record.startedAt) : null;
+  const ended = ['done', 'failed', 'cancelled'].includes(record.state);
+  const untilMs = ended ? Date.parse(record.updatedAt) : nowMs;
+  const elapsedSeconds = startedMs === null ? 0 : Math.max((untilMs - startedMs) / 1000, 0.001);
+  const keysPerSecond = startedMs === null ? 0 : record.keysMoved / elapsedSeconds;
+  const etaSeconds = ended
+    ? 0
+    : keysRemaining !== null && keysPerSecond > 0
+      ? keysRemaining / keysPerSecond
+      : null;
+  return { keysPerSecond, etaSeconds };
+}

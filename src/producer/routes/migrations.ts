@@ -16,7 +16,7 @@ import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
 import { assertSlotsFree, createIdempotently, preflight } from '../create-migration.js';
 import { errorResponses } from '../http-errors.js';
-import { remainingKeys } from '../remaining-keys.js';
+import { migrationRate, remainingKeys } from '../remaining-keys.js';
 import {
   ClusterParams,
   CreateMigrationBody,
@@ -129,16 +129,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
     async (request) => {
       const record = await requireRecord(deps, request.params.id);
       const keysRemaining = await remainingKeys(deps, record);
-      const startedMs = record.startedAt ? Date.parse(record.startedAt) : null;
-      const ended = ['done', 'failed', 'cancelled'].includes(record.state);
-      const untilMs = ended ? Date.parse(record.updatedAt) : Date.now();
-      const elapsedSeconds = startedMs === null ? 0 : Math.max((untilMs - startedMs) / 1000, 0.001);
-      const keysPerSecond = startedMs === null ? 0 : record.keysMoved / elapsedSeconds;
-      const etaSeconds = ended
-        ? 0
-        : keysRemaining !== null && keysPerSecond > 0
-          ? keysRemaining / keysPerSecond
-          : null;
+      const { keysPerSecond, etaSeconds } = migrationRate(record, keysRemaining);
       return {
         ...summary(record),
         plan: [...record.plan],
