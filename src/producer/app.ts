@@ -20,6 +20,7 @@ import type { ApiMetrics } from './api-metrics.js';
 import { ErrorResponse, statusForCode } from './http-errors.js';
 import { registerClusterRoutes } from './routes/clusters.js';
 import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
+import { registerStatusPage } from './routes/status-page.js';
 import { Health, MetricsText, Readiness } from './schemas.js';
 
 export interface AppDeps {
@@ -107,6 +108,8 @@ export function buildApp(deps: AppDeps) {
 
   // Registered inside a plugin so that @fastify/swagger (a plugin loaded first) sees them too.
   app.register(async (open) => {
+    // The status page shows addresses and progress, never credentials: open like /healthz.
+    registerStatusPage(open as unknown as TypedApp, deps);
     open.get(
       '/healthz',
       { schema: { description: 'Liveness: the process answers.', response: { 200: Health } } },
