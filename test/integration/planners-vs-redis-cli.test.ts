@@ -154,6 +154,14 @@ describe('planRebalance vs redis-cli --cluster rebalance --cluster-simulate', ()
         10_000,
       );
     }
+    // SETSLOT NODE on a node that was not importing does not bump its config epoch, so a ping the
+    // old owner sent just before its own SETSLOT could still win at a third node. Lifting the new
+    // owner's epoch above everyone's makes its claim win everywhere.
+    await withAdminConnection(
+      cluster.process(toId),
+      (connection) => connection.call('CLUSTER', 'BUMPEPOCH'),
+      10_000,
+    );
     await cluster.waitForConsensus();
   }
 
