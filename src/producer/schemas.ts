@@ -138,19 +138,20 @@ export const ClusterSummary = Type.Object({
   seed: Type.String({ description: 'host:port of the configured node' }),
 });
 
+/** A slot IMPORTING or MIGRATING on a node, as that node reports it. */
+export const OpenSlot = Type.Object({
+  slot: Type.Integer(),
+  nodeId: Type.String(),
+  state: Type.Union([Type.Literal('importing'), Type.Literal('migrating')]),
+  peerId: Type.String(),
+});
+
 export const ClusterDetail = Type.Object({
   name: Type.String(),
   state: Type.String({ description: 'cluster_state of the seed node' }),
   slotsCovered: Type.Integer(),
   masters: Type.Array(Type.Object({ ...NodeSummary.properties, replicas: Type.Array(NodeSummary) })),
-  openSlots: Type.Array(
-    Type.Object({
-      slot: Type.Integer(),
-      nodeId: Type.String(),
-      state: Type.Union([Type.Literal('importing'), Type.Literal('migrating')]),
-      peerId: Type.String(),
-    }),
-  ),
+  openSlots: Type.Array(OpenSlot),
   failedNodes: Type.Array(NodeSummary),
 });
 

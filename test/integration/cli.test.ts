@@ -2,16 +2,10 @@
  * The operator CLI (`slotfleet rebalance|reshard|drain|status|cancel ...`) against a running API:
  * the dry-run table, --json that parses, --wait exit codes for success and failure, refusals.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedDataset } from '../../src/sandbox/index.js';
+import { runSlotfleet, type SlotfleetRun } from './support/run-slotfleet.js';
 import { type Stack, startStack } from './support/stack.js';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 describe('operator CLI against a running API', () => {
   let stack: Stack;
@@ -27,29 +21,12 @@ describe('operator CLI against a running API', () => {
     await stack?.stop();
   });
 
-  function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['dist/cli/main.js', ...args], {
-        env: { ...process.env, SLOTFLEET_API_URL: apiUrl, SLOTFLEET_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk) => {
-        stdout += chunk;
-      });
-      child.stderr.on('data', (chunk) => {
-        stderr += chunk;
-      });
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`slotfleet ${args.join(' ')} did not finish in ${timeoutMs} ms`));
-      }, timeoutMs);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
+  function cli(args: string[], timeoutMs = 120_000): Promise<SlotfleetRun> {
+    return runSlotfleet(
+      args,
+      { ...process.env, SLOTFLEET_API_URL: apiUrl, SLOTFLEET_LOG_LEVEL: 'warn' },
+      timeoutMs,
+    );
   }
 
   it('prints a dry-run plan as a table and enqueues nothing', async () => {

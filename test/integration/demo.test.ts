@@ -3,9 +3,9 @@
  * SLOTFLEET_* configuration. It must exit 0, report keys moved and a passed verification, and
  * leave none of the redis-servers it started running.
  */
-import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { runSlotfleet } from './support/run-slotfleet.js';
 
 function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -23,19 +23,7 @@ describe('slotfleet demo', () => {
     const env = Object.fromEntries(
       Object.entries(process.env).filter(([name]) => !name.startsWith('SLOTFLEET_')),
     );
-    const child = spawn(process.execPath, ['dist/cli/main.js', 'demo', '--keys', '20000'], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const { code, stdout, stderr } = await runSlotfleet(['demo', '--keys', '20000'], env, 170_000);
     expect(code, `${stdout}\n${stderr}`).toBe(0);
     const moved = Number(/keys moved\s+([\d,]+)/.exec(stdout)?.[1]?.replace(/,/g, ''));
     expect(moved).toBeGreaterThan(0);

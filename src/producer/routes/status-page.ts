@@ -11,7 +11,7 @@ import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps } from '../app.js';
 import { errorResponses } from '../http-errors.js';
 import { migrationRate, remainingKeys } from '../remaining-keys.js';
-import { ClusterParams } from '../schemas.js';
+import { ClusterParams, OpenSlot } from '../schemas.js';
 import { clusterAdapter, type TypedApp } from './migrations.js';
 
 /**
@@ -74,14 +74,7 @@ export const StatusSnapshot = Type.Object({
     maxItems: SLOT_COUNT,
     description: 'for each slot, the index in masters of its owner; -1 when no master owns it',
   }),
-  openSlots: Type.Array(
-    Type.Object({
-      slot: Type.Integer(),
-      nodeId: Type.String(),
-      state: Type.Union([Type.Literal('importing'), Type.Literal('migrating')]),
-      peerId: Type.String(),
-    }),
-  ),
+  openSlots: Type.Array(OpenSlot),
   moving: Type.Array(
     Type.Object({
       slot: Type.Integer(),
