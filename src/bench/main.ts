@@ -54,10 +54,16 @@ interface RunResult {
   readonly slotsMoved: number;
   readonly verified: boolean;
   readonly workerPeakRssMb?: number;
+  /** CPU seconds spent during the timed part, by process group: where the two cores went. */
+  readonly cpuSeconds?: Record<string, number>;
   readonly error?: string;
 }
 
 const WORKERS = 2;
+/** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
+let printCommandStats = false;
+/** --cpu-prof-dir: workers write V8 CPU profiles there (open them in Chrome DevTools). */
+let workerNodeArgs: string[] = [];
 const WORKER_CONCURRENCY = '32';
 
 async function main(): Promise<void> {
@@ -66,8 +72,14 @@ async function main(): Promise<void> {
       cases: { type: 'string', default: 'rebalance,hotslot,bigvalues,enqueue' },
       runs: { type: 'string', default: '3' },
       scale: { type: 'string', default: '1' },
+      tools: { type: 'string', default: TOOLS.join(',') },
+      commandstats: { type: 'boolean', default: false },
+      'cpu-prof-dir': { type: 'string' },
     },
   });
+  printCommandStats = values.commandstats;
+  workerNodeArgs = values['cpu-prof-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`] : [];
+  const tools = TOOLS.filter((tool) => values.tools.split(',').includes(tool));
   const runs = Number(values.runs);
   const scale = Number(values.scale);
   const wanted = new Set(values.cases.split(','));
@@ -92,7 +104,7 @@ async function main(): Promise<void> {
   for (const spec of specs) {
     const results: RunResult[] = [];
     for (let run = 0; run < runs; run++) {
-      const order = TOOLS.map((_, index) => TOOLS[(index + run) % TOOLS.length]!);
+      const order = tools.map((_, index) => tools[(index + run) % tools.length]!);
       for (const tool of order) {
         const result = await measure(spec, tool, binaries.cliPath).catch(
           (error: Error): RunResult => ({
@@ -105,8 +117,9 @@ async function main(): Promise<void> {
           }),
         );
         results.push(result);
+        const cpu = result.cpuSeconds ? `, cpu s ${JSON.stringify(result.cpuSeconds)}` : '';
         log(
-          `${spec.name} run ${run + 1}/${runs} ${tool}: ${result.error ? `FAILED ${result.error}` : `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, verified ${result.verified}`}`,
+          `${spec.name} run ${run + 1}/${runs} ${tool}: ${result.error ? `FAILED ${result.error}` : `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, verified ${result.verified}${cpu}`}`,
         );
       }
     }
@@ -195,6 +208,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
     let seconds: number;
     let slotsMoved = 0;
     let workerPeakRssMb: number | undefined;
+    let cpuSeconds: Record<string, number> | undefined;
     let keysMoved = 0;
     const keysOnTarget = () => dbSize(cluster, target.port);
     const keysBefore = await keysOnTarget();
@@ -208,6 +222,12 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       });
       api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
       workers = await startWorkers(config.queuePrefix, cluster.seedUrl, control.url);
+      const groups = {
+        cluster: cluster.nodes.map((node) => node.pid),
+        control: [control.pid],
+        workers: workers.map((worker) => worker.pid!),
+      };
+      const cpuBefore = await cpuByGroup(groups);
       const started = performance.now();
       const body = spec.hot
         ? { path: 'migrations', payload: { moves: [{ slots: '0', target: target.id }] } }
@@ -230,6 +250,14 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         throw new Error(`the record says ${final.keysMoved} keys moved, the target gained ${keysMoved}`);
       }
       workerPeakRssMb = Math.max(...(await Promise.all(workers.map((worker) => peakRssMb(worker.pid!)))));
+      const cpuAfter = await cpuByGroup(groups);
+      if (printCommandStats) {
+        await logCommandStats('cluster', cluster.nodes);
+        await logCommandStats('control', [control]);
+      }
+      cpuSeconds = Object.fromEntries(
+        Object.keys(cpuAfter).map((group) => [group, round(cpuAfter[group]! - cpuBefore[group]!)]),
+      );
     } else {
       const pipeline = tool === 'redis-cli-p10' ? '10' : '1000';
       const args = spec.hot
@@ -267,6 +295,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       slotsMoved,
       verified,
       ...(workerPeakRssMb !== undefined ? { workerPeakRssMb } : {}),
+      ...(cpuSeconds !== undefined ? { cpuSeconds } : {}),
     };
   } finally {
     await stopProcesses(workers);
@@ -337,6 +366,7 @@ async function measureEnqueue(): Promise<number> {
 async function startWorkers(prefix: string, clusterUrl: string, controlUrl: string): Promise<ChildProcess[]> {
   const workers = spawnWorkerProcesses({
     count: WORKERS,
+    nodeArgs: workerNodeArgs,
     env: {
       SLOTFLEET_CLUSTER_URL: clusterUrl,
       SLOTFLEET_CONTROL_URL: controlUrl,
@@ -391,6 +421,48 @@ function hotTagForSlot(slot: number): string {
     if (calculateSlot(tag) === slot) return tag;
   }
   throw new Error(`no tag found for slot ${slot}`);
+}
+
+async function logCommandStats(group: string, servers: readonly RedisProcess[]): Promise<void> {
+  const totals = new Map<string, { calls: number; usec: number }>();
+  for (const server of servers) {
+    const client = server.client();
+    try {
+      const text = String(await client.info('commandstats'));
+      for (const match of text.matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) {
+        const total = totals.get(match[1]!) ?? { calls: 0, usec: 0 };
+        total.calls += Number(match[2]);
+        total.usec += Number(match[3]);
+        totals.set(match[1]!, total);
+      }
+    } finally {
+      client.disconnect();
+    }
+  }
+  const top = [...totals].sort((a, b) => b[1].usec - a[1].usec).slice(0, 12);
+  log(
+    `  ${group} commandstats: ${top.map(([name, t]) => `${name} ${t.calls} calls ${Math.round(t.usec / 1000)} ms`).join('; ')}`,
+  );
+}
+
+/** utime + stime of each process (Linux /proc), summed per group, in seconds. */
+async function cpuByGroup(groups: Record<string, number[]>): Promise<Record<string, number>> {
+  const entries = await Promise.all(
+    Object.entries(groups).map(async ([group, pids]) => {
+      const seconds = await Promise.all(pids.map(cpuSecondsOf));
+      return [group, seconds.reduce((sum, value) => sum + value, 0)] as const;
+    }),
+  );
+  const own = process.cpuUsage();
+  return { ...Object.fromEntries(entries), api: (own.user + own.system) / 1e6 };
+}
+
+async function cpuSecondsOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticksPerSecond = 100;
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / ticksPerSecond;
 }
 
 async function peakRssMb(pid: number): Promise<number> {

@@ -14,6 +14,8 @@ export interface WorkerProcessOptions {
   readonly env: Readonly<Record<string, string>>;
   /** Each worker's output goes to worker-<n>.log here; without it, only stderr is shown. */
   readonly logDir?: string;
+  /** Extra node options, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] (not allowed in NODE_OPTIONS). */
+  readonly nodeArgs?: readonly string[];
 }
 
 const STOP_DEADLINE_MS = 10_000;
@@ -21,7 +23,7 @@ const STOP_DEADLINE_MS = 10_000;
 export function spawnWorkerProcesses(options: WorkerProcessOptions): ChildProcess[] {
   const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
   return Array.from({ length: options.count }, (_, index) => {
-    const child = spawn(process.execPath, [main, 'worker'], {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), main, 'worker'], {
       env: { ...process.env, SLOTFLEET_METRICS_PORT: '0', ...options.env },
       stdio: ['ignore', options.logDir ? 'pipe' : 'ignore', options.logDir ? 'pipe' : 'inherit'],
     });
