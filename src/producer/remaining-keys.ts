@@ -13,13 +13,33 @@ export interface RemainingKeysDeps {
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
 }
 
+/**
+ * How long a count is reused. Counting costs one COUNTKEYSINSLOT per open slot (16384 for a full
+ * reshard) on the very nodes that are migrating, and pollers (the CLI's --wait, the status page,
+ * dashboards) ask several times a second.
+ */
+export const REMAINING_KEYS_CACHE_MS = 1_000;
+const cachedCounts = new Map<string, { atMs: number; count: Promise<number | null> }>();
+
 /** Keys left on the sources of the record's open slots; null if the cluster does not answer. */
 export async function remainingKeys(
   deps: RemainingKeysDeps,
   record: MigrationRecord,
+  nowMs = Date.now(),
 ): Promise<number | null> {
   const ended = ENDED_STEPS.reduce((sum, step) => sum + record.slots[step], 0);
   if (ended === record.slotsTotal) return 0;
+  for (const [id, entry] of cachedCounts) {
+    if (nowMs - entry.atMs >= REMAINING_KEYS_CACHE_MS) cachedCounts.delete(id);
+  }
+  const cached = cachedCounts.get(record.id);
+  if (cached) return cached.count;
+  const count = countRemainingKeys(deps, record);
+  cachedCounts.set(record.id, { atMs: nowMs, count });
+  return count;
+}
+
+async function countRemainingKeys(deps: RemainingKeysDeps, record: MigrationRecord): Promise<number | null> {
   const adapter = deps.adapterFor(record.cluster);
   if (!adapter) return null;
   try {
