@@ -43,7 +43,9 @@ export async function runRepair(data: SlotJobData, deps: SlotEngineDeps): Promis
   // once the owner acknowledged them (MIGRATE).
   for (const from of repair.keysFrom) {
     if (from.id === data.target.id) continue;
-    keysMoved += await drainSlot({ ...data, source: from }, deps);
+    const drained = await drainSlot({ ...data, source: from }, deps);
+    keysMoved += drained.moved;
+    await deps.store.addKeysMoved(data.migrationId, drained.unrecorded);
   }
   await Promise.all(repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
   log.info({ kind: repair.kind, keysMoved, closed: repair.closeOn.length }, 'slot repaired');

@@ -75,32 +75,50 @@ export async function driveSlot(
   }
   // True while `observation` came from the cluster rather than from our predictions.
   let fresh = true;
-  let recordedStep: SlotStep | undefined;
+  // The record is written when a slot is about to wait (a drain, config epochs) and when the job
+  // ends: steps that pass in a millisecond are not worth a control-Redis write each. A migrate job
+  // starts from pending, a finalizer from the drained (migrating) step its migrate job wrote; a job
+  // that observes anything else (a re-run after a crash) writes what it sees at its first wait or end.
+  let recordedStep: SlotStep = phase === SlotPhase.Migrate ? SlotStep.Pending : SlotStep.Migrating;
   let keysMoved = 0;
+  /** Keys moved whose count is not in the record yet: it goes with the next step written. */
+  let keysToRecord = 0;
+  const record = (step: SlotStep): Promise<boolean> | undefined => {
+    if (step === recordedStep && keysToRecord === 0) return undefined;
+    if (step !== recordedStep) log.info({ from: recordedStep, to: step }, 'slot step');
+    const write = store.setSlotStep(data.migrationId, data.cluster, data.slot, step, keysToRecord);
+    recordedStep = step;
+    keysToRecord = 0;
+    return write;
+  };
+  // Written without waiting (the control connection keeps them in order), except Done: the
+  // migration's state is derived from it.
+  const recordInBackground = (step: SlotStep) =>
+    record(step)?.catch((error: Error) => log.warn({ err: error.message }, 'recording slot step'));
   let verified = false;
   const epochDeadline = Date.now() + EPOCH_WAIT_MS;
   for (let performed = 0; performed < MAX_ACTIONS; performed++) {
     const step = stepOf(observation);
-    if (step !== recordedStep) {
-      log.info({ from: recordedStep ?? 'observed', to: step }, 'slot step');
-      // Intermediate steps are for watching: written without waiting (the control connection keeps
-      // them in order). The end step is waited for: the migration's state is derived from it.
-      const write = store.setSlotStep(data.migrationId, data.cluster, data.slot, step);
-      if (step === SlotStep.Done) await write;
-      else write.catch((error: Error) => log.warn({ err: error.message }, 'recording slot step'));
-      recordedStep = step;
-    }
     const action = nextSlotAction(observation, phase);
-    if (action.kind === SlotActionKind.Drained) return { keysMoved, step };
+    if (action.kind === SlotActionKind.Drained) {
+      recordInBackground(step);
+      return { keysMoved, step };
+    }
     if (action.kind === SlotActionKind.Done) {
       // Done is only believed from a fresh look at every master, not from our own predictions.
-      if (verified) return { keysMoved, step };
+      if (verified) {
+        await record(step);
+        return { keysMoved, step };
+      }
       observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers: true });
       fresh = true;
       verified = true;
       continue;
     }
     verified = false;
+    if (action.kind === SlotActionKind.AwaitEpoch || action.kind === SlotActionKind.MigrateKeys) {
+      recordInBackground(step);
+    }
     if (action.kind === SlotActionKind.AwaitEpoch) {
       if (Date.now() > epochDeadline) throw new SlotfleetError(ErrorCode.NotConverged, action.reason);
       log.debug({ reason: action.reason }, 'waiting for config epochs');
@@ -118,9 +136,12 @@ export async function driveSlot(
       case SlotActionKind.SetMigrating:
         await adapter.setSlotMigrating(data.source, data.slot, data.target.id);
         break;
-      case SlotActionKind.MigrateKeys:
-        keysMoved += await drainSlot(data, deps);
+      case SlotActionKind.MigrateKeys: {
+        const drained = await drainSlot(data, deps);
+        keysMoved += drained.moved;
+        keysToRecord += drained.unrecorded;
         break;
+      }
       case SlotActionKind.AssignTarget: {
         // The one irreversible step: only from a fresh observation, never from a prediction.
         if (!fresh) {
@@ -133,19 +154,27 @@ export async function driveSlot(
         await adapter.setSlotNode(data.target, data.slot, data.target.id);
         break;
       }
-      case SlotActionKind.AssignSource:
-        await adapter.setSlotNode(data.source, data.slot, data.target.id);
-        break;
-      case SlotActionKind.AssignOthers: {
-        const masters = await adapter.masters();
-        await Promise.all(
-          action.nodeIds.map((nodeId) => {
-            const node = masters.find((master) => master.id === nodeId);
-            return node ? adapter.setSlotNode(node, data.slot, data.target.id) : Promise.resolve();
-          }),
-        );
-        break;
+      case SlotActionKind.AssignSource: {
+        // The other masters need not wait for the source: assigning them is as safe now (the target
+        // claimed the slot with the higher epoch) and saves a round trip per slot.
+        const assigned = afterAction(observation, action);
+        const following = nextSlotAction(assigned, phase);
+        const others = following.kind === SlotActionKind.AssignOthers ? following : undefined;
+        const sourceAssigned = adapter.setSlotNode(data.source, data.slot, data.target.id);
+        // Awaited below; a throwing beforeAction must not leave its rejection unhandled.
+        sourceAssigned.catch(() => undefined);
+        if (others) await deps.beforeAction?.(others, assigned);
+        await Promise.all([
+          sourceAssigned,
+          others ? assignOthers(data, observation, others.nodeIds, adapter) : undefined,
+        ]);
+        observation = others ? afterAction(assigned, others) : assigned;
+        fresh = false;
+        continue;
       }
+      case SlotActionKind.AssignOthers:
+        await assignOthers(data, observation, action.nodeIds, adapter);
+        break;
       case SlotActionKind.Fail:
         throw new SlotfleetError(action.code, action.message);
       default: {
@@ -163,35 +192,31 @@ export async function driveSlot(
 }
 
 /**
- * GETKEYSINSLOT + MIGRATE until the source holds no key of the slot. Several MIGRATE batches are in
- * flight at once on the source's connection, so the source never waits for a round trip between
- * them. GETKEYSINSLOT returns the same keys until they are gone, so each round asks for as many keys
- * as the batches in flight will carry.
+ * MIGRATE batches until the source holds no key of the slot. Each batch is one script call on the
+ * source (GETKEYSINSLOT + MIGRATE, see ClusterAdapter.migrateNextBatch), and several are in flight at
+ * once on the source's connection, so the source never waits for a round trip between them. The
+ * source runs them in order: the first one to find fewer keys than asked emptied the slot (a slot
+ * MIGRATING on its source gets no new keys: writes of new keys are redirected with ASK).
  */
-export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promise<number> {
+export async function drainSlot(
+  data: SlotJobData,
+  deps: SlotEngineDeps,
+): Promise<{ moved: number; unrecorded: number }> {
   const { adapter, store, metrics, settings } = deps;
   const labels = { cluster: data.cluster, source: address(data.source), target: address(data.target) };
   // Exported at zero before the first batch, so rate() and increase() see the first keys and timeouts.
   metrics.keysMigrated.inc(labels, 0);
   metrics.migrateTimeouts.inc(labels, 0);
   let moved = 0;
-  for (;;) {
-    if (moved > 0 && (await deps.isPaused?.())) throw new PauseRequested();
-    const keys = await adapter.getKeysInSlot(
-      data.source,
-      data.slot,
-      settings.batchKeys * settings.batchesInFlight,
-    );
-    if (keys.length === 0) return moved;
-    const batches: Buffer[][] = [];
-    for (let start = 0; start < keys.length; start += settings.batchKeys) {
-      batches.push(keys.slice(start, start + settings.batchKeys));
-    }
+  for (let round = 0; ; round++) {
+    if (round > 0 && (await deps.isPaused?.())) throw new PauseRequested();
+    // The first round of a small slot needs one batch; later rounds send as many as allowed.
+    const batches = round === 0 ? 1 : settings.batchesInFlight;
     const results = await Promise.allSettled(
-      batches.map(async (batch) => {
+      Array.from({ length: batches }, async () => {
         const stopTimer = metrics.migrateBatchDuration.startTimer({ cluster: data.cluster });
         try {
-          return await adapter.migrate(data.source, data.target, batch, {
+          return await adapter.migrateNextBatch(data.source, data.target, data.slot, settings.batchKeys, {
             timeoutMs: settings.migrateTimeoutMs,
           });
         } finally {
@@ -200,10 +225,13 @@ export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promis
       }),
     );
     let roundMoved = 0;
+    let emptied = false;
     let firstError: unknown;
     for (const result of results) {
-      if (result.status === 'fulfilled') roundMoved += result.value;
-      else {
+      if (result.status === 'fulfilled') {
+        roundMoved += result.value.moved;
+        if (result.value.keys < result.value.asked) emptied = true;
+      } else {
         firstError ??= result.reason;
         if (result.reason instanceof SlotfleetError && result.reason.code === ErrorCode.IoError) {
           metrics.migrateTimeouts.inc(labels);
@@ -211,13 +239,32 @@ export async function drainSlot(data: SlotJobData, deps: SlotEngineDeps): Promis
       }
     }
     moved += roundMoved;
-    metrics.keysMigrated.inc(labels, roundMoved);
-    // Not waited for: the slot's end step, written later on the same connection, is.
-    store
-      .addKeysMoved(data.migrationId, roundMoved)
-      .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
+    if (roundMoved > 0) metrics.keysMigrated.inc(labels, roundMoved);
+    // The last round's count goes to the record with the slot's next step (one write for most
+    // slots); a slot that takes more rounds shows its progress as it goes.
+    if (emptied && firstError === undefined) return { moved, unrecorded: roundMoved };
+    if (roundMoved > 0) {
+      // Not waited for: the slot's end step, written later on the same connection, is.
+      store
+        .addKeysMoved(data.migrationId, roundMoved)
+        .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
+    }
     if (firstError !== undefined) throw firstError;
   }
+}
+
+/** SETSLOT NODE on the other masters, at the addresses the source's view gave them. */
+async function assignOthers(
+  data: SlotJobData,
+  observation: SlotObservation,
+  nodeIds: readonly string[],
+  adapter: ClusterAdapter,
+): Promise<void> {
+  await Promise.all(
+    observation.others
+      .filter((other) => nodeIds.includes(other.nodeId))
+      .map((other) => adapter.setSlotNode(other, data.slot, data.target.id)),
+  );
 }
 
 function address(node: { host: string; port: number }): string {

@@ -50,7 +50,8 @@ export async function startWorker(
   const metricsPort = typeof bound === 'object' && bound ? bound.port : 0;
 
   const connection = controlConnectionOptions(config.control, ConnectionRole.Worker);
-  const control = new Redis(connection);
+  // Auto-pipelined: the step and counter writes of dozens of concurrent slots leave in one write.
+  const control = new Redis({ ...connection, enableAutoPipelining: true });
   control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
   const clusters = new ClusterRegistry(config, log);
   const store = new MigrationStore(control, config.queuePrefix);

@@ -19,9 +19,15 @@ class Crash extends Error {}
 /** Real adapter; throws after a number of MIGRATE batches, like a worker dying mid-drain. */
 class CrashingAdapter extends ClusterAdapter {
   migrateCallsLeft = Number.POSITIVE_INFINITY;
-  override async migrate(source: NodeRef, target: NodeRef, keys: readonly Buffer[], options: MigrateOptions) {
+  override async migrateNextBatch(
+    source: NodeRef,
+    target: NodeRef,
+    slot: number,
+    count: number,
+    options: MigrateOptions,
+  ) {
     if (this.migrateCallsLeft-- <= 0) throw new Crash('worker died between two MIGRATE batches');
-    return super.migrate(source, target, keys, options);
+    return super.migrateNextBatch(source, target, slot, count, options);
   }
 }
 

@@ -38,8 +38,46 @@ export interface MigrateOptions {
   readonly replace?: boolean;
 }
 
+/**
+ * Runs on the source: the next keys of the slot (GETKEYSINSLOT) go to the target in one MIGRATE,
+ * without their names making a round trip through the worker. A script is atomic, so no key can be
+ * created or removed between the two calls. Replies {keys found, 1} or {keys found, 0} when MIGRATE
+ * found none of them (+NOKEY: they had expired).
+ *   ARGV: slot, count, then MIGRATE's arguments up to KEYS.
+ */
+const MIGRATE_BATCH_SCRIPT = `
+local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], ARGV[2])
+if #keys == 0 then return {0, 0} end
+local args = {}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+args[#args + 1] = 'KEYS'
+for i = 1, #keys do args[#args + 1] = keys[i] end
+local reply = redis.call('MIGRATE', unpack(args))
+if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#keys, 0} end
+return {#keys, 1}`;
+
+/** Lua's unpack() is bounded by the C stack (LUAI_MAXCSTACK 8000): keys per script call stay below. */
+export const MAX_SCRIPT_BATCH_KEYS = 5_000;
+
+/** How long a node's commands wait for company before they are sent (see windowFor). */
+const COMMAND_WINDOW_MS = 1;
+
+interface CommandWindow {
+  readonly sends: (() => void)[];
+  /** The CLUSTER NODES read that leaves with this window, shared by everyone who asks meanwhile. */
+  nodesRead?: Promise<string>;
+}
+
+interface ScriptCommands {
+  slotfleetMigrateBatch(...args: (string | number)[]): Promise<[number, number]>;
+}
+
 export class ClusterAdapter {
   private readonly connections = new Map<string, Redis>();
+  /** Commands waiting to leave together, by address: see windowFor. */
+  private readonly openWindows = new Map<string, CommandWindow>();
+  /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
+  private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
   private knownAddresses: Address[] = [];
   private closed = false;
 
@@ -53,8 +91,49 @@ export class ClusterAdapter {
 
   /** CLUSTER NODES of one node, parsed. */
   async readView(node: Address): Promise<NodeView> {
-    const text = await this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES'));
-    return parseClusterNodes(String(text));
+    const text = await this.clusterNodesText(node);
+    const key = addressKey(node);
+    const parsed = this.parsedViews.get(key);
+    if (parsed?.text === text) return parsed.view;
+    const view = parseClusterNodes(text);
+    this.parsedViews.set(key, { text, view });
+    return view;
+  }
+
+  /**
+   * CLUSTER NODES of one node. Redis 7.0 builds this reply from all 16384 slots on every call, and
+   * dozens of slot jobs ask each node at once, so the requests made while a window is open share one
+   * command. That is still a fresh read for each of them: the command leaves when the window closes,
+   * so it is answered after every command whose reply they had already seen.
+   */
+  private clusterNodesText(node: Address): Promise<string> {
+    const window = this.windowFor(node);
+    window.nodesRead ??= this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES')).then(
+      String,
+    );
+    return window.nodesRead;
+  }
+
+  /**
+   * The open command window of a node. Every socket write costs a system call on both ends, which
+   * on a small machine costs more than the command itself (profiled: a third of a worker's CPU), and
+   * dozens of concurrent slot jobs each send a command every few hundred microseconds. So a node's
+   * commands wait up to COMMAND_WINDOW_MS and leave in one write (ioredis auto-pipelines what is
+   * sent in one turn); the node also answers them in one turn, and saves its cluster config once.
+   */
+  private windowFor(node: Address): CommandWindow {
+    const key = addressKey(node);
+    let window = this.openWindows.get(key);
+    if (!window) {
+      const opened: CommandWindow = { sends: [] };
+      window = opened;
+      this.openWindows.set(key, opened);
+      setTimeout(() => {
+        this.openWindows.delete(key);
+        for (const send of opened.sends) send();
+      }, COMMAND_WINDOW_MS);
+    }
+    return window;
   }
 
   /** A view from the seed node, or from any node seen before if the seed does not answer. */
@@ -168,8 +247,7 @@ export class ClusterAdapter {
 
   /** One node's opinion of one slot (owner, open state, epochs), read cheaply from CLUSTER NODES. */
   async readSlotView(node: Address, slot: number): Promise<SlotView> {
-    const text = await this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES'));
-    return readSlotView(String(text), slot);
+    return readSlotView(await this.clusterNodesText(node), slot);
   }
 
   async countKeysInSlot(node: Address, slot: number): Promise<number> {
@@ -235,13 +313,7 @@ export class ClusterAdapter {
     options: MigrateOptions,
   ): Promise<number> {
     if (keys.length === 0) return 0;
-    const args: (string | number | Buffer)[] = [target.host, target.port, '', 0, options.timeoutMs];
-    if (options.replace) args.push('REPLACE');
-    if (this.seed.password !== undefined) {
-      if (this.seed.username !== undefined) args.push('AUTH2', this.seed.username, this.seed.password);
-      else args.push('AUTH', this.seed.password);
-    }
-    args.push('KEYS', ...keys);
+    const args: (string | number | Buffer)[] = [...this.migrateArguments(target, options), 'KEYS', ...keys];
     const reply = await this.run(
       source,
       `MIGRATE ${keys.length} keys to ${target.host}:${target.port}`,
@@ -249,6 +321,41 @@ export class ClusterAdapter {
       options.timeoutMs + this.options.commandTimeoutMs,
     );
     return reply === 'NOKEY' ? 0 : keys.length;
+  }
+
+  /**
+   * Moves up to `count` keys of the slot from the source to the target, deciding which on the source
+   * itself (MIGRATE_BATCH_SCRIPT). The source blocks for the MIGRATE as it would for a plain one.
+   * @returns keys: how many the source found to send (fewer than asked: the slot is now empty
+   * there); moved: how many of them MIGRATE sent (0 when every one had expired meanwhile).
+   */
+  async migrateNextBatch(
+    source: Address,
+    target: Address,
+    slot: number,
+    count: number,
+    options: MigrateOptions,
+  ): Promise<{ keys: number; moved: number; asked: number }> {
+    const keys = Math.min(count, MAX_SCRIPT_BATCH_KEYS);
+    const args = [slot, keys, ...this.migrateArguments(target, options)];
+    const [found, sent] = await this.run(
+      source,
+      `MIGRATE of up to ${keys} keys of slot ${slot} to ${target.host}:${target.port}`,
+      (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatch(...args),
+      options.timeoutMs + this.options.commandTimeoutMs,
+    );
+    return { keys: Number(found), moved: Number(sent) === 1 ? Number(found) : 0, asked: keys };
+  }
+
+  /** MIGRATE's arguments before KEYS: host port "" 0 timeout [REPLACE] [AUTH pass | AUTH2 user pass]. */
+  private migrateArguments(target: Address, options: MigrateOptions): (string | number)[] {
+    const args: (string | number)[] = [target.host, target.port, '', 0, options.timeoutMs];
+    if (options.replace) args.push('REPLACE');
+    if (this.seed.password !== undefined) {
+      if (this.seed.username !== undefined) args.push('AUTH2', this.seed.username, this.seed.password);
+      else args.push('AUTH', this.seed.password);
+    }
+    return args;
   }
 
   async ping(): Promise<void> {
@@ -265,7 +372,7 @@ export class ClusterAdapter {
   private connection(node: Address): Redis {
     if (this.closed)
       throw new SlotfleetError(ErrorCode.Connection, `cluster ${this.name}: adapter is closed`);
-    const key = `${node.host}:${node.port}`;
+    const key = addressKey(node);
     let redis = this.connections.get(key);
     if (!redis) {
       redis = new Redis({
@@ -281,6 +388,7 @@ export class ClusterAdapter {
         retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
         connectionName: 'slotfleet',
       });
+      redis.defineCommand('slotfleetMigrateBatch', { numberOfKeys: 0, lua: MIGRATE_BATCH_SCRIPT });
       redis.on('error', (error) =>
         this.options.logger?.debug({ node: key, err: error.message }, 'node connection'),
       );
@@ -298,8 +406,17 @@ export class ClusterAdapter {
     const context = `${what} on ${node.host}:${node.port}`;
     let timer: NodeJS.Timeout | undefined;
     try {
+      const reply = new Promise<T>((resolve, reject) => {
+        this.windowFor(node).sends.push(() => {
+          try {
+            command(this.connection(node)).then(resolve, reject);
+          } catch (error) {
+            reject(error);
+          }
+        });
+      });
       return await Promise.race([
-        command(this.connection(node)),
+        reply,
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () =>
@@ -324,6 +441,10 @@ function slotStateIn(view: SlotView, selfId: string): NodeSlotState {
     );
   }
   return { owner: view.owner, importingFrom: view.importingFrom, migratingTo: view.migratingTo };
+}
+
+function addressKey(node: Address): string {
+  return `${node.host}:${node.port}`;
 }
 
 function uniqueAddresses(addresses: Address[]): Address[] {

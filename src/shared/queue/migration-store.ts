@@ -82,6 +82,7 @@ if current == '${SlotStep.Done}' or current == '${SlotStep.Cancelled}' then retu
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'updatedAt', ARGV[3])
 if ARGV[2] ~= '${SlotStep.Pending}' then redis.call('HSETNX', KEYS[2], 'startedAt', ARGV[3]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'keysMoved', ARGV[5]) end
 if ARGV[2] == '${SlotStep.Done}' or ARGV[2] == '${SlotStep.Failed}' or ARGV[2] == '${SlotStep.Cancelled}' then
   if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[1]) end
 end
@@ -102,11 +103,23 @@ const IDEMPOTENCY_TTL_SECONDS = 86_400;
 /** Slots per CLAIM_SCRIPT call (Lua's unpack has a stack limit). */
 const CLAIM_CHUNK = 4_000;
 
+/** The store's Lua scripts, sent once and then called by SHA (ioredis defineCommand). */
+interface ScriptCommands {
+  slotfleetSetStep(...args: (string | number)[]): Promise<number>;
+  slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
+}
+
 export class MigrationStore {
+  private readonly scripts: ScriptCommands;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    redis.defineCommand('slotfleetSetStep', { numberOfKeys: 3, lua: SET_STEP_SCRIPT });
+    redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
+    this.scripts = redis as unknown as ScriptCommands;
+  }
 
   private key(id: string, part?: 'slots' | 'errors'): string {
     return part ? `${this.prefix}:migration:${id}:${part}` : `${this.prefix}:migration:${id}`;
@@ -130,13 +143,7 @@ export class MigrationStore {
     if (slots.length === 0) return conflicts;
     for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
       const chunk = slots.slice(start, start + CLAIM_CHUNK);
-      const reply = (await this.redis.eval(
-        CLAIM_SCRIPT,
-        1,
-        this.activeKey(cluster),
-        migrationId,
-        ...chunk,
-      )) as string[];
+      const reply = await this.scripts.slotfleetClaim(this.activeKey(cluster), migrationId, ...chunk);
       for (let i = 0; i < reply.length; i += 2)
         conflicts.push({ slot: Number(reply[i]), migrationId: reply[i + 1]! });
       if (conflicts.length > 0) break;
@@ -229,12 +236,17 @@ export class MigrationStore {
 
   /**
    * Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT).
+   * @param keysMoved keys moved since the last count, added to the record's keysMoved with the step.
    * @returns false when the slot had already ended done or cancelled, so nothing was written.
    */
-  async setSlotStep(id: string, cluster: string, slot: number, step: SlotStep): Promise<boolean> {
-    const written = await this.redis.eval(
-      SET_STEP_SCRIPT,
-      3,
+  async setSlotStep(
+    id: string,
+    cluster: string,
+    slot: number,
+    step: SlotStep,
+    keysMoved = 0,
+  ): Promise<boolean> {
+    const written = await this.scripts.slotfleetSetStep(
       this.key(id, 'slots'),
       this.key(id),
       this.activeKey(cluster),
@@ -242,6 +254,7 @@ export class MigrationStore {
       step,
       new Date().toISOString(),
       id,
+      keysMoved,
     );
     return written === 1;
   }
