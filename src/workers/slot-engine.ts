@@ -116,9 +116,7 @@ export async function driveSlot(
       continue;
     }
     verified = false;
-    if (action.kind === SlotActionKind.AwaitEpoch || action.kind === SlotActionKind.MigrateKeys) {
-      recordInBackground(step);
-    }
+    if (action.kind === SlotActionKind.AwaitEpoch) recordInBackground(step);
     if (action.kind === SlotActionKind.AwaitEpoch) {
       if (Date.now() > epochDeadline) throw new SlotfleetError(ErrorCode.NotConverged, action.reason);
       log.debug({ reason: action.reason }, 'waiting for config epochs');
@@ -137,7 +135,8 @@ export async function driveSlot(
         await adapter.setSlotMigrating(data.source, data.slot, data.target.id);
         break;
       case SlotActionKind.MigrateKeys: {
-        const drained = await drainSlot(data, deps);
+        // Most slots drain in one batch: the step is recorded only if the drain takes longer.
+        const drained = await drainSlot(data, deps, () => recordInBackground(step));
         keysMoved += drained.moved;
         keysToRecord += drained.unrecorded;
         break;
@@ -201,6 +200,7 @@ export async function driveSlot(
 export async function drainSlot(
   data: SlotJobData,
   deps: SlotEngineDeps,
+  onSecondRound?: () => void,
 ): Promise<{ moved: number; unrecorded: number }> {
   const { adapter, store, metrics, settings } = deps;
   const labels = { cluster: data.cluster, source: address(data.source), target: address(data.target) };
@@ -209,6 +209,7 @@ export async function drainSlot(
   metrics.migrateTimeouts.inc(labels, 0);
   let moved = 0;
   for (let round = 0; ; round++) {
+    if (round === 1) onSecondRound?.();
     if (round > 0 && (await deps.isPaused?.())) throw new PauseRequested();
     // The first round of a small slot needs one batch; later rounds send as many as allowed.
     const batches = round === 0 ? 1 : settings.batchesInFlight;

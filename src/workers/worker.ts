@@ -85,7 +85,8 @@ export async function startWorker(
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
   };
   const workerOptions = {
-    connection,
+    // Auto-pipelined: the completions of slots whose last replies arrived together leave in one write.
+    connection: { ...connection, enableAutoPipelining: true },
     prefix: config.queuePrefix,
     concurrency: config.worker.concurrency,
     maxStalledCount: MAX_STALLED_COUNT,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   findNode,
+  indexSlotViews,
   ownerOf,
   parseClusterNodes,
   readSlotView,
@@ -63,6 +64,17 @@ describe('parseClusterNodes', () => {
     expect(findNode(view.nodes, 'cccccccc')?.id).toBe(C);
     expect(findNode(view.nodes, 'ccc')).toBeUndefined();
     expect(findNode(view.nodes, '127.0.0.1:9999')).toBeUndefined();
+  });
+
+  it('indexSlotViews answers exactly what readSlotView answers, for every slot', () => {
+    const index = indexSlotViews(SAMPLE);
+    for (let slot = 0; slot < 16384; slot++) {
+      const { epochs, masters, ...indexed } = index.slotView(slot);
+      const { epochs: scannedEpochs, masters: scannedMasters, ...scanned } = readSlotView(SAMPLE, slot);
+      expect(indexed).toEqual(scanned);
+      expect([...epochs]).toEqual([...scannedEpochs]);
+      expect(masters).toEqual(scannedMasters);
+    }
   });
 
   it('readSlotView agrees with the full parse on every slot', () => {

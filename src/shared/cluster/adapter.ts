@@ -11,11 +11,12 @@ import { snapshotFromViews } from '../domain/plan.js';
 import type { NodeSlotState, SlotObservation } from '../domain/slot-migration.js';
 import {
   type ClusterNode,
+  indexSlotViews,
   NodeRole,
   type NodeView,
   parseClusterNodes,
-  readSlotView,
   type SlotView,
+  type SlotViewIndex,
 } from '../domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -78,6 +79,7 @@ export class ClusterAdapter {
   private readonly openWindows = new Map<string, CommandWindow>();
   /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
   private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
+  private readonly slotIndexes = new Map<string, { text: string; index: SlotViewIndex }>();
   private knownAddresses: Address[] = [];
   private closed = false;
 
@@ -247,7 +249,13 @@ export class ClusterAdapter {
 
   /** One node's opinion of one slot (owner, open state, epochs), read cheaply from CLUSTER NODES. */
   async readSlotView(node: Address, slot: number): Promise<SlotView> {
-    return readSlotView(await this.clusterNodesText(node), slot);
+    const text = await this.clusterNodesText(node);
+    const key = addressKey(node);
+    const indexed = this.slotIndexes.get(key);
+    if (indexed?.text === text) return indexed.index.slotView(slot);
+    const index = indexSlotViews(text);
+    this.slotIndexes.set(key, { text, index });
+    return index.slotView(slot);
   }
 
   async countKeysInSlot(node: Address, slot: number): Promise<number> {
