@@ -161,6 +161,7 @@ function summarize(spec: CaseSpec, results: RunResult[]) {
           keysPerSecond: seconds.median > 0 ? Math.round(keysMoved / seconds.median) : 0,
           keysMoved,
           slotsMoved: ok[0]?.slotsMoved ?? 0,
+          cpuSecondsPerRun: ok.map((result) => result.cpuSeconds ?? {}),
           ...(tool === 'slotfleet'
             ? { workerPeakRssMb: Math.max(0, ...ok.map((result) => result.workerPeakRssMb ?? 0)) }
             : {}),
@@ -276,9 +277,18 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
             pipeline,
           ]
         : ['--cluster', 'rebalance', seed, '--cluster-use-empty-masters', '--cluster-pipeline', pipeline];
+      const groups = { cluster: cluster.nodes.map((node) => node.pid) };
+      const cpuBefore = await cpuByGroup(groups);
       const started = performance.now();
-      await execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024 });
+      const child = execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024 });
+      const cliCpu = cpuOfChildUntilExit(child.child.pid!);
+      await child;
       seconds = (performance.now() - started) / 1000;
+      const cpuAfter = await cpuByGroup(groups);
+      cpuSeconds = {
+        cluster: round(cpuAfter.cluster! - cpuBefore.cluster!),
+        'redis-cli': round(await cliCpu),
+      };
       slotsMoved = spec.hot ? 1 : 4096;
       keysMoved = (await keysOnTarget()) - keysBefore;
     }
@@ -455,6 +465,21 @@ async function cpuByGroup(groups: Record<string, number[]>): Promise<Record<stri
   );
   const own = process.cpuUsage();
   return { ...Object.fromEntries(entries), api: (own.user + own.system) / 1e6 };
+}
+
+/** The CPU seconds of a child process, last read just before it exits (polled every 50 ms). */
+async function cpuOfChildUntilExit(pid: number): Promise<number> {
+  let last = 0;
+  for (;;) {
+    const seconds = await cpuSecondsOf(pid);
+    const alive = await readFile(`/proc/${pid}/stat`, 'utf8').then(
+      (stat) => !/\) [ZX] /.test(stat),
+      () => false,
+    );
+    if (!alive) return last;
+    last = seconds;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 async function cpuSecondsOf(pid: number): Promise<number> {

@@ -3,7 +3,7 @@
  * connections (so concurrent slots' commands to a node are pipelined), plus /metrics.
  */
 import { createServer, type Server } from 'node:http';
-import { Queue, Worker } from 'bullmq';
+import { type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
@@ -75,10 +75,7 @@ export async function startWorker(
     adapterFor: (cluster) => clusters.get(cluster),
     store,
     controlOf,
-    enqueueFinalize: async (data) => {
-      const job = finalizeJob(data, config.jobs);
-      await finalizeQueue.add(job.name, job.data, job.opts);
-    },
+    enqueueFinalize: batchedAdder(finalizeQueue, (data) => finalizeJob(data, config.jobs)),
     metrics,
     settings: config.worker,
     log,
@@ -128,6 +125,49 @@ export async function startWorker(
       return closing;
     },
   };
+}
+
+/** How long a finalize job waits for others to be added with it (see batchedAdder). */
+const ADD_WINDOW_MS = 2;
+/** Jobs per addBulk: one MULTI in the control Redis. */
+const ADD_BATCH_MAX = 200;
+
+/**
+ * queue.add, batched: jobs asked for within ADD_WINDOW_MS leave in one addBulk. Queue.add costs a
+ * worker about 0.3 ms of CPU per job (profiled), addBulk a fraction of that per job, and drained
+ * slots come in bursts. Each caller still gets its own promise: a migrate job completes only once its
+ * finalizer was added.
+ */
+function batchedAdder(
+  queue: Queue<SlotJobData>,
+  jobFor: (data: SlotJobData) => { name: string; data: SlotJobData; opts: JobsOptions },
+): (data: SlotJobData) => Promise<void> {
+  let pending: {
+    job: ReturnType<typeof jobFor>;
+    settle: { resolve(): void; reject(error: unknown): void };
+  }[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    const batch = pending;
+    pending = [];
+    queue.addBulk(batch.map((entry) => entry.job)).then(
+      () => {
+        for (const entry of batch) entry.settle.resolve();
+      },
+      (error: unknown) => {
+        for (const entry of batch) entry.settle.reject(error);
+      },
+    );
+  };
+  return (data) =>
+    new Promise<void>((resolve, reject) => {
+      pending.push({ job: jobFor(data), settle: { resolve, reject } });
+      if (pending.length >= ADD_BATCH_MAX) {
+        clearTimeout(timer);
+        flush();
+      } else timer ??= setTimeout(flush, ADD_WINDOW_MS);
+    });
 }
 
 /**
