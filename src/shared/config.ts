@@ -38,6 +38,12 @@ export interface Config {
     readonly batchKeys: number;
     /** MIGRATE commands of one slot in flight at once on the source's connection. @defaultValue 4 */
     readonly batchesInFlight: number;
+    /**
+     * Bytes per MIGRATE (MEMORY USAGE of its keys): the source is blocked while one runs. A key
+     * larger than this moves alone, with a timeout scaled to its size. 0: no byte limit.
+     * @defaultValue 4194304
+     */
+    readonly batchBytes: number;
     /** MIGRATE's I/O timeout towards the target. @defaultValue 10000 */
     readonly migrateTimeoutMs: number;
     /** Port of the worker's /metrics endpoint. @defaultValue 9464 */
@@ -63,6 +69,7 @@ export const DEFAULTS = {
   workerConcurrency: 16,
   batchKeys: 1000,
   batchesInFlight: 4,
+  batchBytes: 4 * 1024 * 1024,
   migrateTimeoutMs: 10_000,
   metricsPort: 9464,
   jobAttempts: 8,
@@ -84,6 +91,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_WORKER_CONCURRENCY: `slot jobs per worker process (default ${DEFAULTS.workerConcurrency})`,
   SLOTFLEET_BATCH_KEYS: `keys per MIGRATE (default ${DEFAULTS.batchKeys})`,
   SLOTFLEET_BATCHES_IN_FLIGHT: `MIGRATE batches of one slot in flight (default ${DEFAULTS.batchesInFlight})`,
+  SLOTFLEET_BATCH_BYTES: `bytes per MIGRATE, 0 for no limit (default ${DEFAULTS.batchBytes})`,
   SLOTFLEET_MIGRATE_TIMEOUT_MS: `MIGRATE I/O timeout (default ${DEFAULTS.migrateTimeoutMs})`,
   SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
@@ -135,8 +143,10 @@ export function loadConfig(env: Environment): Config {
     },
     worker: {
       concurrency: integer(env, 'SLOTFLEET_WORKER_CONCURRENCY', DEFAULTS.workerConcurrency, 1, 1024),
-      batchKeys: integer(env, 'SLOTFLEET_BATCH_KEYS', DEFAULTS.batchKeys, 1, 100_000),
+      // At most 5000: a batch is chosen by a script on the source, and Lua's unpack() is bounded.
+      batchKeys: integer(env, 'SLOTFLEET_BATCH_KEYS', DEFAULTS.batchKeys, 1, 5_000),
       batchesInFlight: integer(env, 'SLOTFLEET_BATCHES_IN_FLIGHT', DEFAULTS.batchesInFlight, 1, 64),
+      batchBytes: integer(env, 'SLOTFLEET_BATCH_BYTES', DEFAULTS.batchBytes, 0, 1024 * 1024 * 1024),
       migrateTimeoutMs: integer(
         env,
         'SLOTFLEET_MIGRATE_TIMEOUT_MS',

@@ -24,7 +24,18 @@ import type { SlotJobData } from '../shared/queue/names.js';
 export interface SlotEngineSettings {
   readonly batchKeys: number;
   readonly batchesInFlight: number;
+  /** Bytes per MIGRATE; 0: no limit. */
+  readonly batchBytes: number;
   readonly migrateTimeoutMs: number;
+}
+
+/**
+ * A key bigger than the byte budget moves alone, with MIGRATE's timeout stretched by its size: the
+ * target must read and RESTORE it before it answers. Assumes no less than 8 MB/s.
+ */
+export function bigKeyTimeoutMs(baseTimeoutMs: number, bytes: number): number {
+  const BYTES_PER_MS = 8 * 1024;
+  return baseTimeoutMs + Math.ceil(bytes / BYTES_PER_MS);
 }
 
 export interface SlotEngineDeps {
@@ -217,9 +228,13 @@ export async function drainSlot(
       Array.from({ length: batches }, async () => {
         const stopTimer = metrics.migrateBatchDuration.startTimer({ cluster: data.cluster });
         try {
-          return await adapter.migrateNextBatch(data.source, data.target, data.slot, settings.batchKeys, {
-            timeoutMs: settings.migrateTimeoutMs,
-          });
+          return await adapter.migrateNextBatch(
+            data.source,
+            data.target,
+            data.slot,
+            { maxKeys: settings.batchKeys, maxBytes: settings.batchBytes },
+            { timeoutMs: settings.migrateTimeoutMs },
+          );
         } finally {
           stopTimer();
         }
@@ -227,17 +242,35 @@ export async function drainSlot(
     );
     let roundMoved = 0;
     let emptied = false;
+    let bigKey: { name: Buffer; bytes: number } | undefined;
     let firstError: unknown;
     for (const result of results) {
       if (result.status === 'fulfilled') {
         roundMoved += result.value.moved;
-        if (result.value.keys < result.value.asked) emptied = true;
+        if (!result.value.more) emptied = true;
+        bigKey ??= result.value.bigKey;
       } else {
         firstError ??= result.reason;
         if (result.reason instanceof SlotfleetError && result.reason.code === ErrorCode.IoError) {
           metrics.migrateTimeouts.inc(labels);
         }
       }
+    }
+    if (bigKey && firstError === undefined) {
+      // Every batch behind it stopped at it too: it goes alone, then the drain goes on.
+      const timeoutMs = bigKeyTimeoutMs(settings.migrateTimeoutMs, bigKey.bytes);
+      deps.log.info(
+        { bytes: bigKey.bytes, timeoutMs },
+        'moving a key bigger than the batch byte budget alone',
+      );
+      try {
+        roundMoved += await adapter.migrate(data.source, data.target, [bigKey.name], { timeoutMs });
+      } catch (error) {
+        firstError = error;
+        if (error instanceof SlotfleetError && error.code === ErrorCode.IoError)
+          metrics.migrateTimeouts.inc(labels);
+      }
+      emptied = false;
     }
     moved += roundMoved;
     if (roundMoved > 0) metrics.keysMigrated.inc(labels, roundMoved);

@@ -23,11 +23,11 @@ class CrashingAdapter extends ClusterAdapter {
     source: NodeRef,
     target: NodeRef,
     slot: number,
-    count: number,
+    limits: { maxKeys: number; maxBytes: number },
     options: MigrateOptions,
   ) {
     if (this.migrateCallsLeft-- <= 0) throw new Crash('worker died between two MIGRATE batches');
-    return super.migrateNextBatch(source, target, slot, count, options);
+    return super.migrateNextBatch(source, target, slot, limits, options);
   }
 }
 
@@ -56,7 +56,7 @@ describe('interrupting a slot migration', () => {
       store,
       metrics: createMetrics({ defaultMetrics: false }),
       // Small batches, one in flight: draining takes several rounds, so there is a "between".
-      settings: { batchKeys: 7, batchesInFlight: 1, migrateTimeoutMs: 5_000 },
+      settings: { batchKeys: 7, batchesInFlight: 1, batchBytes: 0, migrateTimeoutMs: 5_000 },
       log: stack.log,
       ...(beforeAction ? { beforeAction } : {}),
     };

@@ -42,20 +42,44 @@ export interface MigrateOptions {
 /**
  * Runs on the source: the next keys of the slot (GETKEYSINSLOT) go to the target in one MIGRATE,
  * without their names making a round trip through the worker. A script is atomic, so no key can be
- * created or removed between the two calls. Replies {keys found, 1} or {keys found, 0} when MIGRATE
- * found none of them (+NOKEY: they had expired).
- *   ARGV: slot, count, then MIGRATE's arguments up to KEYS.
+ * created or removed between the calls. With a byte budget, keys are taken while the sum of their
+ * MEMORY USAGE fits (about 0.5 us a key); a key bigger than the budget is not migrated here (a long
+ * script would make every other client of the source get BUSY) but named, to move alone.
+ *   ARGV: slot, count, byte budget (0: none), then MIGRATE's arguments up to KEYS.
+ *   Reply: {keys in the batch, 1 if MIGRATE sent them (0: +NOKEY, they had expired), 1 if the slot
+ *          may hold more keys, [name of a key bigger than the budget, its bytes]}
  */
 const MIGRATE_BATCH_SCRIPT = `
 local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], ARGV[2])
-if #keys == 0 then return {0, 0} end
+if #keys == 0 then return {0, 0, 0} end
+local more = 0
+if #keys == tonumber(ARGV[2]) then more = 1 end
+local budget = tonumber(ARGV[3])
+local batch = keys
+if budget > 0 then
+  batch = {}
+  local bytes = 0
+  for i = 1, #keys do
+    local size = redis.call('MEMORY', 'USAGE', keys[i])
+    if size then
+      if size > budget and #batch == 0 then return {0, 0, 1, keys[i], size} end
+      if bytes + size > budget then
+        more = 1
+        break
+      end
+      bytes = bytes + size
+      batch[#batch + 1] = keys[i]
+    end
+  end
+  if #batch == 0 then return {0, 0, more} end
+end
 local args = {}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'KEYS'
-for i = 1, #keys do args[#args + 1] = keys[i] end
+for i = 1, #batch do args[#args + 1] = batch[i] end
 local reply = redis.call('MIGRATE', unpack(args))
-if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#keys, 0} end
-return {#keys, 1}`;
+if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#batch, 0, more} end
+return {#batch, 1, more}`;
 
 /** Lua's unpack() is bounded by the C stack (LUAI_MAXCSTACK 8000): keys per script call stay below. */
 export const MAX_SCRIPT_BATCH_KEYS = 5_000;
@@ -70,7 +94,18 @@ interface CommandWindow {
 }
 
 interface ScriptCommands {
-  slotfleetMigrateBatch(...args: (string | number)[]): Promise<[number, number]>;
+  slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
+}
+
+export interface MigrateBatchResult {
+  /** Keys in the batch (0 with more = false: the slot is empty on the source). */
+  readonly keys: number;
+  /** Keys MIGRATE sent: 0 when every one had expired meanwhile (+NOKEY). */
+  readonly moved: number;
+  /** The slot may hold more keys on the source. */
+  readonly more: boolean;
+  /** The next key is bigger than the byte budget: nothing was sent; move it alone. */
+  readonly bigKey?: { readonly name: Buffer; readonly bytes: number };
 }
 
 export class ClusterAdapter {
@@ -332,27 +367,32 @@ export class ClusterAdapter {
   }
 
   /**
-   * Moves up to `count` keys of the slot from the source to the target, deciding which on the source
+   * Moves the next batch of the slot's keys from the source to the target, chosen on the source
    * itself (MIGRATE_BATCH_SCRIPT). The source blocks for the MIGRATE as it would for a plain one.
-   * @returns keys: how many the source found to send (fewer than asked: the slot is now empty
-   * there); moved: how many of them MIGRATE sent (0 when every one had expired meanwhile).
    */
   async migrateNextBatch(
     source: Address,
     target: Address,
     slot: number,
-    count: number,
+    limits: { readonly maxKeys: number; readonly maxBytes: number },
     options: MigrateOptions,
-  ): Promise<{ keys: number; moved: number; asked: number }> {
-    const keys = Math.min(count, MAX_SCRIPT_BATCH_KEYS);
-    const args = [slot, keys, ...this.migrateArguments(target, options)];
-    const [found, sent] = await this.run(
+  ): Promise<MigrateBatchResult> {
+    const keys = Math.min(limits.maxKeys, MAX_SCRIPT_BATCH_KEYS);
+    const args = [slot, keys, limits.maxBytes, ...this.migrateArguments(target, options)];
+    const reply = await this.run(
       source,
       `MIGRATE of up to ${keys} keys of slot ${slot} to ${target.host}:${target.port}`,
-      (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatch(...args),
+      // The Buffer variant: a key named in the reply must come back byte for byte.
+      (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
       options.timeoutMs + this.options.commandTimeoutMs,
     );
-    return { keys: Number(found), moved: Number(sent) === 1 ? Number(found) : 0, asked: keys };
+    const [count, sent, more, bigKey, bigKeyBytes] = reply;
+    return {
+      keys: Number(count),
+      moved: Number(sent) === 1 ? Number(count) : 0,
+      more: Number(more) === 1,
+      ...(bigKey !== undefined ? { bigKey: { name: bigKey as Buffer, bytes: Number(bigKeyBytes) } } : {}),
+    };
   }
 
   /** MIGRATE's arguments before KEYS: host port "" 0 timeout [REPLACE] [AUTH pass | AUTH2 user pass]. */
