@@ -10,14 +10,24 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Queue } from 'bullmq';
-import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
 import type { Config } from '../shared/config.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { ApiMetrics } from './api-metrics.js';
-import { ErrorResponse, statusForCode } from './http-errors.js';
+import {
+  CONTROL_STORE_RETRY_AFTER_SECONDS,
+  controlStoreError,
+  ErrorResponse,
+  statusForCode,
+} from './http-errors.js';
 import { registerClusterRoutes } from './routes/clusters.js';
 import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
 import { registerStatusPage } from './routes/status-page.js';
@@ -68,17 +78,10 @@ export function buildApp(deps: AppDeps) {
   app.register(swaggerUi, { routePrefix: '/docs' });
 
   app.setErrorHandler((error: FastifyError | SlotfleetError, request, reply) => {
-    if (error instanceof SlotfleetError) {
-      const statusCode = statusForCode(error.code);
-      if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
-      return reply.status(statusCode).send({
-        statusCode,
-        error: reasonPhrase(statusCode),
-        code: error.code,
-        message: error.message,
-        ...(error.details ? { details: error.details } : {}),
-      });
-    }
+    if (error instanceof SlotfleetError) return sendSlotfleetError(error, request, reply);
+    // Routes let the control Redis' errors through as ioredis/BullMQ raise them; they become 503 here.
+    const unavailable = controlStoreError(error, deps.config.control);
+    if (unavailable) return sendSlotfleetError(unavailable, request, reply);
     if (error.validation) {
       return reply.status(400).send({
         statusCode: 400,
@@ -126,7 +129,10 @@ export function buildApp(deps: AppDeps) {
       },
       async (_request, reply) => {
         const checks: Record<string, string> = {};
-        const probes: [string, Promise<void>][] = [['control', deps.pingControl()]];
+        const control = deps.pingControl().catch((error: unknown) => {
+          throw controlStoreError(error, deps.config.control) ?? error;
+        });
+        const probes: [string, Promise<void>][] = [['control', control]];
         for (const name of Object.keys(deps.config.clusters)) {
           const adapter = deps.adapterFor(name);
           if (adapter) probes.push([`cluster:${name}`, adapter.ping()]);
@@ -135,7 +141,7 @@ export function buildApp(deps: AppDeps) {
           probes.map(async ([name, probe]) => {
             checks[name] = await probe.then(
               () => 'ok',
-              (error: Error) => error.message.slice(0, 200),
+              (error: Error) => error.message.slice(0, 300),
             );
           }),
         );
@@ -186,6 +192,22 @@ export function buildApp(deps: AppDeps) {
     await v1.register(board.registerPlugin(), { prefix: QUEUE_UI_PATH });
   });
   return app;
+}
+
+function sendSlotfleetError(error: SlotfleetError, request: FastifyRequest, reply: FastifyReply) {
+  const statusCode = statusForCode(error.code);
+  if (error.code === ErrorCode.ControlStore) {
+    // Expected while the control Redis is away, and its connection logs why: no stack per request.
+    request.log.warn({ code: error.code, err: error.message }, 'request failed');
+    reply.header('retry-after', String(CONTROL_STORE_RETRY_AFTER_SECONDS));
+  } else if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
+  return reply.status(statusCode).send({
+    statusCode,
+    error: reasonPhrase(statusCode),
+    code: error.code,
+    message: error.message,
+    ...(error.details ? { details: error.details } : {}),
+  });
 }
 
 function reasonPhrase(statusCode: number): string {

@@ -1,6 +1,8 @@
 /** slotfleet error codes to HTTP statuses: every error a client can cause is a 4xx naming the problem. */
 import { type TSchema, Type } from '@fastify/type-provider-typebox';
-import { ErrorCode } from '../shared/errors.js';
+import type { RedisEndpoint } from '../shared/config.js';
+import { ErrorCode, SlotfleetError } from '../shared/errors.js';
+import { controlUnavailableReason } from '../shared/queue/connections.js';
 
 export const ErrorResponse = Type.Object(
   {
@@ -40,6 +42,29 @@ export function statusForCode(code: string): number {
     default:
       return 500;
   }
+}
+
+/** Seconds a client is told to wait (Retry-After) when the control Redis is unavailable. */
+export const CONTROL_STORE_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * A failure of the control Redis as 503 CONTROL_STORE, naming its address (never its credentials),
+ * or undefined when `error` is something else. The API's error handler and /readyz both use it, so
+ * a dead control Redis reads the same everywhere.
+ */
+export function controlStoreError(
+  error: unknown,
+  control: Pick<RedisEndpoint, 'host' | 'port'>,
+): SlotfleetError | undefined {
+  const reason = controlUnavailableReason(error);
+  if (reason === undefined) return undefined;
+  const host = control.host.includes(':') ? `[${control.host}]` : control.host;
+  return new SlotfleetError(
+    ErrorCode.ControlStore,
+    `control Redis at ${host}:${control.port} ${reason}; routes that need it answer 503 until it is back ` +
+      '(SLOTFLEET_CONTROL_URL); workers wait for it and carry on',
+    { cause: error },
+  );
 }
 
 /** The responses every route can give besides its own, for the OpenAPI document. */

@@ -5,10 +5,14 @@ export interface ControlRedisOptions {
 }
 
 /**
- * The standalone Redis that holds BullMQ queues. AOF is on so an outage test can kill it
- * and `restart()` it without losing jobs, as a production control Redis would. The default
- * `appendfsync everysec` is enough: Redis writes the AOF before it replies and only defers the
- * fsync, so a SIGKILL (unlike a power cut) loses no acknowledged write.
+ * The standalone Redis that holds BullMQ queues and migration records. AOF is on so an outage test
+ * can kill() it and restart() it on the same port and directory with its data, as a production
+ * control Redis would come back. `appendfsync everysec` (the default, kept for the benchmark's sake):
+ * Redis write()s the AOF before it replies and only defers the fsync, so a SIGKILL loses no
+ * acknowledged write, except when a background fsync stalls (slow disk): Redis then holds writes
+ * back for up to 2 s while still replying, and a crash loses them. test/integration/control-outage
+ * shows the fleet converges even then; `appendfsync always` would close the gap at an fsync per
+ * event-loop turn.
  */
 export function startControlRedis(options: ControlRedisOptions = {}): Promise<RedisProcess> {
   return RedisProcess.start({ appendonly: true, password: options.password });

@@ -214,7 +214,11 @@ export class RedisProcess {
     this.paused = false;
   }
 
-  /** Starts again with the same port, dir and config (data comes back only from AOF or nodes.conf). */
+  /**
+   * Starts again with the same port, dir and config, after stop() or kill() too (a running server is
+   * stopped first). Data comes back only from AOF or nodes.conf; resolves once PING answers, that is
+   * after the AOF is loaded.
+   */
   async restart(): Promise<void> {
     await this.stop();
     try {

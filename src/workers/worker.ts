@@ -12,7 +12,11 @@ import { SlotPhase } from '../shared/domain/slot-migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
-import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
+import {
+  ConnectionRole,
+  controlConnectionOptions,
+  controlUnavailableReason,
+} from '../shared/queue/connections.js';
 import { finalizeJob } from '../shared/queue/jobs.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName, type SlotJobData } from '../shared/queue/names.js';
@@ -52,7 +56,12 @@ export async function startWorker(
   const connection = controlConnectionOptions(config.control, ConnectionRole.Worker);
   // Auto-pipelined: the step and counter writes of dozens of concurrent slots leave in one write.
   const control = new Redis({ ...connection, enableAutoPipelining: true });
-  control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
+  const outage = watchControlConnection(control, config, log);
+  // BullMQ's own connections fail alongside ours: one line per reconnect attempt says nothing new.
+  const logError = (message: string, fields: object) => (error: Error) => {
+    if (outage.isOngoing() && controlUnavailableReason(error) !== undefined) return;
+    log.warn({ ...fields, err: error.message }, message);
+  };
   const clusters = new ClusterRegistry(config, log);
   const store = new MigrationStore(control, config.queuePrefix);
   // Slot jobs ask for their migration's control between batches: one read per migration per
@@ -70,7 +79,7 @@ export async function startWorker(
     connection,
     prefix: config.queuePrefix,
   });
-  finalizeQueue.on('error', (error) => log.warn({ err: error.message }, 'control Redis (finalize queue)'));
+  finalizeQueue.on('error', logError('control Redis (finalize queue)', {}));
   const deps: ProcessorDeps = {
     adapterFor: (cluster) => clusters.get(cluster),
     store,
@@ -101,7 +110,7 @@ export async function startWorker(
     ),
   ];
   for (const worker of workers) {
-    worker.on('error', (error) => log.warn({ queue: worker.name, err: error.message }, 'worker error'));
+    worker.on('error', logError('worker error', { queue: worker.name }));
   }
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
 
@@ -168,6 +177,41 @@ function batchedAdder(
         flush();
       } else timer ??= setTimeout(flush, ADD_WINDOW_MS);
     });
+}
+
+/**
+ * Says once when the control Redis goes away and once when it is back, instead of one line per
+ * reconnect attempt. Nothing else is needed: worker connections have maxRetriesPerRequest: null and
+ * an offline queue, so every command (step writes, lock renewals, job completions) waits for the
+ * reconnect, and slot jobs in flight stop between two batches, their slot open but safe.
+ */
+function watchControlConnection(control: Redis, config: Config, log: Logger): { isOngoing(): boolean } {
+  const address = `${config.control.host}:${config.control.port}`;
+  let lostAt: number | undefined;
+  let lastError: string | undefined;
+  control.on('error', (error) => {
+    if (lostAt === undefined) log.warn({ err: error.message }, 'control Redis connection');
+    lastError = error.message;
+  });
+  // 'reconnecting', unlike 'close', is not emitted by our own quit() at shutdown.
+  control.on('reconnecting', () => {
+    if (lostAt !== undefined) return;
+    lostAt = Date.now();
+    log.warn(
+      { control: address },
+      'control Redis unreachable: slot jobs wait for it, their slots open but safe; reconnecting',
+    );
+  });
+  control.on('ready', () => {
+    if (lostAt === undefined) return;
+    log.info(
+      { control: address, outageMs: Date.now() - lostAt, lastError },
+      'control Redis reachable again: slot jobs carry on',
+    );
+    lostAt = undefined;
+    lastError = undefined;
+  });
+  return { isOngoing: () => lostAt !== undefined };
 }
 
 /**

@@ -21,6 +21,8 @@ export interface StackOptions {
   readonly workers?: number;
   readonly env?: Record<string, string>;
   readonly workerOptions?: WorkerOptions;
+  /** requirepass of the control Redis. @defaultValue none */
+  readonly controlPassword?: string;
 }
 
 export interface Stack {
@@ -41,7 +43,9 @@ export interface Stack {
 let prefixCounter = 0;
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const control = await startControlRedis();
+  const control = await startControlRedis(
+    options.controlPassword === undefined ? {} : { password: options.controlPassword },
+  );
   const cluster = await SandboxCluster.start({
     masters: options.masters ?? 3,
     replicasPerMaster: options.replicasPerMaster ?? 1,
@@ -68,7 +72,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const workers: WorkerHandle[] = [];
   const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map(
     (name) =>
-      new Queue(name, { connection: { host: control.host, port: control.port }, prefix: config.queuePrefix }),
+      new Queue(name, {
+        connection: { host: control.host, port: control.port, password: control.password },
+        prefix: config.queuePrefix,
+      }),
   );
   const start = async (workerOptions?: WorkerOptions) => {
     const worker = await startWorker(config, log, { serveMetrics: false, ...workerOptions });
