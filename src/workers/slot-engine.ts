@@ -70,19 +70,56 @@ const EPOCH_WAIT_MS = 5_000;
 const EPOCH_POLL_MS = 50;
 
 export async function driveSlot(
-  data: SlotJobData,
+  planned: SlotJobData,
   phase: SlotPhase,
   deps: SlotEngineDeps,
 ): Promise<SlotRunResult> {
   const { adapter, store, log } = deps;
+  // The source and target as they are now: a failover replaces one by its promoted replica.
+  let data = planned;
+  const replaced: string[] = [];
+  /**
+   * A fresh observation, after adopting the successor of a source or target that failed over: the
+   * node at the planned address answers as a replica of a master that the cluster knows, so that
+   * master holds the slot's keys (replicated) and continues the migration. The state machine then
+   * sets IMPORTING / MIGRATING again, naming the successor (Redis keeps neither across a failover).
+   */
+  const observe = async (options: { includeOthers: boolean }): Promise<SlotObservation> => {
+    for (let adoptions = 0; ; adoptions++) {
+      const observed = await adapter.observeSlot(data.slot, data.source, data.target, options);
+      const stale = !observed.source.isMaster ? 'source' : !observed.target.isMaster ? 'target' : undefined;
+      if (stale === undefined || adoptions >= 2) return { ...observed, replaced };
+      const successorId = observed[stale].masterId;
+      const successor = observed.others.find((other) => other.nodeId === successorId);
+      if (!successor) {
+        // A replica whose master is not (yet) a healthy master in the source's view: gossip has not
+        // settled since the failover. Retryable; the next attempt looks again.
+        throw new SlotfleetError(
+          ErrorCode.NotConverged,
+          `the ${stale} of slot ${data.slot} (${data[stale].host}:${data[stale].port}) is now a replica of ` +
+            `${successorId ?? 'no master'}, which the cluster does not list as a master yet`,
+        );
+      }
+      log.warn(
+        {
+          role: stale,
+          from: `${data[stale].host}:${data[stale].port}`,
+          to: `${successor.host}:${successor.port}`,
+        },
+        'failed over: continuing with its promoted replica',
+      );
+      replaced.push(data[stale].id);
+      data = { ...data, [stale]: { id: successor.nodeId, host: successor.host, port: successor.port } };
+    }
+  };
   // The other masters' opinions are read only to verify the end: before that, the finalizer sends
   // them SETSLOT NODE unconditionally (idempotent), which is cheaper than asking each first.
   const includeOthers = false;
-  let observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+  let observation = await observe({ includeOthers });
   if (phase === SlotPhase.Finalize && observation.target.owner === data.target.id) {
     // A re-run of a slot the target already owns: ask the others instead of assigning blindly, so
     // that re-running a finished slot sends no command at all.
-    observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers: true });
+    observation = await observe({ includeOthers: true });
   }
   // True while `observation` came from the cluster rather than from our predictions.
   let fresh = true;
@@ -121,19 +158,19 @@ export async function driveSlot(
         await record(step);
         return { keysMoved, step };
       }
-      observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers: true });
+      observation = await observe({ includeOthers: true });
       fresh = true;
       verified = true;
       continue;
     }
     verified = false;
-    if (action.kind === SlotActionKind.AwaitEpoch) recordInBackground(step);
-    if (action.kind === SlotActionKind.AwaitEpoch) {
+    if (action.kind === SlotActionKind.AwaitEpoch || action.kind === SlotActionKind.AwaitOwner) {
+      recordInBackground(step);
       if (Date.now() > epochDeadline) throw new SlotfleetError(ErrorCode.NotConverged, action.reason);
-      log.debug({ reason: action.reason }, 'waiting for config epochs');
+      log.debug({ reason: action.reason }, 'waiting for the cluster to agree');
       await new Promise((resolve) => setTimeout(resolve, EPOCH_POLL_MS));
       performed--;
-      observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+      observation = await observe({ includeOthers });
       fresh = true;
       continue;
     }
@@ -145,6 +182,10 @@ export async function driveSlot(
       case SlotActionKind.SetMigrating:
         await adapter.setSlotMigrating(data.source, data.slot, data.target.id);
         break;
+      case SlotActionKind.ResetImport:
+        log.warn('closing an IMPORTING that names a failed-over source, to import from its successor');
+        await adapter.setSlotStable(data.target, data.slot);
+        break;
       case SlotActionKind.MigrateKeys: {
         // Most slots drain in one batch: the step is recorded only if the drain takes longer.
         const drained = await drainSlot(data, deps, () => recordInBackground(step));
@@ -155,7 +196,7 @@ export async function driveSlot(
       case SlotActionKind.AssignTarget: {
         // The one irreversible step: only from a fresh observation, never from a prediction.
         if (!fresh) {
-          observation = await adapter.observeSlot(data.slot, data.source, data.target, { includeOthers });
+          observation = await observe({ includeOthers });
           fresh = true;
           continue;
         }

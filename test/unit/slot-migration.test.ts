@@ -16,13 +16,30 @@ function observe(partial: {
   target?: Partial<SlotObservation['target']>;
   others?: SlotObservation['others'];
   epochs?: SlotObservation['epochs'];
+  replaced?: string[];
 }): SlotObservation {
   return {
     slot: 42,
     sourceId: S,
     targetId: T,
-    source: { owner: S, importingFrom: null, migratingTo: null, keys: 10, isMaster: true, ...partial.source },
-    target: { owner: S, importingFrom: null, migratingTo: null, ...partial.target },
+    source: {
+      owner: S,
+      importingFrom: null,
+      migratingTo: null,
+      keys: 10,
+      isMaster: true,
+      masterId: null,
+      ...partial.source,
+    },
+    target: {
+      owner: S,
+      importingFrom: null,
+      migratingTo: null,
+      isMaster: true,
+      masterId: null,
+      ...partial.target,
+    },
+    ...(partial.replaced ? { replaced: partial.replaced } : {}),
     epochs: partial.epochs ?? { source: 1, target: 2, sourceSeenByTarget: 1 },
     others: partial.others ?? [{ nodeId: O, host: '127.0.0.1', port: 7002, owner: S }],
   };
@@ -48,6 +65,50 @@ describe('nextSlotAction', () => {
       observe({ target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } }),
       SlotPhase.Migrate,
       'drained',
+    ],
+    [
+      'after a source failover: the stale IMPORTING is closed first',
+      observe({
+        target: { importingFrom: 'old-source' },
+        source: { migratingTo: null },
+        replaced: ['old-source'],
+      }),
+      SlotPhase.Migrate,
+      'reset-import',
+    ],
+    [
+      'then the target waits until it sees the successor as owner',
+      observe({ target: { owner: null }, replaced: ['old-source'] }),
+      SlotPhase.Migrate,
+      'await-owner',
+    ],
+    [
+      'and imports from it once it does',
+      observe({ replaced: ['old-source'] }),
+      SlotPhase.Migrate,
+      'set-importing',
+    ],
+    [
+      'after a target failover: the source migrates to the successor again',
+      observe({
+        target: { importingFrom: S },
+        source: { migratingTo: 'old-target' },
+        replaced: ['old-target'],
+      }),
+      SlotPhase.Migrate,
+      'set-migrating',
+    ],
+    [
+      'importing from a node that was not replaced is still a conflict',
+      observe({ target: { importingFrom: 'stranger' }, replaced: ['old-source'] }),
+      SlotPhase.Migrate,
+      'fail',
+    ],
+    [
+      'a target that became a replica (no successor adopted) is not used',
+      observe({ target: { isMaster: false, masterId: 'x' } }),
+      SlotPhase.Migrate,
+      'fail',
     ],
     [
       'drained: the finalizer assigns the target',

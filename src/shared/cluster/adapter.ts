@@ -271,8 +271,13 @@ export class ClusterAdapter {
         ...slotStateIn(sourceView, source.id),
         keys: sourceKeys,
         isMaster: sourceView.myselfIsMaster,
+        masterId: sourceView.myselfMasterId,
       },
-      target: slotStateIn(targetView, target.id),
+      target: {
+        ...slotStateIn(targetView, target.id),
+        isMaster: targetView.myselfIsMaster,
+        masterId: targetView.myselfMasterId,
+      },
       epochs: {
         source: sourceView.myselfEpoch,
         target: targetView.myselfEpoch,

@@ -54,8 +54,14 @@ export interface SlotObservation {
    * isMaster: false once the source turned into a replica. Redis makes a master that loses its last
    * slot by gossip a replica of the new owner; its keys are then the new owner's, replicated.
    */
-  readonly source: NodeSlotState & { readonly keys: number; readonly isMaster: boolean };
-  readonly target: NodeSlotState;
+  readonly source: NodeSlotState & { readonly keys: number } & NodeRole;
+  readonly target: NodeSlotState & NodeRole;
+  /**
+   * Nodes this slot's migration used before a failover replaced them (see the engine's adoption of
+   * the promoted replica): an IMPORTING or MIGRATING state naming one of them is stale, and is set
+   * again naming its successor instead of being reported as a conflict.
+   */
+  readonly replaced?: readonly string[];
   /** Config epochs: each node's own, and the source's as the target last heard it. */
   readonly epochs: {
     readonly source: number;
@@ -71,6 +77,12 @@ export interface SlotObservation {
   }[];
 }
 
+/** Whether the node still is a master, and if not, which master it follows now. */
+export interface NodeRole {
+  readonly isMaster: boolean;
+  readonly masterId: string | null;
+}
+
 export interface NodeSlotState {
   readonly owner: string | null;
   readonly importingFrom: string | null;
@@ -79,6 +91,8 @@ export interface NodeSlotState {
 
 export const SlotActionKind = {
   SetImporting: 'set-importing',
+  ResetImport: 'reset-import',
+  AwaitOwner: 'await-owner',
   AwaitEpoch: 'await-epoch',
   SetMigrating: 'set-migrating',
   MigrateKeys: 'migrate-keys',
@@ -93,6 +107,8 @@ export const SlotActionKind = {
 export type SlotAction =
   | { readonly kind: typeof SlotActionKind.SetImporting }
   | { readonly kind: typeof SlotActionKind.SetMigrating }
+  | { readonly kind: typeof SlotActionKind.ResetImport }
+  | { readonly kind: typeof SlotActionKind.AwaitOwner; readonly reason: string }
   | { readonly kind: typeof SlotActionKind.AwaitEpoch; readonly reason: string }
   | { readonly kind: typeof SlotActionKind.MigrateKeys }
   | { readonly kind: typeof SlotActionKind.Drained }
@@ -139,22 +155,46 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
         `target sees ${target.owner ?? 'none'}): the cluster changed since the plan; re-plan or run fix`,
     );
   }
-  if (target.importingFrom !== null && target.importingFrom !== sourceId) {
+  if (!target.isMaster) {
+    return fail(
+      ErrorCode.OwnerChanged,
+      `target ${targetId} of slot ${slot} is no longer a master (failed over or demoted): re-plan, or run fix`,
+    );
+  }
+  // An open state naming a node a failover replaced is stale. A stale IMPORTING is closed first:
+  // when the old source turned replica, the target dropped its slots, and while it imports it ignores
+  // the successor's claim (cluster.c clusterUpdateSlotsConfigWith), so it would answer the
+  // successor's RESTORE-ASKING with CLUSTERDOWN. Once it sees the successor as owner, it imports
+  // again. A stale MIGRATING is simply set again, naming the target's successor.
+  const replaced = observation.replaced ?? [];
+  if (target.importingFrom !== null && replaced.includes(target.importingFrom)) {
+    return { kind: SlotActionKind.ResetImport };
+  }
+  const importingFrom = target.importingFrom;
+  const migratingTo =
+    source.migratingTo !== null && replaced.includes(source.migratingTo) ? null : source.migratingTo;
+  if (importingFrom !== null && importingFrom !== sourceId) {
     return fail(
       ErrorCode.SlotConflict,
       `target ${targetId} is importing slot ${slot} from ${target.importingFrom}, not from ${sourceId}: ` +
         'another migration has this slot open; run fix',
     );
   }
-  if (source.migratingTo !== null && source.migratingTo !== targetId) {
+  if (migratingTo !== null && migratingTo !== targetId) {
     return fail(
       ErrorCode.SlotConflict,
       `source ${sourceId} is migrating slot ${slot} to ${source.migratingTo}, not to ${targetId}: ` +
         'another migration has this slot open; run fix',
     );
   }
-  if (target.importingFrom === null) return { kind: SlotActionKind.SetImporting };
-  if (source.migratingTo === null) return { kind: SlotActionKind.SetMigrating };
+  if (importingFrom === null && target.owner !== sourceId) {
+    return {
+      kind: SlotActionKind.AwaitOwner,
+      reason: `target sees ${target.owner ?? 'no node'} as owner of slot ${slot}, not ${sourceId}; waiting for gossip`,
+    };
+  }
+  if (importingFrom === null) return { kind: SlotActionKind.SetImporting };
+  if (migratingTo === null) return { kind: SlotActionKind.SetMigrating };
   if (source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
   if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
   const epochProblem = epochUnsafeReason(observation);
@@ -205,10 +245,15 @@ export function afterAction(observation: SlotObservation, action: SlotAction): S
       return { ...observation, target: { ...observation.target, importingFrom: sourceId } };
     case SlotActionKind.SetMigrating:
       return { ...observation, source: { ...observation.source, migratingTo: targetId } };
+    case SlotActionKind.ResetImport:
+      return { ...observation, target: { ...observation.target, importingFrom: null } };
     case SlotActionKind.MigrateKeys:
       return { ...observation, source: { ...observation.source, keys: 0 } };
     case SlotActionKind.AssignTarget:
-      return { ...observation, target: { owner: targetId, importingFrom: null, migratingTo: null } };
+      return {
+        ...observation,
+        target: { ...observation.target, owner: targetId, importingFrom: null, migratingTo: null },
+      };
     case SlotActionKind.AssignSource:
       return { ...observation, source: { ...observation.source, owner: targetId, migratingTo: null } };
     case SlotActionKind.AssignOthers: {
@@ -219,6 +264,7 @@ export function afterAction(observation: SlotObservation, action: SlotAction): S
       return { ...observation, others };
     }
     case SlotActionKind.AwaitEpoch:
+    case SlotActionKind.AwaitOwner:
     case SlotActionKind.Drained:
     case SlotActionKind.Done:
     case SlotActionKind.Fail:

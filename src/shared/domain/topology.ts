@@ -92,6 +92,8 @@ export interface SlotView {
   readonly myselfEpoch: number;
   /** False once the node became a replica (a master left without slots follows their new owner). */
   readonly myselfIsMaster: boolean;
+  /** For a node that is a replica, the id of its master (after a failover: the promoted replica). */
+  readonly myselfMasterId: string | null;
   readonly owner: string | null;
   readonly importingFrom: string | null;
   readonly migratingTo: string | null;
@@ -110,6 +112,7 @@ export function readSlotView(text: string, slot: number): SlotView {
   let myselfId: string | null = null;
   let myselfEpoch = 0;
   let myselfIsMaster = false;
+  let myselfMasterId: string | null = null;
   let owner: string | null = null;
   let importingFrom: string | null = null;
   let migratingTo: string | null = null;
@@ -132,7 +135,7 @@ export function readSlotView(text: string, slot: number): SlotView {
       cursor = fieldEnd + 1;
     }
     const slotTokens = cursor < line.length ? line.slice(cursor) : '';
-    const { id, address, flagText, epochText } = fixedFields(fields, line);
+    const { id, address, flagText, master, epochText } = fixedFields(fields, line);
     const epoch = Number(epochText);
     epochs.set(id, epoch);
     const isMaster = flagText.includes('master');
@@ -141,6 +144,7 @@ export function readSlotView(text: string, slot: number): SlotView {
       myselfId = id;
       myselfEpoch = epoch;
       myselfIsMaster = isMaster;
+      myselfMasterId = master === '-' ? null : master;
     }
     const failing = /(^|,)(fail\??|noaddr|handshake)(,|$)/.test(flagText);
     if (isMaster && !failing) {
@@ -156,7 +160,17 @@ export function readSlotView(text: string, slot: number): SlotView {
     if (owner === null && rangesContain(slotTokens, slot)) owner = id;
   }
   if (myselfId === null) throw malformed('no line is flagged myself');
-  return { myselfId, myselfEpoch, myselfIsMaster, owner, importingFrom, migratingTo, epochs, masters };
+  return {
+    myselfId,
+    myselfEpoch,
+    myselfIsMaster,
+    myselfMasterId,
+    owner,
+    importingFrom,
+    migratingTo,
+    epochs,
+    masters,
+  };
 }
 
 /**
@@ -194,6 +208,7 @@ export function indexSlotViews(text: string): SlotViewIndex {
         myselfId: myself.id,
         myselfEpoch: myself.configEpoch,
         myselfIsMaster: myself.role === NodeRole.Master,
+        myselfMasterId: myself.masterId,
         owner: owner < 0 ? null : ownerIds[owner]!,
         importingFrom: view.importing.get(slot) ?? null,
         migratingTo: view.migrating.get(slot) ?? null,
