@@ -1,7 +1,10 @@
-import { RedisProcess } from './redis-process.js';
+import { type AclUser, RedisProcess } from './redis-process.js';
 
 export interface ControlRedisOptions {
+  /** `requirepass`: clients use redis://:password@host:port. */
   password?: string;
+  /** An ACL user instead (the `default` user is then off): redis://user:password@host:port. */
+  aclUser?: AclUser;
 }
 
 /**
@@ -11,5 +14,5 @@ export interface ControlRedisOptions {
  * fsync, so a SIGKILL (unlike a power cut) loses no acknowledged write.
  */
 export function startControlRedis(options: ControlRedisOptions = {}): Promise<RedisProcess> {
-  return RedisProcess.start({ appendonly: true, password: options.password });
+  return RedisProcess.start({ appendonly: true, password: options.password, aclUser: options.aclUser });
 }
