@@ -26,16 +26,30 @@ describe('loadConfig', () => {
     [{ SLOTFLEET_API_PORT: 'eighty' }, /SLOTFLEET_API_PORT: "eighty" is not a whole number/],
     [{ SLOTFLEET_BATCH_KEYS: '0' }, /SLOTFLEET_BATCH_KEYS/],
     [{ SLOTFLEET_CONTROL_URL: 'http://x' }, /SLOTFLEET_CONTROL_URL: protocol "http:"/],
-    [{ SLOTFLEET_CLUSTERS: 'redis://:pw@h:1' }, /SLOTFLEET_CLUSTERS: "redis:\/\/\*\*\*@h:1" is not name=/],
+    [{ SLOTFLEET_CLUSTERS: 'redis://:pw@h:1' }, /SLOTFLEET_CLUSTERS: entry 1 of 1 is not name=/],
     [{ SLOTFLEET_LOG_LEVEL: 'loud' }, /SLOTFLEET_LOG_LEVEL/],
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
   });
 
-  it('never echoes a password in an error', () => {
-    expect(() => loadConfig({ SLOTFLEET_CLUSTERS: 'bad name=redis://:topsecret@h:1' })).toThrow(
-      /^(?!.*topsecret)/,
-    );
+  it.each([
+    { SLOTFLEET_CLUSTERS: 'bad name=redis://:topsecret@h:1' },
+    // Unencoded reserved characters: the URL splits somewhere inside the password.
+    { SLOTFLEET_CLUSTER_URL: 'redis://:top/secret@h:1' },
+    { SLOTFLEET_CLUSTER_URL: 'redis://user:top#secret@h:1' },
+    { SLOTFLEET_CLUSTER_URL: 'redis://:topsecret%zz@h:1' },
+    { SLOTFLEET_CLUSTERS: 'us=redis://:top,secret@h:1' },
+    { SLOTFLEET_CONTROL_URL: 'redis://:top/secret@h:1' },
+    { SLOTFLEET_API_URL: 'http://user:top/secret@[h' },
+  ])('never echoes a password in an error: %j', (env) => {
+    let message = '';
+    try {
+      loadConfig(env);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^SLOTFLEET_/);
+    expect(message).not.toMatch(/top|secret/);
   });
 });
 
