@@ -75,3 +75,30 @@ describe('mapRedisError', () => {
     expect(mapRedisError(new Error(message), 'test').code).toBe(code);
   });
 });
+
+describe('mapRedisError keeps credentials out of the cause', () => {
+  const withCommand = (name: string, args: unknown[]) =>
+    Object.assign(new Error('ERR Target instance replied with error: MOVED 5 h:1'), {
+      command: { name, args },
+    });
+
+  it.each([
+    [
+      'migrate',
+      ['h', 1, '', 0, 5000, 'REPLACE', 'AUTH2', 'user', 'pw', 'KEYS', 'AUTH', 'k'],
+      ['h', 1, '', 0, 5000, 'REPLACE', 'AUTH2', '[redacted]', '[redacted]', 'KEYS', 'AUTH', 'k'],
+    ],
+    [
+      'migrate',
+      ['h', 1, '', 0, 5000, 'auth', 'pw', 'KEYS', 'a'],
+      ['h', 1, '', 0, 5000, 'auth', '[redacted]', 'KEYS', 'a'],
+    ],
+    ['migrate', ['h', 1, '', 0, 5000, 'KEYS', 'AUTH', 'pw'], ['h', 1, '', 0, 5000, 'KEYS', 'AUTH', 'pw']],
+    ['auth', ['user', 'pw'], ['[redacted]', '[redacted]']],
+    ['cluster', ['NODES'], ['NODES']],
+  ])('%s %j', (name, args, expected) => {
+    const cause = withCommand(name, args);
+    const mapped = mapRedisError(cause, 'test');
+    expect((mapped.cause as typeof cause).command.args).toEqual(expected);
+  });
+});
