@@ -70,6 +70,12 @@ describe('mapRedisError', () => {
     ['MOVED 5 127.0.0.1:7001', 'MOVED'],
     ['ASK 5 127.0.0.1:7001', 'ASK'],
     ['connect ECONNREFUSED 127.0.0.1:7000', 'CONNECTION'],
+    ['WRONGPASS invalid username-password pair or user is disabled.', 'AUTH_FAILED'],
+    ['NOAUTH Authentication required.', 'AUTH_FAILED'],
+    [
+      "ERR Target instance replied with error: NOPERM this user has no permissions to run the 'select' command",
+      'AUTH_FAILED',
+    ],
     ['ERR unknown command', 'REDIS_ERROR'],
   ])('%s -> %s', (message, code) => {
     expect(mapRedisError(new Error(message), 'test').code).toBe(code);

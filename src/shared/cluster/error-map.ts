@@ -12,6 +12,9 @@ const PREFIX_CODES: readonly (readonly [string, ErrorCode])[] = [
   ['TRYAGAIN', ErrorCode.TryAgain],
   ['ASK ', ErrorCode.Ask],
   ['MOVED ', ErrorCode.Moved],
+  ['NOAUTH', ErrorCode.AuthFailed],
+  ['WRONGPASS', ErrorCode.AuthFailed],
+  ['NOPERM', ErrorCode.AuthFailed],
 ];
 
 const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
