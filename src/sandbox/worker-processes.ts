@@ -19,7 +19,9 @@ export interface WorkerProcessOptions {
 const STOP_DEADLINE_MS = 10_000;
 
 export function spawnWorkerProcesses(options: WorkerProcessOptions): ChildProcess[] {
-  const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  // The built command: beside this module in dist/, or the repo's dist/ when tests run src/ directly.
+  const built = import.meta.url.endsWith('.ts') ? '../../dist/cli/main.js' : '../cli/main.js';
+  const main = fileURLToPath(new URL(built, import.meta.url));
   return Array.from({ length: options.count }, (_, index) => {
     const child = spawn(process.execPath, [main, 'worker'], {
       env: { ...process.env, SLOTFLEET_METRICS_PORT: '0', ...options.env },
