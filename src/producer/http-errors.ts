@@ -38,6 +38,7 @@ export function statusForCode(code: string): number {
     case ErrorCode.ClusterDown:
     case ErrorCode.ControlStore:
     case ErrorCode.NotConverged:
+    case ErrorCode.AuthFailed:
       return 503;
     default:
       return 500;

@@ -15,9 +15,45 @@ import {
   slotOwners,
 } from './cluster-nodes.js';
 import { requireRedisBinaries } from './redis-binaries.js';
-import { RedisProcess, redisUrl, SANDBOX_HOST, sleep, withAdminConnection } from './redis-process.js';
+import {
+  type AclUser,
+  RedisProcess,
+  redisUrl,
+  SANDBOX_HOST,
+  sleep,
+  withAdminConnection,
+} from './redis-process.js';
 
 const execFileAsync = promisify(execFile);
+
+/**
+ * Exactly what slotfleet sends to cluster nodes, as ACL rules (the README lists the same): the
+ * CLUSTER subcommands it reads topology and moves slots with, MIGRATE on the source (alone for a big
+ * key, else inside the batch script, EVALSHA or EVAL, which also calls MEMORY USAGE), and on the
+ * target what MIGRATE ... AUTH2 runs there as this user (SELECT, RESTORE-ASKING); PING, INFO
+ * (ioredis' ready check), DBSIZE (cluster detail), CLIENT SETNAME (connection names).
+ */
+export const SLOTFLEET_ACL_RULES = [
+  '~*',
+  'resetchannels',
+  '-@all',
+  '+cluster|nodes',
+  '+cluster|info',
+  '+cluster|setslot',
+  '+cluster|getkeysinslot',
+  '+cluster|countkeysinslot',
+  '+cluster|addslots',
+  '+migrate',
+  '+evalsha',
+  '+eval',
+  '+memory|usage',
+  '+restore-asking',
+  '+select',
+  '+ping',
+  '+info',
+  '+dbsize',
+  '+client|setname',
+].join(' ');
 
 export interface SandboxClusterOptions {
   /** Masters created by `redis-cli --cluster create` (it refuses fewer than 3). @defaultValue 3 */
@@ -26,6 +62,13 @@ export interface SandboxClusterOptions {
   replicasPerMaster?: number;
   /** Applied to every node as `requirepass` and `masterauth`. */
   password?: string;
+  /**
+   * ACL mode instead of `password`: the `default` user is off on every node, and this user is the
+   * one replication (`masteruser`), `redis-cli --cluster create` and every sandbox connection use.
+   */
+  aclUser?: AclUser;
+  /** More users on every node (with `aclUser`), e.g. `{ ..., rules: SLOTFLEET_ACL_RULES }`. */
+  extraAclUsers?: readonly AclUser[];
   /** `cluster-node-timeout`: how long a silent node takes to be flagged failing. @defaultValue 5000 */
   clusterNodeTimeoutMs?: number;
   /** Deadline for the cluster to agree after creation. @defaultValue 30000 */
@@ -73,10 +116,17 @@ export class SandboxCluster {
   private readonly idsByPort = new Map<number, string>();
   private firstMasterPort = 0;
 
+  readonly password: string | undefined;
+  /** The ACL user sandbox connections log in as; undefined for the `default` user. */
+  readonly username: string | undefined;
+
   private constructor(
-    readonly password: string | undefined,
+    private readonly access: Pick<SandboxClusterOptions, 'password' | 'aclUser' | 'extraAclUsers'>,
     private readonly clusterNodeTimeoutMs: number,
-  ) {}
+  ) {
+    this.password = access.aclUser?.password ?? access.password;
+    this.username = access.aclUser?.username;
+  }
 
   static async start(options: SandboxClusterOptions = {}): Promise<SandboxCluster> {
     const masterCount = options.masters ?? 3;
@@ -90,7 +140,13 @@ export class SandboxCluster {
       throw new Error(`replicasPerMaster must be a non-negative integer, got ${replicasPerMaster}`);
     }
     const { cliPath } = await requireRedisBinaries();
-    const cluster = new SandboxCluster(options.password, options.clusterNodeTimeoutMs ?? 5000);
+    if (options.password !== undefined && options.aclUser !== undefined) {
+      throw new Error('give a sandbox cluster either password or aclUser, not both');
+    }
+    const cluster = new SandboxCluster(
+      { password: options.password, aclUser: options.aclUser, extraAclUsers: options.extraAclUsers },
+      options.clusterNodeTimeoutMs ?? 5000,
+    );
     try {
       const started = await Promise.allSettled(
         Array.from({ length: masterCount * (1 + replicasPerMaster) }, () => cluster.startNode()),
@@ -126,7 +182,7 @@ export class SandboxCluster {
     const first = this.nodes.find((node) => node.port === this.firstMasterPort);
     const seed = first?.isResponsive ? first : (this.nodes.find((node) => node.isResponsive) ?? first);
     if (seed === undefined) throw new Error('sandbox cluster has no nodes');
-    return redisUrl(seed.port, this.password);
+    return redisUrl(seed.port, this.password, SANDBOX_HOST, this.username);
   }
 
   /** Startup nodes for an ioredis `Cluster`: every responsive node. */
@@ -281,7 +337,12 @@ export class SandboxCluster {
       await source.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId);
       const names = (await source.call('CLUSTER', 'GETKEYSINSLOT', slot, keys)) as string[];
       if (names.length > 0) {
-        const auth = this.password ? ['AUTH', this.password] : [];
+        const auth =
+          this.password === undefined
+            ? []
+            : this.username === undefined
+              ? ['AUTH', this.password]
+              : ['AUTH2', this.username, this.password];
         await source.call(
           'MIGRATE',
           SANDBOX_HOST,
@@ -339,7 +400,7 @@ export class SandboxCluster {
   private async startNode(): Promise<RedisProcess> {
     const node = await RedisProcess.start({
       cluster: true,
-      password: this.password,
+      ...this.access,
       clusterNodeTimeoutMs: this.clusterNodeTimeoutMs,
     });
     this.nodes.push(node);
@@ -355,9 +416,11 @@ export class SandboxCluster {
       String(replicasPerMaster),
       '--cluster-yes',
     ];
-    if (this.password !== undefined) args.push('-a', this.password, '--no-auth-warning');
+    if (this.username !== undefined) args.push('--user', this.username);
+    // From the environment rather than -a: a password in argv is visible to every local user (ps).
+    const env = this.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: this.password };
     try {
-      await execFileAsync(cliPath, args, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+      await execFileAsync(cliPath, args, { env, timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
     } catch (error) {
       const output = error as { stdout?: string; stderr?: string };
       throw new Error(

@@ -1,7 +1,10 @@
-import { RedisProcess } from './redis-process.js';
+import { type AclUser, RedisProcess } from './redis-process.js';
 
 export interface ControlRedisOptions {
+  /** `requirepass`: clients use redis://:password@host:port. */
   password?: string;
+  /** An ACL user instead (the `default` user is then off): redis://user:password@host:port. */
+  aclUser?: AclUser;
 }
 
 /**
@@ -15,5 +18,5 @@ export interface ControlRedisOptions {
  * event-loop turn.
  */
 export function startControlRedis(options: ControlRedisOptions = {}): Promise<RedisProcess> {
-  return RedisProcess.start({ appendonly: true, password: options.password });
+  return RedisProcess.start({ appendonly: true, password: options.password, aclUser: options.aclUser });
 }

@@ -12,15 +12,15 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis } from 'ioredis';
 import { SANDBOX_HOST } from './redis-process.js';
-import { encodeCommand, RespPipeline } from './resp-pipeline.js';
+import { encodeCommand, RespPipeline, type RespTarget } from './resp-pipeline.js';
 
 export type DatasetTypes = 'mixed' | 'string';
 
 export const MIXED_KEY_TYPES = ['string', 'hash', 'list', 'set', 'zset', 'stream'] as const;
 export type KeyType = (typeof MIXED_KEY_TYPES)[number];
 
-/** A seed node as a URL (`redis://[:password@]host:port`) or as parts. */
-export type ClusterTarget = string | { host: string; port: number; password?: string };
+/** A seed node as a URL (`redis://[[user]:password@]host:port`) or as parts. */
+export type ClusterTarget = string | { host: string; port: number; username?: string; password?: string };
 
 export interface SeedOptions {
   keys: number;
@@ -113,7 +113,7 @@ export async function seedDataset(target: ClusterTarget, options: SeedOptions): 
   await Promise.all(
     masters.addresses.map((address, masterIndex) =>
       writeToMaster(
-        { ...address, password: seedNode.password },
+        { ...address, username: seedNode.username, password: seedNode.password },
         manifest,
         indexesByMaster[masterIndex] ?? [],
       ),
@@ -283,7 +283,12 @@ export async function countKeys(target: ClusterTarget): Promise<number> {
   const { addresses } = await readSlotOwners(seedNode, { includeEmptyMasters: true });
   const sizes = await Promise.all(
     addresses.map(async (address) => {
-      const connection = new Redis({ ...address, password: seedNode.password, lazyConnect: true });
+      const connection = new Redis({
+        ...address,
+        username: seedNode.username,
+        password: seedNode.password,
+        lazyConnect: true,
+      });
       try {
         await connection.connect();
         return await connection.dbsize();
@@ -298,6 +303,7 @@ export async function countKeys(target: ClusterTarget): Promise<number> {
 interface NodeAddress {
   host: string;
   port: number;
+  username?: string;
   password?: string;
 }
 
@@ -305,13 +311,14 @@ function parseTarget(target: ClusterTarget): NodeAddress {
   if (typeof target !== 'string') return target;
   const url = new URL(target);
   if (url.protocol !== 'redis:') throw new Error(`expected a redis:// URL, got ${target}`);
+  const username = url.username === '' ? undefined : decodeURIComponent(url.username);
   const password = url.password === '' ? undefined : decodeURIComponent(url.password);
-  return { host: url.hostname || SANDBOX_HOST, port: Number(url.port || 6379), password };
+  return { host: url.hostname || SANDBOX_HOST, port: Number(url.port || 6379), username, password };
 }
 
 function clusterClient(seedNode: NodeAddress): Cluster {
   return new Cluster([{ host: seedNode.host, port: seedNode.port }], {
-    redisOptions: { password: seedNode.password },
+    redisOptions: { username: seedNode.username, password: seedNode.password },
     // Slots move under our feet during migrations; follow them rather than give up.
     maxRedirections: 64,
     retryDelayOnMoved: 0,
@@ -371,7 +378,7 @@ function partitionByOwner(
 }
 
 async function writeToMaster(
-  target: { host: string; port: number; password?: string },
+  target: RespTarget,
   manifest: DatasetManifest,
   indexes: number[],
 ): Promise<void> {

@@ -3,6 +3,7 @@ export {
   SandboxCluster,
   type SandboxClusterOptions,
   type SandboxNode,
+  SLOTFLEET_ACL_RULES,
 } from './cluster.js';
 export { type ClusterNodeEntry, parseClusterNodes, SLOT_COUNT, slotOwners } from './cluster-nodes.js';
 export { type ControlRedisOptions, startControlRedis } from './control.js';
@@ -38,9 +39,11 @@ export {
 } from './prometheus.js';
 export { type RedisBinaries, type RedisBinariesOptions, requireRedisBinaries } from './redis-binaries.js';
 export {
+  type AclUser,
   RedisProcess,
   type RedisProcessOptions,
   redisUrl,
+  SANDBOX_ACL_RULES,
   SANDBOX_HOST,
   withAdminConnection,
 } from './redis-process.js';

@@ -16,11 +16,30 @@ import { requireRedisBinaries } from './redis-binaries.js';
 
 export const SANDBOX_HOST = '127.0.0.1';
 
+/** An ACL user written into redis.conf as `user <username> on ><password> <rules>`. */
+export interface AclUser {
+  username: string;
+  password: string;
+  /** ACL rules after the password, e.g. `~* +@read`. @defaultValue SANDBOX_ACL_RULES */
+  rules?: string;
+}
+
+/** What the sandbox's own user may do: everything (it creates, fails over and inspects clusters). */
+export const SANDBOX_ACL_RULES = '~* &* +@all';
+
 export interface RedisProcessOptions {
   /** Start with `cluster-enabled yes`. @defaultValue false */
   cluster?: boolean;
   /** Sets `requirepass` and `masterauth` (replicas authenticate with the same password). */
   password?: string;
+  /**
+   * Run with ACL users instead of `requirepass`: the `default` user is off, this user is the one
+   * every sandbox connection and replication (`masteruser`/`masterauth`) authenticates as.
+   * Not together with `password`.
+   */
+  aclUser?: AclUser;
+  /** More ACL users (only with `aclUser`), e.g. one with exactly the rules an application needs. */
+  extraAclUsers?: readonly AclUser[];
   /** Enable AOF persistence, so `restart()` after a crash reloads the data. @defaultValue false */
   appendonly?: boolean;
   /** Extra redis.conf directives, written last so they override the defaults. */
@@ -86,6 +105,8 @@ export class RedisProcess {
     readonly port: number,
     readonly dir: string,
     readonly password: string | undefined,
+    /** The ACL user connections authenticate as; undefined for the `default` user. */
+    readonly username: string | undefined,
     readonly cluster: boolean,
     private readonly serverPath: string,
     private readonly startTimeoutMs: number,
@@ -96,13 +117,20 @@ export class RedisProcess {
     const serverPath = options.serverPath ?? (await requireRedisBinaries()).serverPath;
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'slotfleet-sandbox-')));
     const cluster = options.cluster ?? false;
+    if (options.aclUser !== undefined && options.password !== undefined) {
+      throw new Error('give a redis-server either password (requirepass) or aclUser, not both');
+    }
+    if (options.extraAclUsers?.length && options.aclUser === undefined) {
+      throw new Error('extraAclUsers need aclUser (the user the sandbox itself connects as)');
+    }
     const failures: string[] = [];
     for (let attempt = 1; attempt <= MAX_PORT_ATTEMPTS; attempt++) {
       const port = await reserveFreePort();
       const redis = new RedisProcess(
         port,
         dir,
-        options.password,
+        options.aclUser?.password ?? options.password,
+        options.aclUser?.username,
         cluster,
         serverPath,
         options.startTimeoutMs ?? 10_000,
@@ -139,7 +167,7 @@ export class RedisProcess {
   }
 
   get url(): string {
-    return redisUrl(this.port, this.password);
+    return redisUrl(this.port, this.password, SANDBOX_HOST, this.username);
   }
 
   /** The process exists (it may be paused). */
@@ -170,7 +198,7 @@ export class RedisProcess {
 
   /** A new connection; the caller closes it. */
   client(): Redis {
-    return new Redis({ host: this.host, port: this.port, password: this.password });
+    return new Redis({ host: this.host, port: this.port, username: this.username, password: this.password });
   }
 
   /** SIGTERM, then SIGKILL if still alive after 5 s. Safe to call twice. */
@@ -289,7 +317,7 @@ export class RedisProcess {
       try {
         // Another sandbox may own this port if our bind lost the race: only our own pid counts.
         // Whoever holds the port may also never answer; an exit of our child ends the wait early.
-        const probing = probe(this.port, this.password);
+        const probing = probe(this);
         probing.catch(() => {});
         const info = await Promise.race([probing, this.exited]);
         if (info === undefined) continue;
@@ -328,8 +356,14 @@ export class RedisProcess {
   }
 }
 
-export function redisUrl(port: number, password: string | undefined, host = SANDBOX_HOST): string {
-  const auth = password === undefined ? '' : `:${encodeURIComponent(password)}@`;
+export function redisUrl(
+  port: number,
+  password: string | undefined,
+  host = SANDBOX_HOST,
+  username?: string,
+): string {
+  const user = username === undefined ? '' : encodeURIComponent(username);
+  const auth = password === undefined ? (user ? `${user}@` : '') : `${user}:${encodeURIComponent(password)}@`;
   return `redis://${auth}${host}:${port}`;
 }
 
@@ -357,11 +391,23 @@ function renderConfig(redis: RedisProcess, options: RedisProcessOptions): string
       ['cluster-node-timeout', String(options.clusterNodeTimeoutMs ?? 5000)],
     );
   }
-  if (redis.password !== undefined) {
+  const lines: string[] = [];
+  if (options.aclUser !== undefined) {
+    // Off: a connection that does not log in as a named user gets NOAUTH, so tests prove which user is used.
+    lines.push('user default off');
+    for (const user of [options.aclUser, ...(options.extraAclUsers ?? [])]) {
+      const rules = (user.rules ?? SANDBOX_ACL_RULES).split(/\s+/).filter((rule) => rule !== '');
+      lines.push(
+        ['user', ...[user.username, 'on', `>${user.password}`, ...rules].map(quoteConfigValue)].join(' '),
+      );
+    }
+    settings.push(['masteruser', options.aclUser.username], ['masterauth', options.aclUser.password]);
+  } else if (redis.password !== undefined) {
     settings.push(['requirepass', redis.password], ['masterauth', redis.password]);
   }
   for (const [name, value] of Object.entries(options.extraConfig ?? {})) settings.push([name, value]);
-  return `${settings.map(([name, value]) => `${name} ${quoteConfigValue(value)}`).join('\n')}\n`;
+  lines.push(...settings.map(([name, value]) => `${name} ${quoteConfigValue(value)}`));
+  return `${lines.join('\n')}\n`;
 }
 
 function quoteConfigValue(value: string): string {
@@ -391,9 +437,9 @@ function canBind(port: number): Promise<boolean> {
   });
 }
 
-async function probe(port: number, password: string | undefined): Promise<{ processId: number }> {
+async function probe(redis: RedisProcess): Promise<{ processId: number }> {
   return withAdminConnection(
-    { port, password },
+    redis,
     async (connection) => {
       // PING, unlike INFO, fails with LOADING until an AOF is fully replayed.
       await connection.ping();
@@ -410,13 +456,14 @@ async function probe(port: number, password: string | undefined): Promise<{ proc
  * so a dead or SIGSTOPped node costs at most a couple of seconds instead of hanging a poll.
  */
 export async function withAdminConnection<T>(
-  target: { port: number; password: string | undefined; host?: string },
+  target: { port: number; password: string | undefined; username?: string | undefined; host?: string },
   use: (connection: Redis) => Promise<T>,
   timeoutMs = 2000,
 ): Promise<T> {
   const connection = new Redis({
     host: target.host ?? SANDBOX_HOST,
     port: target.port,
+    username: target.username,
     password: target.password,
     lazyConnect: true,
     connectTimeout: timeoutMs,

@@ -18,6 +18,8 @@ const BULK_STRING = 0x24; // $
 export interface RespTarget {
   host: string;
   port: number;
+  /** An ACL user: AUTH username password. */
+  username?: string;
   password?: string;
 }
 
@@ -60,7 +62,10 @@ export class RespPipeline {
       candidate.once('error', reject);
     });
     const pipeline = new RespPipeline(socket, target);
-    if (target.password !== undefined) await pipeline.send(encodeCommand(['AUTH', target.password]), 1);
+    if (target.password !== undefined) {
+      const auth = target.username === undefined ? [target.password] : [target.username, target.password];
+      await pipeline.send(encodeCommand(['AUTH', ...auth]), 1);
+    }
     return pipeline;
   }
 

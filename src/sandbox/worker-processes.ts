@@ -21,7 +21,7 @@ export interface WorkerProcessOptions {
 const STOP_DEADLINE_MS = 10_000;
 
 export function spawnWorkerProcesses(options: WorkerProcessOptions): ChildProcess[] {
-  // Run from src/ (by vitest) this module still starts the built command, as an operator would.
+  // The built command: beside this module in dist/, or the repo's dist/ when tests run src/ directly.
   const built = import.meta.url.endsWith('.ts') ? '../../dist/cli/main.js' : '../cli/main.js';
   const main = fileURLToPath(new URL(built, import.meta.url));
   return Array.from({ length: options.count }, (_, index) => {

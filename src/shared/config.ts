@@ -108,11 +108,16 @@ export function loadConfig(env: Environment): Config {
   if (defaultUrl) clusters.default = parseRedisUrl(defaultUrl, 'SLOTFLEET_CLUSTER_URL');
   const more = nonEmpty(env.SLOTFLEET_CLUSTERS);
   if (more) {
-    for (const entry of more.split(',')) {
+    const entries = more.split(',');
+    for (const [index, entry] of entries.entries()) {
       const separator = entry.indexOf('=');
       const name = entry.slice(0, separator).trim();
       if (separator < 1 || !/^[a-zA-Z0-9_-]{1,64}$/.test(name)) {
-        throw configError('SLOTFLEET_CLUSTERS', `"${redactUrlText(entry)}" is not name=redis://host:port`);
+        // Not echoed: a password with a raw "," splits into entries that are fragments of it.
+        throw configError(
+          'SLOTFLEET_CLUSTERS',
+          `entry ${index + 1} of ${entries.length} is not name=redis://host:port (names: letters, digits, "-", "_")`,
+        );
       }
       clusters[name] = parseRedisUrl(entry.slice(separator + 1).trim(), `SLOTFLEET_CLUSTERS (${name})`);
     }
@@ -166,15 +171,15 @@ export function loadConfig(env: Environment): Config {
   return deepFreeze(config);
 }
 
+/** Why a URL may not parse; the text itself is never echoed (which part is the password is unknown). */
+const ENCODING_HINT = 'characters such as @ / : # % , in a user or password must be URL-encoded';
+
 export function parseRedisUrl(text: string, variable: string): RedisEndpoint {
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw configError(
-      variable,
-      `"${redactUrlText(text)}" is not a URL (expected redis://[user:pass@]host:port)`,
-    );
+    throw configError(variable, `not a URL (expected redis://[user:pass@]host:port; ${ENCODING_HINT})`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     throw configError(variable, `protocol "${url.protocol}" is not redis: or rediss:`);
@@ -183,11 +188,19 @@ export function parseRedisUrl(text: string, variable: string): RedisEndpoint {
   const port = url.port === '' ? 6379 : Number(url.port);
   const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
   if (db !== undefined && !Number.isInteger(db)) throw configError(variable, 'the database must be a number');
+  let username: string;
+  let password: string;
+  try {
+    username = decodeURIComponent(url.username);
+    password = decodeURIComponent(url.password);
+  } catch {
+    throw configError(variable, `the user or password is not valid URL encoding (${ENCODING_HINT})`);
+  }
   const endpoint: RedisEndpoint = {
     host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
     port,
-    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
-    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
     ...(db !== undefined ? { db } : {}),
     ...(url.protocol === 'rediss:' ? { tls: true } : {}),
   };
@@ -199,16 +212,12 @@ export function describeEndpoint(endpoint: RedisEndpoint): string {
   return `${endpoint.host}:${endpoint.port}`;
 }
 
-function redactUrlText(text: string): string {
-  return text.replace(/\/\/[^@/]*@/, '//***@');
-}
-
 function httpUrl(text: string, variable: string): string {
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw configError(variable, `"${redactUrlText(text)}" is not a URL (expected http://host:port)`);
+    throw configError(variable, 'not a URL (expected http://host:port)');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
     throw configError(variable, 'use http:// or https://');

@@ -29,6 +29,8 @@ export const ErrorCode = {
   StillHoldsKeys: 'STILL_HOLDS_KEYS',
   NodeUnknownToPeer: 'NODE_UNKNOWN_TO_PEER',
   TargetError: 'TARGET_ERROR',
+  /** NOAUTH, WRONGPASS, NOPERM: the node refuses slotfleet's credentials or its ACL rules refuse a command. */
+  AuthFailed: 'AUTH_FAILED',
   RedisError: 'REDIS_ERROR',
   // Conditions slotfleet itself detects.
   Connection: 'CONNECTION',

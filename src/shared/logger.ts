@@ -19,6 +19,8 @@ export const REDACT_PATHS = [
   'config.api.token',
   'token',
   'config.control',
+  // ioredis errors carry the failed command's arguments (MIGRATE ... AUTH <password>).
+  '*.command.args',
 ];
 
 export function createLogger(

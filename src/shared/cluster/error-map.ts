@@ -12,6 +12,9 @@ const PREFIX_CODES: readonly (readonly [string, ErrorCode])[] = [
   ['TRYAGAIN', ErrorCode.TryAgain],
   ['ASK ', ErrorCode.Ask],
   ['MOVED ', ErrorCode.Moved],
+  ['NOAUTH', ErrorCode.AuthFailed],
+  ['WRONGPASS', ErrorCode.AuthFailed],
+  ['NOPERM', ErrorCode.AuthFailed],
 ];
 
 const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
@@ -35,6 +38,7 @@ const CONNECTION_PATTERNS =
 /** @param context a short description of what was attempted, e.g. "SETSLOT 5 NODE on 127.0.0.1:7001". */
 export function mapRedisError(error: unknown, context: string): SlotfleetError {
   if (error instanceof SlotfleetError) return error;
+  redactCommandCredentials(error);
   const message = error instanceof Error ? error.message : String(error);
   const text = message.replace(/^ERR /, '');
   let code: ErrorCode = ErrorCode.RedisError;
@@ -56,4 +60,35 @@ export function mapRedisError(error: unknown, context: string): SlotfleetError {
     if (innerCode) code = innerCode;
   }
   return new SlotfleetError(code, `${context}: ${text}`, { cause: error });
+}
+
+const REDACTED = '[redacted]';
+
+/**
+ * ioredis attaches the failed command to its errors (`err.command.args`), and this error becomes
+ * the `cause` of ours: the password of MIGRATE ... AUTH <password> | AUTH2 <user> <password> would
+ * reach any log or inspect of the cause. Redacted in place, once, where the error enters slotfleet.
+ */
+function redactCommandCredentials(error: unknown): void {
+  const command = (error as { command?: { name?: unknown; args?: unknown } } | null)?.command;
+  if (command === undefined || !Array.isArray(command.args)) return;
+  const name = String(command.name).toLowerCase();
+  if (name === 'auth' || name === 'hello') {
+    command.args = command.args.map(() => REDACTED);
+    return;
+  }
+  if (name !== 'migrate') return;
+  const args: unknown[] = [...command.args];
+  // MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS key...]:
+  // options start after the 5 positional arguments and end at KEYS (a key may be named "AUTH").
+  for (let index = 5; index < args.length; index++) {
+    const option = String(args[index]).toUpperCase();
+    if (option === 'KEYS') break;
+    const secrets = option === 'AUTH' ? 1 : option === 'AUTH2' ? 2 : 0;
+    for (let offset = 1; offset <= secrets && index + offset < args.length; offset++) {
+      args[index + offset] = REDACTED;
+    }
+    index += secrets;
+  }
+  command.args = args;
 }

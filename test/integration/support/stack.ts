@@ -7,11 +7,17 @@ import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { expect } from 'vitest';
 import { createApi } from '../../../src/producer/server.js';
-import { SandboxCluster, startControlRedis } from '../../../src/sandbox/index.js';
+import {
+  type ControlRedisOptions,
+  SandboxCluster,
+  type SandboxClusterOptions,
+  startControlRedis,
+} from '../../../src/sandbox/index.js';
 import type { RedisProcess } from '../../../src/sandbox/redis-process.js';
 import { type Config, loadConfig } from '../../../src/shared/config.js';
 import { type NodeView, ownerOf, parseClusterNodes } from '../../../src/shared/domain/topology.js';
 import { createLogger, type Logger } from '../../../src/shared/logger.js';
+import { ConnectionRole, controlConnectionOptions } from '../../../src/shared/queue/connections.js';
 import { QueueName } from '../../../src/shared/queue/names.js';
 import { startWorker, type WorkerHandle, type WorkerOptions } from '../../../src/workers/worker.js';
 
@@ -19,7 +25,14 @@ export interface StackOptions {
   readonly masters?: number;
   readonly replicasPerMaster?: number;
   readonly workers?: number;
-  readonly env?: Record<string, string>;
+  /** Cluster credentials: `requirepass`, or ACL users with the default user off. */
+  readonly clusterAccess?: Pick<SandboxClusterOptions, 'password' | 'aclUser' | 'extraAclUsers'>;
+  /** Control Redis credentials. */
+  readonly controlAccess?: ControlRedisOptions;
+  /** SLOTFLEET_* overrides; a function when they depend on the servers (ports, URLs). */
+  readonly env?:
+    | Record<string, string>
+    | ((servers: { cluster: SandboxCluster; control: RedisProcess }) => Record<string, string>);
   readonly workerOptions?: WorkerOptions;
   /** requirepass of the control Redis. @defaultValue none */
   readonly controlPassword?: string;
@@ -44,11 +57,13 @@ let prefixCounter = 0;
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const control = await startControlRedis(
-    options.controlPassword === undefined ? {} : { password: options.controlPassword },
+    options.controlAccess ??
+      (options.controlPassword === undefined ? {} : { password: options.controlPassword }),
   );
   const cluster = await SandboxCluster.start({
     masters: options.masters ?? 3,
     replicasPerMaster: options.replicasPerMaster ?? 1,
+    ...options.clusterAccess,
   });
   const env: Record<string, string> = {
     SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
@@ -57,7 +72,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     SLOTFLEET_METRICS_PORT: '0',
     SLOTFLEET_JOB_BACKOFF_MS: '100',
     SLOTFLEET_LOG_LEVEL: 'info',
-    ...options.env,
+    ...(typeof options.env === 'function' ? options.env({ cluster, control }) : options.env),
   };
   const config = loadConfig(env);
   const logLines: string[] = [];
@@ -73,7 +88,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map(
     (name) =>
       new Queue(name, {
-        connection: { host: control.host, port: control.port, password: control.password },
+        connection: controlConnectionOptions(config.control, ConnectionRole.Worker),
         prefix: config.queuePrefix,
       }),
   );
@@ -154,6 +169,14 @@ export async function allViews(cluster: SandboxCluster): Promise<NodeView[]> {
     }
   }
   return views;
+}
+
+/** Waits for consensus, then checks that no running node, replicas included, has a slot open. */
+export async function expectNoOpenSlots(cluster: SandboxCluster): Promise<void> {
+  await cluster.waitForConsensus();
+  for (const view of await allViews(cluster)) {
+    expect([...view.importing, ...view.migrating], `${view.myself.port} has open slots`).toEqual([]);
+  }
 }
 
 /**
