@@ -44,6 +44,16 @@ export interface SlotEngineDeps {
   readonly metrics: Metrics;
   readonly settings: SlotEngineSettings;
   readonly log: Logger;
+  /**
+   * Limits the operator set on this migration (PATCH /v1/migrations/:id), read before every round
+   * of a drain; unset fields fall back to the worker's settings.
+   */
+  readonly limitsOf?: (migrationId: string) => Promise<MigrationLimits>;
+  /**
+   * Called after every round of a drain with what it moved; resolves when the source's keys/bytes
+   * per second limits allow the next round (a token bucket shared by the fleet).
+   */
+  readonly throttle?: (data: SlotJobData, moved: { keys: number; bytes: number }) => Promise<void>;
   /** True when the operator paused the migration: draining stops after the batches in flight. */
   readonly isPaused?: () => Promise<boolean>;
   /** Called before each action is performed; tests use it to interrupt a slot between two steps. */
@@ -56,6 +66,12 @@ export class PauseRequested extends Error {
     super('migration paused');
     this.name = 'PauseRequested';
   }
+}
+
+export interface MigrationLimits {
+  readonly maxKeysPerSecond?: number;
+  readonly maxBytesPerSecond?: number;
+  readonly batchKeys?: number;
 }
 
 export interface SlotRunResult {
@@ -265,6 +281,8 @@ export async function drainSlot(
     if (round > 0 && (await deps.isPaused?.())) throw new PauseRequested();
     // The first round of a small slot needs one batch; later rounds send as many as allowed.
     const batches = round === 0 ? 1 : settings.batchesInFlight;
+    const limits = (await deps.limitsOf?.(data.migrationId)) ?? {};
+    const batchKeys = limits.batchKeys ?? settings.batchKeys;
     const results = await Promise.allSettled(
       Array.from({ length: batches }, async () => {
         const stopTimer = metrics.migrateBatchDuration.startTimer({ cluster: data.cluster });
@@ -273,7 +291,7 @@ export async function drainSlot(
             data.source,
             data.target,
             data.slot,
-            { maxKeys: settings.batchKeys, maxBytes: settings.batchBytes },
+            { maxKeys: batchKeys, maxBytes: settings.batchBytes },
             { timeoutMs: settings.migrateTimeoutMs },
           );
         } finally {
@@ -282,12 +300,14 @@ export async function drainSlot(
       }),
     );
     let roundMoved = 0;
+    let roundBytes = 0;
     let emptied = false;
     let bigKey: { name: Buffer; bytes: number } | undefined;
     let firstError: unknown;
     for (const result of results) {
       if (result.status === 'fulfilled') {
         roundMoved += result.value.moved;
+        roundBytes += result.value.bytes;
         if (!result.value.more) emptied = true;
         bigKey ??= result.value.bigKey;
       } else {
@@ -305,7 +325,9 @@ export async function drainSlot(
         'moving a key bigger than the batch byte budget alone',
       );
       try {
-        roundMoved += await adapter.migrate(data.source, data.target, [bigKey.name], { timeoutMs });
+        const sent = await adapter.migrate(data.source, data.target, [bigKey.name], { timeoutMs });
+        roundMoved += sent;
+        if (sent > 0) roundBytes += bigKey.bytes;
       } catch (error) {
         firstError = error;
         if (error instanceof SlotfleetError && error.code === ErrorCode.IoError)
@@ -315,6 +337,7 @@ export async function drainSlot(
     }
     moved += roundMoved;
     if (roundMoved > 0) metrics.keysMigrated.inc(labels, roundMoved);
+    if (roundMoved > 0 && deps.throttle) await deps.throttle(data, { keys: roundMoved, bytes: roundBytes });
     // The last round's count goes to the record with the slot's next step (one write for most
     // slots); a slot that takes more rounds shows its progress as it goes.
     if (emptied && firstError === undefined) return { moved, unrecorded: roundMoved };

@@ -47,7 +47,8 @@ export interface MigrateOptions {
  * script would make every other client of the source get BUSY) but named, to move alone.
  *   ARGV: slot, count, byte budget (0: none), then MIGRATE's arguments up to KEYS.
  *   Reply: {keys in the batch, 1 if MIGRATE sent them (0: +NOKEY, they had expired), 1 if the slot
- *          may hold more keys, [name of a key bigger than the budget, its bytes]}
+ *          may hold more keys, name of a key bigger than the budget (or false), bytes (of that key,
+ *          or of the batch; 0 without a budget)}
  */
 const MIGRATE_BATCH_SCRIPT = `
 local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], ARGV[2])
@@ -56,9 +57,9 @@ local more = 0
 if #keys == tonumber(ARGV[2]) then more = 1 end
 local budget = tonumber(ARGV[3])
 local batch = keys
+local bytes = 0
 if budget > 0 then
   batch = {}
-  local bytes = 0
   for i = 1, #keys do
     local size = redis.call('MEMORY', 'USAGE', keys[i])
     if size then
@@ -79,7 +80,7 @@ args[#args + 1] = 'KEYS'
 for i = 1, #batch do args[#args + 1] = batch[i] end
 local reply = redis.call('MIGRATE', unpack(args))
 if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#batch, 0, more} end
-return {#batch, 1, more}`;
+return {#batch, 1, more, false, bytes}`;
 
 /** Lua's unpack() is bounded by the C stack (LUAI_MAXCSTACK 8000): keys per script call stay below. */
 export const MAX_SCRIPT_BATCH_KEYS = 5_000;
@@ -94,7 +95,7 @@ interface CommandWindow {
 }
 
 interface ScriptCommands {
-  slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
+  slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer | null)[]>;
 }
 
 export interface MigrateBatchResult {
@@ -102,6 +103,8 @@ export interface MigrateBatchResult {
   readonly keys: number;
   /** Keys MIGRATE sent: 0 when every one had expired meanwhile (+NOKEY). */
   readonly moved: number;
+  /** MEMORY USAGE of the keys sent (0 without a byte budget: not measured). */
+  readonly bytes: number;
   /** The slot may hold more keys on the source. */
   readonly more: boolean;
   /** The next key is bigger than the byte budget: nothing was sent; move it alone. */
@@ -391,12 +394,17 @@ export class ClusterAdapter {
       (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
       options.timeoutMs + this.options.commandTimeoutMs,
     );
-    const [count, sent, more, bigKey, bigKeyBytes] = reply;
+    const [count, sent, more, bigKey, bytes] = reply;
+    // Lua's false arrives as a nil bulk reply (null).
+    if (bigKey instanceof Buffer) {
+      return { keys: 0, moved: 0, bytes: 0, more: true, bigKey: { name: bigKey, bytes: Number(bytes) } };
+    }
+    const moved = Number(sent) === 1 ? Number(count) : 0;
     return {
       keys: Number(count),
-      moved: Number(sent) === 1 ? Number(count) : 0,
+      moved,
+      bytes: moved > 0 ? Number(bytes ?? 0) : 0,
       more: Number(more) === 1,
-      ...(bigKey !== undefined ? { bigKey: { name: bigKey as Buffer, bytes: Number(bigKeyBytes) } } : {}),
     };
   }
 
