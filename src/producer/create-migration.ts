@@ -21,6 +21,11 @@ export interface CreateMigrationInput {
   readonly moves: readonly SlotMove[];
 }
 
+/** replace: true in a request body (every route that moves keys accepts it). */
+function replaceRequested(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && (body as { replace?: unknown }).replace === true;
+}
+
 export interface CreatedMigration {
   readonly id: string;
   readonly plan: PlanGroup[];
@@ -146,7 +151,9 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       request: input.request,
       moves: input.moves,
     });
-    await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs);
+    await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs, {
+      replace: replaceRequested(input.request),
+    });
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly
     // added stays visible, with its slots pending, for the operator to cancel.)

@@ -12,8 +12,9 @@ export async function enqueueSlotMoves(
   cluster: string,
   moves: readonly SlotMove[],
   policy: SlotJobPolicy,
+  options: { readonly replace?: boolean } = {},
 ): Promise<void> {
-  const jobs = moves.map((move) => migrateJob(slotJobData(migrationId, cluster, move), policy));
+  const jobs = moves.map((move) => migrateJob(slotJobData(migrationId, cluster, move, options), policy));
   for (let start = 0; start < jobs.length; start += JOBS_PER_CALL) {
     await migrateQueue.addBulk(jobs.slice(start, start + JOBS_PER_CALL));
   }

@@ -26,8 +26,18 @@ export const Move = Type.Object(
   { additionalProperties: false },
 );
 
+/** Every route that moves keys accepts it. */
+const Replace = Type.Optional(
+  Type.Boolean({
+    description:
+      "when the target already holds a key with another value (BUSYKEY), overwrite it with the source's " +
+      '(MIGRATE REPLACE) instead of failing the slot. Default false. Keys with the same value are ' +
+      'replaced either way (the DUMP payloads are compared).',
+  }),
+);
+
 export const CreateMigrationBody = Type.Object(
-  { moves: Type.Array(Move, { minItems: 1, maxItems: 16384 }) },
+  { moves: Type.Array(Move, { minItems: 1, maxItems: 16384 }), replace: Replace },
   { additionalProperties: false },
 );
 
@@ -172,6 +182,7 @@ export const RebalanceBody = Type.Object(
     threshold: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'percent; default 2' })),
     useEmptyMasters: Type.Optional(Type.Boolean()),
     by: Type.Optional(Type.Union([Type.Literal('slots'), Type.Literal('keys')])),
+    replace: Replace,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -183,6 +194,7 @@ export const ReshardBody = Type.Object(
     to: NodeReference,
     slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 16384 })),
     ranges: Type.Optional(Type.String({ minLength: 1, maxLength: 200_000 })),
+    replace: Replace,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -194,12 +206,13 @@ export const DrainBody = Type.Object(
     weights: Type.Optional(
       Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 })),
     ),
+    replace: Replace,
     dryRun: DryRun,
   },
   { additionalProperties: false },
 );
 
-export const FixBody = Type.Object({ dryRun: DryRun }, { additionalProperties: false });
+export const FixBody = Type.Object({ dryRun: DryRun, replace: Replace }, { additionalProperties: false });
 
 export const Health = Type.Object({ status: Type.Literal('ok') });
 

@@ -47,6 +47,8 @@ export const SLOTFLEET_ACL_RULES = [
   '+evalsha',
   '+eval',
   '+memory|usage',
+  '+dump',
+  '+asking',
   '+restore-asking',
   '+select',
   '+ping',

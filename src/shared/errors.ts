@@ -57,24 +57,64 @@ export class SlotfleetError extends Error {
 }
 
 /**
- * Codes a slot job retries (with BullMQ backoff). Everything else fails the slot at once and is
- * reported with its code: retrying a refused request or a changed owner only hides the problem.
+ * The error policy of slot jobs, in one table: whether a code is retried, and how it is handled.
+ * Retried codes use BullMQ's attempts and exponential backoff (SLOTFLEET_JOB_ATTEMPTS, default 8,
+ * from SLOTFLEET_JOB_BACKOFF_MS, default 500 ms: about 2 minutes in all); when they are spent, or for
+ * a code that is not retried, the slot fails with its code and message, left open but safe (clients
+ * follow ASK) until a re-run or fix. Learned from redis-cli, R3 and Codis: never guess past a
+ * conflict, always re-read the cluster before acting again.
  */
-export const RETRYABLE_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  ErrorCode.IoError,
-  ErrorCode.ClusterDown,
-  ErrorCode.TryAgain,
-  ErrorCode.ReadOnly,
-  ErrorCode.Moved,
-  ErrorCode.Ask,
-  ErrorCode.Connection,
-  ErrorCode.NotConverged,
-  ErrorCode.SourceNotEmpty,
-  ErrorCode.ControlStore,
-  ErrorCode.AlreadyOwner,
-  ErrorCode.NotOwner,
-  ErrorCode.StillHoldsKeys,
-]);
+export const ERROR_POLICY: Readonly<
+  Partial<Record<ErrorCode, { readonly retry: boolean; readonly handling: string }>>
+> = {
+  [ErrorCode.IoError]: {
+    retry: true,
+    handling:
+      'in the job: the next key moves alone with 4x the timeout; if it times out again, the attempt fails naming it',
+  },
+  [ErrorCode.Connection]: {
+    retry: true,
+    handling: 'node unreachable or silent: retried; a failover is adopted',
+  },
+  [ErrorCode.BusyKey]: {
+    retry: false,
+    handling:
+      'in the job: same value on the target (DUMP compared), MIGRATE REPLACE; another value fails the slot naming the keys, unless posted with replace: true',
+  },
+  [ErrorCode.ReadOnly]: {
+    retry: true,
+    handling:
+      'the node became a replica: the retry re-reads the topology and continues on the promoted master',
+  },
+  [ErrorCode.Moved]: { retry: true, handling: 'the topology changed: the retry re-reads it' },
+  [ErrorCode.Ask]: { retry: true, handling: 'the topology changed: the retry re-reads it' },
+  [ErrorCode.ClusterDown]: {
+    retry: true,
+    handling: 'waited out within the attempts budget, then the slot fails',
+  },
+  [ErrorCode.TryAgain]: { retry: true, handling: 'retried' },
+  [ErrorCode.NotConverged]: {
+    retry: true,
+    handling: 'gossip (epochs, owners, a failover) not settled yet: retried',
+  },
+  [ErrorCode.ControlStore]: { retry: true, handling: 'the control Redis is away: retried once it is back' },
+  [ErrorCode.SourceNotEmpty]: { retry: true, handling: 'retried: the drain goes on' },
+  [ErrorCode.AlreadyOwner]: {
+    retry: true,
+    handling: 'a concurrent step got there first: the retry re-reads',
+  },
+  [ErrorCode.NotOwner]: { retry: true, handling: 'a concurrent step got there first: the retry re-reads' },
+  [ErrorCode.StillHoldsKeys]: { retry: true, handling: 'keys appeared: the retry drains them first' },
+  [ErrorCode.OwnerChanged]: { retry: false, handling: 'someone else moved the slot: re-plan or fix' },
+  [ErrorCode.SlotConflict]: { retry: false, handling: 'another migration has the slot open: fix' },
+};
+
+/** Codes a slot job retries (with BullMQ backoff); everything else fails the slot at once. */
+export const RETRYABLE_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(
+  (Object.entries(ERROR_POLICY) as [ErrorCode, { retry: boolean }][])
+    .filter(([, policy]) => policy.retry)
+    .map(([code]) => code),
+);
 
 export function isRetryable(error: unknown): boolean {
   return error instanceof SlotfleetError ? RETRYABLE_ERROR_CODES.has(error.code) : true;

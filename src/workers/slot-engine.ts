@@ -15,7 +15,7 @@ import {
   SlotStep,
   stepOf,
 } from '../shared/domain/slot-migration.js';
-import { ErrorCode, SlotfleetError } from '../shared/errors.js';
+import { ErrorCode, errorCodeOf, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
@@ -347,8 +347,127 @@ export async function drainSlot(
         .addKeysMoved(data.migrationId, roundMoved)
         .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
     }
-    if (firstError !== undefined) throw firstError;
+    if (firstError !== undefined) {
+      // The error policy (src/shared/errors.ts ERROR_POLICY): BUSYKEY and IOERR are dealt with here,
+      // key by key; anything else ends the attempt and BullMQ's retry policy decides.
+      const recovered = await recoverFromBatchError(firstError, data, deps);
+      moved += recovered;
+      if (recovered > 0) {
+        metrics.keysMigrated.inc(labels, recovered);
+        store
+          .addKeysMoved(data.migrationId, recovered)
+          .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
+      }
+    }
   }
+}
+
+/** How much longer a key that timed out in a batch may take when it is retried alone. */
+const ALONE_TIMEOUT_FACTOR = 4;
+
+/**
+ * After a batch failed:
+ *  - BUSYKEY: the target already holds some of the keys (typically restored by a MIGRATE that then
+ *    timed out, before the source could delete them). Their DUMP payloads are compared: same value,
+ *    MIGRATE REPLACE is safe (the source's copy, with its TTL, wins); another value fails the slot
+ *    naming the keys, unless the migration was posted with replace: true.
+ *  - IOERR (a timeout towards the target): the next key moves alone with a longer timeout; if it
+ *    times out again, the attempt fails naming the key (retried with backoff, then the slot fails).
+ * @returns keys moved while recovering; throws when it cannot recover.
+ */
+async function recoverFromBatchError(
+  error: unknown,
+  data: SlotJobData,
+  deps: SlotEngineDeps,
+): Promise<number> {
+  const code = errorCodeOf(error);
+  if (code === ErrorCode.BusyKey) return replaceBusyKeys(data, deps);
+  if (code !== ErrorCode.IoError) throw error;
+  const { adapter, settings, log } = deps;
+  const [key] = await adapter.getKeysInSlot(data.source, data.slot, 1);
+  if (key === undefined) return 0;
+  const timeoutMs = settings.migrateTimeoutMs * ALONE_TIMEOUT_FACTOR;
+  log.warn(
+    { key: printableKey(key), timeoutMs, err: (error as Error).message },
+    'batch timed out: next key alone',
+  );
+  try {
+    return await adapter.migrate(data.source, data.target, [key], { timeoutMs });
+  } catch (alone) {
+    const aloneCode = errorCodeOf(alone);
+    if (aloneCode === ErrorCode.BusyKey) return replaceBusyKeys(data, deps);
+    if (aloneCode === ErrorCode.IoError) {
+      deps.metrics.migrateTimeouts.inc({
+        cluster: data.cluster,
+        source: address(data.source),
+        target: address(data.target),
+      });
+      throw new SlotfleetError(
+        ErrorCode.IoError,
+        `key ${printableKey(key)} of slot ${data.slot} timed out in a batch and again alone (${timeoutMs} ms): ` +
+          `${(alone as Error).message}. The slot stays open and safe (clients follow ASK); check the target ` +
+          `${address(data.target)}, or raise SLOTFLEET_MIGRATE_TIMEOUT_MS`,
+        { cause: alone, details: { key: printableKey(key) } },
+      );
+    }
+    throw alone;
+  }
+}
+
+/** Keys named in an error message at most. */
+const KEYS_NAMED = 10;
+
+async function replaceBusyKeys(data: SlotJobData, deps: SlotEngineDeps): Promise<number> {
+  const { adapter, settings, log } = deps;
+  const keys = await adapter.getKeysInSlot(data.source, data.slot, settings.batchKeys);
+  const [sourceDumps, targetDumps] = await Promise.all([
+    adapter.dumpKeys(data.source, keys, { asking: false }),
+    adapter.dumpKeys(data.target, keys, { asking: true }),
+  ]);
+  const busy = keys.filter((_, index) => targetDumps[index] !== null && sourceDumps[index] !== null);
+  if (busy.length === 0) return 0;
+  // Equal DUMP payloads are the same value. Different payloads may still be (RESTORE can choose
+  // another encoding), so those keys are compared by content.
+  const dumpsDiffer = busy.filter((key) => {
+    const index = keys.indexOf(key);
+    return !sourceDumps[index]!.equals(targetDumps[index]!);
+  });
+  let differing = dumpsDiffer;
+  try {
+    const [sourceValues, targetValues] = await Promise.all([
+      adapter.canonicalValues(data.source, dumpsDiffer, { asking: false }),
+      adapter.canonicalValues(data.target, dumpsDiffer, { asking: true }),
+    ]);
+    differing = dumpsDiffer.filter((_, index) => sourceValues[index] !== targetValues[index]);
+  } catch (error) {
+    // An ACL user without read commands cannot compare contents: such keys count as different.
+    log.warn({ err: (error as Error).message }, 'cannot compare key contents: treating them as different');
+  }
+  if (differing.length > 0 && !data.replace) {
+    const named = differing.slice(0, KEYS_NAMED).map(printableKey);
+    throw new SlotfleetError(
+      ErrorCode.BusyKey,
+      `target ${address(data.target)} already holds ${differing.length} key(s) of slot ${data.slot} with a ` +
+        `value other than the source's: ${named.join(', ')}${differing.length > KEYS_NAMED ? ', ...' : ''}. ` +
+        'Nothing was overwritten and the slot stays open and safe. Remove them from the target, or post the ' +
+        "migration again with replace: true to overwrite them with the source's values",
+      { details: { keys: named, count: differing.length } },
+    );
+  }
+  log.warn(
+    { identical: busy.length - differing.length, overwritten: differing.length },
+    'target already held keys of the slot: replacing them with the source copy',
+  );
+  return adapter.migrate(data.source, data.target, busy, {
+    timeoutMs: settings.migrateTimeoutMs,
+    replace: true,
+  });
+}
+
+/** A key name for messages: as text when it is valid UTF-8, else as hex. */
+export function printableKey(key: Buffer): string {
+  const text = key.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(key) ? JSON.stringify(text) : `0x${key.toString('hex')}`;
 }
 
 /** SETSLOT NODE on the other masters, at the addresses the source's view gave them. */

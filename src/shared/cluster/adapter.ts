@@ -4,7 +4,7 @@
  * same node in one event-loop turn leave in one write, and the node answers them in one turn (so it
  * also saves its cluster config once for all of them).
  */
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { RedisEndpoint } from '../config.js';
 import type { ClusterSnapshot, NodeRef } from '../domain/plan.js';
 import { snapshotFromViews } from '../domain/plan.js';
@@ -408,6 +408,124 @@ export class ClusterAdapter {
     };
   }
 
+  /**
+   * DUMP of each key (null where the node has none), for comparing a target's copy with the
+   * source's. asking: the node is IMPORTING the slot and must be asked with ASKING before each DUMP,
+   * which only holds for the next command: so on a connection of its own, where no other job's
+   * command can come in between. Rare (a BUSYKEY), so a short-lived connection is fine.
+   */
+  async dumpKeys(
+    node: Address,
+    keys: readonly Buffer[],
+    options: { asking: boolean },
+  ): Promise<(Buffer | null)[]> {
+    if (keys.length === 0) return [];
+    const redis = new Redis({
+      ...this.connectionOptions(node),
+      enableAutoPipelining: false,
+      lazyConnect: true,
+    });
+    redis.on('error', () => undefined);
+    try {
+      const pipeline = redis.pipeline();
+      for (const key of keys) {
+        if (options.asking) pipeline.call('ASKING');
+        pipeline.dumpBuffer(key);
+      }
+      const replies = await this.run(node, `DUMP of ${keys.length} keys`, async () => {
+        await redis.connect();
+        return (await pipeline.exec()) ?? [];
+      });
+      const dumps = replies.filter((_, index) => !options.asking || index % 2 === 1);
+      return dumps.map(([error, value]) => {
+        if (error) throw mapRedisError(error, `DUMP on ${node.host}:${node.port}`);
+        return (value as Buffer | null) ?? null;
+      });
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  /**
+   * Each key's value in a canonical form (null where the node has none), for deciding whether two
+   * copies hold the same data when their DUMP payloads differ: RESTORE may pick another encoding
+   * (a small hashtable-encoded hash loads as a listpack, a set of integers as an intset), so equal
+   * values do not always DUMP alike. Types: string, list, set, zset, hash, stream (entries; groups
+   * by name and last delivered id). asking: as for dumpKeys.
+   */
+  async canonicalValues(
+    node: Address,
+    keys: readonly Buffer[],
+    options: { asking: boolean },
+  ): Promise<(string | null)[]> {
+    const reads: Record<string, (key: Buffer) => (string | Buffer | number)[][]> = {
+      string: (key) => [['GET', key]],
+      list: (key) => [['LRANGE', key, 0, -1]],
+      set: (key) => [['SMEMBERS', key]],
+      zset: (key) => [['ZRANGE', key, 0, -1, 'WITHSCORES']],
+      hash: (key) => [['HGETALL', key]],
+      stream: (key) => [
+        ['XRANGE', key, '-', '+'],
+        ['XINFO', 'GROUPS', key],
+      ],
+    };
+    const types = (
+      await this.privateCommands(
+        node,
+        'TYPE',
+        keys.map((key) => ['TYPE', key]),
+        options,
+      )
+    ).map((reply) => String(reply));
+    const commands = keys.flatMap((key, index) => reads[types[index]!]?.(key) ?? []);
+    const replies = await this.privateCommands(node, 'value reads', commands, options);
+    let next = 0;
+    return keys.map((_, index) => {
+      const type = types[index]!;
+      if (type === 'none') return null;
+      const read = reads[type];
+      if (!read) return `unsupported type ${type}`;
+      const parts = read(Buffer.alloc(0)).map(() => replies[next++]);
+      const order = type === 'set' ? 'members' : type === 'hash' ? 'pairs' : 'kept';
+      return JSON.stringify([type, ...parts.map((part) => canonical(part, order))]);
+    });
+  }
+
+  /** Commands on a connection of their own, each preceded by ASKING when asked (see dumpKeys). */
+  private async privateCommands(
+    node: Address,
+    what: string,
+    commands: readonly (string | Buffer | number)[][],
+    options: { asking: boolean },
+  ): Promise<unknown[]> {
+    if (commands.length === 0) return [];
+    const redis = new Redis({
+      ...this.connectionOptions(node),
+      enableAutoPipelining: false,
+      lazyConnect: true,
+    });
+    redis.on('error', () => undefined);
+    try {
+      const pipeline = redis.pipeline();
+      for (const [name, ...args] of commands) {
+        if (options.asking) pipeline.call('ASKING');
+        pipeline.callBuffer(String(name), ...args);
+      }
+      const replies = await this.run(node, what, async () => {
+        await redis.connect();
+        return (await pipeline.exec()) ?? [];
+      });
+      return replies
+        .filter((_, index) => !options.asking || index % 2 === 1)
+        .map(([error, value]) => {
+          if (error) throw mapRedisError(error, `${what} on ${node.host}:${node.port}`);
+          return value;
+        });
+    } finally {
+      redis.disconnect();
+    }
+  }
+
   /** MIGRATE's arguments before KEYS: host port "" 0 timeout [REPLACE] [AUTH pass | AUTH2 user pass]. */
   private migrateArguments(target: Address, options: MigrateOptions): (string | number)[] {
     const args: (string | number)[] = [target.host, target.port, '', 0, options.timeoutMs];
@@ -437,11 +555,7 @@ export class ClusterAdapter {
     let redis = this.connections.get(key);
     if (!redis) {
       redis = new Redis({
-        host: node.host,
-        port: node.port,
-        ...(this.seed.username !== undefined ? { username: this.seed.username } : {}),
-        ...(this.seed.password !== undefined ? { password: this.seed.password } : {}),
-        ...(this.seed.tls ? { tls: {} } : {}),
+        ...this.connectionOptions(node),
         enableAutoPipelining: true,
         // Fail a command quickly when a node is down; the job's retry policy decides what follows.
         maxRetriesPerRequest: 1,
@@ -456,6 +570,16 @@ export class ClusterAdapter {
       this.connections.set(key, redis);
     }
     return redis;
+  }
+
+  private connectionOptions(node: Address): RedisOptions {
+    return {
+      host: node.host,
+      port: node.port,
+      ...(this.seed.username !== undefined ? { username: this.seed.username } : {}),
+      ...(this.seed.password !== undefined ? { password: this.seed.password } : {}),
+      ...(this.seed.tls ? { tls: {} } : {}),
+    };
   }
 
   private async run<T>(
@@ -502,6 +626,19 @@ function slotStateIn(view: SlotView, selfId: string): NodeSlotState {
     );
   }
   return { owner: view.owner, importingFrom: view.importingFrom, migratingTo: view.migratingTo };
+}
+
+/** A reply as comparable data: Buffers as base64; a set's members and a hash's pairs sorted. */
+function canonical(reply: unknown, order: 'kept' | 'members' | 'pairs'): unknown {
+  const plain = (value: unknown): unknown =>
+    Buffer.isBuffer(value) ? value.toString('base64') : Array.isArray(value) ? value.map(plain) : value;
+  const value = plain(reply);
+  if (order === 'kept' || !Array.isArray(value)) return value;
+  if (order === 'members') return value.map(String).sort();
+  const pairs: string[] = [];
+  for (let index = 0; index + 1 < value.length; index += 2)
+    pairs.push(JSON.stringify([value[index], value[index + 1]]));
+  return pairs.sort();
 }
 
 function addressKey(node: Address): string {

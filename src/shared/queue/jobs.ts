@@ -25,7 +25,12 @@ function commonOptions(policy: SlotJobPolicy): JobsOptions {
   };
 }
 
-export function slotJobData(migrationId: string, cluster: string, move: SlotMove): SlotJobData {
+export function slotJobData(
+  migrationId: string,
+  cluster: string,
+  move: SlotMove,
+  options: { readonly replace?: boolean } = {},
+): SlotJobData {
   return {
     migrationId,
     cluster,
@@ -33,6 +38,7 @@ export function slotJobData(migrationId: string, cluster: string, move: SlotMove
     source: move.source,
     target: move.target,
     ...(move.repair ? { repair: move.repair } : {}),
+    ...(options.replace ? { replace: true } : {}),
   };
 }
 

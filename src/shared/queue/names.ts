@@ -13,6 +13,11 @@ export interface SlotJobData {
   readonly target: NodeRef;
   /** Only on fix jobs. */
   readonly repair?: SlotRepair;
+  /**
+   * The migration was posted with replace: true: a key the target already holds with another value
+   * is overwritten (MIGRATE REPLACE) instead of failing the slot. Absent: false.
+   */
+  readonly replace?: boolean;
 }
 
 /** Job ids dedupe for free: enqueueing the same slot of the same migration twice adds nothing. */
