@@ -1,6 +1,6 @@
 /** Adds one migrate-slot job per slot; each adds its own finalizer when drained (see queue/jobs.ts). */
 import type { Queue } from 'bullmq';
-import type { SlotMove } from '../shared/domain/plan.js';
+import { interleaveByPair, type SlotMove } from '../shared/domain/plan.js';
 import { migrateJob, type SlotJobPolicy, slotJobData } from '../shared/queue/jobs.js';
 
 /** Jobs per addBulk call: bounds the size of one MULTI in the control Redis. */
@@ -14,7 +14,10 @@ export async function enqueueSlotMoves(
   policy: SlotJobPolicy,
   options: { readonly replace?: boolean } = {},
 ): Promise<void> {
-  const jobs = moves.map((move) => migrateJob(slotJobData(migrationId, cluster, move, options), policy));
+  // Round-robin over source -> target pairs: with per-node caps, every pair has jobs near the head.
+  const jobs = interleaveByPair(moves).map((move) =>
+    migrateJob(slotJobData(migrationId, cluster, move, options), policy),
+  );
   for (let start = 0; start < jobs.length; start += JOBS_PER_CALL) {
     await migrateQueue.addBulk(jobs.slice(start, start + JOBS_PER_CALL));
   }

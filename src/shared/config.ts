@@ -48,6 +48,20 @@ export interface Config {
     readonly migrateTimeoutMs: number;
     /** Port of the worker's /metrics endpoint. @defaultValue 9464 */
     readonly metricsPort: number;
+    /**
+     * Slots drained from one source node at once across the whole fleet (all worker processes):
+     * MIGRATE blocks the source until the target has restored the batch, so this bounds the
+     * source's queue of MIGRATEs to this many times batchesInFlight. 0: no cap.
+     * @defaultValue 4
+     */
+    readonly maxSlotsPerSource: number;
+    /**
+     * Slots drained into one target node at once across the whole fleet: the RESTOREs it runs for
+     * its sources. Twice the source cap, so two sources filling one new master both run at full
+     * speed. 0: no cap.
+     * @defaultValue 8
+     */
+    readonly maxSlotsPerTarget: number;
   };
   readonly jobs: {
     /** Attempts per slot job before the slot is reported failed. @defaultValue 8 */
@@ -72,6 +86,8 @@ export const DEFAULTS = {
   batchBytes: 4 * 1024 * 1024,
   migrateTimeoutMs: 10_000,
   metricsPort: 9464,
+  maxSlotsPerSource: 4,
+  maxSlotsPerTarget: 8,
   jobAttempts: 8,
   jobBackoffMs: 500,
   logLevel: 'info',
@@ -94,6 +110,8 @@ export const ENVIRONMENT = {
   SLOTFLEET_BATCH_BYTES: `bytes per MIGRATE, 0 for no limit (default ${DEFAULTS.batchBytes})`,
   SLOTFLEET_MIGRATE_TIMEOUT_MS: `MIGRATE I/O timeout (default ${DEFAULTS.migrateTimeoutMs})`,
   SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
+  SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots in flight per source node, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
+  SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots in flight per target node, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
   SLOTFLEET_LOG_LEVEL: `pino log level (default ${DEFAULTS.logLevel})`,
@@ -160,6 +178,8 @@ export function loadConfig(env: Environment): Config {
         3_600_000,
       ),
       metricsPort: integer(env, 'SLOTFLEET_METRICS_PORT', DEFAULTS.metricsPort, 0, 65535),
+      maxSlotsPerSource: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_SOURCE', DEFAULTS.maxSlotsPerSource, 0, 1024),
+      maxSlotsPerTarget: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_TARGET', DEFAULTS.maxSlotsPerTarget, 0, 1024),
     },
     jobs: {
       attempts: integer(env, 'SLOTFLEET_JOB_ATTEMPTS', DEFAULTS.jobAttempts, 1, 1000),

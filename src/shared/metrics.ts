@@ -22,6 +22,7 @@ export interface Metrics {
   readonly migrateErrors: Counter<'cluster' | 'code'>;
   readonly slotsFinished: Counter<'cluster' | 'result'>;
   readonly slotsInFlight: Gauge<'cluster' | 'source'>;
+  readonly nodeSlotsInFlight: Gauge<'cluster' | 'node' | 'role'>;
   readonly migrateBatchDuration: Histogram<'cluster'>;
   readonly slotDuration: Histogram<'cluster'>;
   readonly finalizeDuration: Histogram<'cluster'>;
@@ -68,6 +69,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_slots_in_flight',
       help: 'Slot jobs this process is running, by source node.',
       labelNames: ['cluster', 'source'],
+      registers,
+    }),
+    nodeSlotsInFlight: new Gauge({
+      name: 'slotfleet_node_slots_in_flight',
+      help: 'Slots this process is draining under a node lease, by node and its role (source, target); summed over the fleet, at most the cap.',
+      labelNames: ['cluster', 'node', 'role'],
       registers,
     }),
     migrateBatchDuration: new Histogram({

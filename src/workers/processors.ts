@@ -18,6 +18,7 @@ import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
+import { BUSY_RECHECK_MS, type NodeLease, type NodeLeases } from '../shared/queue/node-leases.js';
 import { runRepair } from './repair.js';
 import { driveSlot, PauseRequested, type SlotEngineDeps, type SlotEngineSettings } from './slot-engine.js';
 
@@ -32,6 +33,8 @@ export interface ProcessorDeps {
   /** Adds the slot's finalize-slot job once its migrate job drained it. */
   readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
   readonly beforeAction?: SlotEngineDeps['beforeAction'];
+  /** Caps slots in flight per source and target node across the fleet; none: no cap. */
+  readonly nodeLeases?: NodeLeases;
 }
 
 /** How long a paused slot job waits before it looks at the migration again. */
@@ -57,15 +60,19 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
     const stopTimer = histogram.startTimer({ cluster: data.cluster });
     const inFlight = { cluster: data.cluster, source };
     deps.metrics.slotsInFlight.inc(inFlight);
-    // An attempt postponed by a pause ends when the operator says, not when the work is done: it is
-    // not timed, or the histogram would fill with short, meaningless durations.
+    // An attempt postponed by a pause (or by busy nodes) ends when the operator says, not when the
+    // work is done: it is not timed, or the histogram would fill with short, meaningless durations.
     let postponed = false;
-    const postpone = async () => {
+    const postpone = async (nodesBusy = false) => {
       postponed = true;
-      log.info({ recheckMs: PAUSE_RECHECK_MS }, 'migration paused: slot job postponed');
-      await job.moveToDelayed(Date.now() + PAUSE_RECHECK_MS, token);
+      const recheckMs = nodesBusy ? BUSY_RECHECK_MS : PAUSE_RECHECK_MS;
+      // Busy nodes are routine under the caps: acquire() says so at debug level.
+      if (!nodesBusy) log.info({ recheckMs }, 'migration paused: slot job postponed');
+      await job.moveToDelayed(Date.now() + recheckMs, token);
       throw new DelayedError();
     };
+    // Held while the migrate job drains: MIGRATE blocks the source (see node-leases.ts).
+    let lease: NodeLease | undefined;
     try {
       let adapter: ClusterAdapter;
       try {
@@ -97,6 +104,10 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
         }
         log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
       }
+      if (phase === SlotPhase.Migrate && deps.nodeLeases) {
+        lease = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log);
+        if (!lease) return await postpone(true);
+      }
       const repairKind = data.repair?.kind;
       let keysMoved = 0;
       if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
@@ -113,6 +124,8 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
         log.info({ keysMoved }, 'slot done');
       } else {
+        // Drained: the nodes are free for the next slot while the finalizer is added.
+        void lease?.release();
         // Added before this job completes: a crash in between re-runs the (drained) migrate job,
         // which adds it then.
         await deps.enqueueFinalize(data);
@@ -141,6 +154,7 @@ export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
       }
       throw error;
     } finally {
+      await lease?.release();
       if (!postponed) stopTimer();
       deps.metrics.slotsInFlight.dec(inFlight);
     }

@@ -20,6 +20,7 @@ import {
 import { finalizeJob } from '../shared/queue/jobs.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName, type SlotJobData } from '../shared/queue/names.js';
+import { NodeLeases } from '../shared/queue/node-leases.js';
 import { createSlotProcessor, type ProcessorDeps } from './processors.js';
 
 export interface WorkerHandle {
@@ -80,6 +81,16 @@ export async function startWorker(
     prefix: config.queuePrefix,
   });
   finalizeQueue.on('error', logError('control Redis (finalize queue)', {}));
+  const { maxSlotsPerSource, maxSlotsPerTarget } = config.worker;
+  const nodeLeases =
+    maxSlotsPerSource > 0 || maxSlotsPerTarget > 0
+      ? new NodeLeases(
+          control,
+          config.queuePrefix,
+          { perSource: maxSlotsPerSource, perTarget: maxSlotsPerTarget },
+          { inFlight: metrics.nodeSlotsInFlight },
+        )
+      : undefined;
   const deps: ProcessorDeps = {
     adapterFor: (cluster) => clusters.get(cluster),
     store,
@@ -89,6 +100,7 @@ export async function startWorker(
     settings: config.worker,
     log,
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
+    ...(nodeLeases ? { nodeLeases } : {}),
   };
   const workerOptions = {
     // Auto-pipelined: the completions of slots whose last replies arrived together leave in one write.
@@ -115,7 +127,13 @@ export async function startWorker(
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
 
   log.info(
-    { concurrency: config.worker.concurrency, batchKeys: config.worker.batchKeys, metricsPort },
+    {
+      concurrency: config.worker.concurrency,
+      batchKeys: config.worker.batchKeys,
+      maxSlotsPerSource,
+      maxSlotsPerTarget,
+      metricsPort,
+    },
     'slotfleet worker ready',
   );
 

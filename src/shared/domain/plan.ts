@@ -202,3 +202,25 @@ export function assertSlotsClosed(snapshot: ClusterSnapshot, slots: Iterable<num
     );
   }
 }
+
+/**
+ * The moves in the order their jobs are queued: round-robin over source -> target pairs, each pair's
+ * slots in their planned order. Workers take jobs in queue order and each node caps its slots in
+ * flight, so a queue sorted by source would leave every source but the first idle while the
+ * workers wait on its cap.
+ */
+export function interleaveByPair(moves: readonly SlotMove[]): SlotMove[] {
+  const pairs = new Map<string, SlotMove[]>();
+  for (const move of moves) {
+    const key = `${move.source.id}>${move.target.id}`;
+    const pair = pairs.get(key) ?? [];
+    pair.push(move);
+    pairs.set(key, pair);
+  }
+  const queues = [...pairs.values()];
+  const ordered: SlotMove[] = [];
+  for (let index = 0; ordered.length < moves.length; index++) {
+    for (const queue of queues) if (index < queue.length) ordered.push(queue[index]!);
+  }
+  return ordered;
+}
