@@ -48,7 +48,7 @@ const commands: Record<string, Command> = {
     if (Object.keys(config.clusters).length === 0) {
       log.warn('no cluster configured: set SLOTFLEET_CLUSTER_URL (or SLOTFLEET_CLUSTERS)');
     }
-    await untilSignal(log, () => api.close());
+    await untilSignal(log, config.shutdownTimeoutMs, () => api.close());
     return 0;
   },
   worker: async (args) => {
@@ -58,7 +58,7 @@ const commands: Record<string, Command> = {
     const log = createLogger({ level: config.logLevel, name: 'slotfleet-worker' });
     const { startWorker } = await import('../workers/worker.js');
     const worker = await startWorker(config, log);
-    await untilSignal(log, () => worker.close());
+    await untilSignal(log, config.shutdownTimeoutMs, () => worker.close());
     return 0;
   },
   demo: async (args) => {
@@ -103,18 +103,27 @@ function positiveInteger(text: string | undefined, flag: string): number {
 }
 
 /**
- * Runs until SIGINT or SIGTERM, then closes with a deadline: jobs in flight finish their current
- * step and stay resumable; a second signal or the deadline exits at once.
+ * Runs until SIGINT or SIGTERM, then closes with a deadline (SLOTFLEET_SHUTDOWN_TIMEOUT_MS): a
+ * worker's slot jobs in flight finish their batch and hand their slot back. Past the deadline, or on
+ * a second signal, the process exits at once, non-zero: its jobs keep their lock until it runs out
+ * (SLOTFLEET_JOB_LOCK_MS), then the stalled-job check gives them to another worker, their slots
+ * open but safe meanwhile.
  */
 async function untilSignal(
-  log: { info: (o: object, m: string) => void },
+  log: { info: (o: object, m: string) => void; error: (o: object, m: string) => void },
+  deadlineMs: number,
   close: () => Promise<void>,
 ): Promise<void> {
-  const deadlineMs = 30_000;
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       log.info({ signal, deadlineMs }, 'shutting down');
-      const timer = setTimeout(() => process.exit(1), deadlineMs);
+      const timer = setTimeout(() => {
+        log.error(
+          { deadlineMs },
+          'shutdown deadline passed: exiting; jobs in flight go to other workers when their lock expires',
+        );
+        process.exit(1);
+      }, deadlineMs);
       timer.unref();
       process.once('SIGINT', () => process.exit(130));
       process.once('SIGTERM', () => process.exit(143));

@@ -68,7 +68,23 @@ export interface Config {
     readonly attempts: number;
     /** First retry delay; doubles on every attempt. @defaultValue 500 */
     readonly backoffMs: number;
+    /**
+     * How long a worker's claim on a job lasts without renewal (BullMQ lockDuration; renewed every
+     * half of it). A worker that dies leaves its jobs to the others once this runs out.
+     * @defaultValue 30000
+     */
+    readonly lockMs: number;
+    /**
+     * How often the fleet looks for jobs whose lock ran out (BullMQ stalledInterval): half of
+     * lockMs, so a dead worker's slot is running again within 1.5 x lockMs.
+     */
+    readonly stalledCheckMs: number;
   };
+  /**
+   * How long a worker (or the API) may take to stop after SIGTERM or SIGINT; past it the process
+   * exits 1 and its jobs go to the other workers when their lock runs out. @defaultValue 30000
+   */
+  readonly shutdownTimeoutMs: number;
   /** pino level. @defaultValue info */
   readonly logLevel: string;
   /** Where the operator CLI finds the API. @defaultValue http://127.0.0.1:8080 */
@@ -90,6 +106,8 @@ export const DEFAULTS = {
   maxSlotsPerTarget: 8,
   jobAttempts: 8,
   jobBackoffMs: 500,
+  jobLockMs: 30_000,
+  shutdownTimeoutMs: 30_000,
   logLevel: 'info',
   apiUrl: 'http://127.0.0.1:8080',
 } as const;
@@ -114,6 +132,8 @@ export const ENVIRONMENT = {
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots in flight per target node, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
+  SLOTFLEET_JOB_LOCK_MS: `job lock; a dead worker's jobs resume within 1.5x this (default ${DEFAULTS.jobLockMs})`,
+  SLOTFLEET_SHUTDOWN_TIMEOUT_MS: `time to stop after SIGTERM before exiting 1 (default ${DEFAULTS.shutdownTimeoutMs})`,
   SLOTFLEET_LOG_LEVEL: `pino log level (default ${DEFAULTS.logLevel})`,
   SLOTFLEET_API_URL: `where the operator commands reach the API (default ${DEFAULTS.apiUrl})`,
 } as const;
@@ -148,6 +168,7 @@ export function loadConfig(env: Environment): Config {
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(queuePrefix)) {
     throw configError('SLOTFLEET_QUEUE_PREFIX', 'use letters, digits, "-" and "_" only');
   }
+  const lockMs = integer(env, 'SLOTFLEET_JOB_LOCK_MS', DEFAULTS.jobLockMs, 1_000, 3_600_000);
   const token = nonEmpty(env.SLOTFLEET_API_TOKEN);
   if (token !== undefined && token.length < 16) {
     throw configError('SLOTFLEET_API_TOKEN', 'use at least 16 characters (e.g. openssl rand -hex 24)');
@@ -184,7 +205,16 @@ export function loadConfig(env: Environment): Config {
     jobs: {
       attempts: integer(env, 'SLOTFLEET_JOB_ATTEMPTS', DEFAULTS.jobAttempts, 1, 1000),
       backoffMs: integer(env, 'SLOTFLEET_JOB_BACKOFF_MS', DEFAULTS.jobBackoffMs, 0, 600_000),
+      lockMs,
+      stalledCheckMs: Math.ceil(lockMs / 2),
     },
+    shutdownTimeoutMs: integer(
+      env,
+      'SLOTFLEET_SHUTDOWN_TIMEOUT_MS',
+      DEFAULTS.shutdownTimeoutMs,
+      0,
+      3_600_000,
+    ),
     logLevel,
     apiUrl: httpUrl(nonEmpty(env.SLOTFLEET_API_URL) ?? DEFAULTS.apiUrl, 'SLOTFLEET_API_URL'),
   };

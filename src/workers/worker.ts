@@ -7,7 +7,7 @@ import { type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
-import type { MigrationControl } from '../shared/domain/migration.js';
+import { MigrationControl } from '../shared/domain/migration.js';
 import { SlotPhase } from '../shared/domain/slot-migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -27,7 +27,10 @@ export interface WorkerHandle {
   readonly metrics: Metrics;
   /** Port /metrics listens on (0 when disabled). */
   readonly metricsPort: number;
-  /** Stops taking jobs, lets jobs in flight finish, closes every connection. */
+  /**
+   * Stops taking jobs; slot jobs in flight finish their current step or MIGRATE batches, then
+   * hand their slot back to the queue (open but safe) for any worker; closes every connection.
+   */
   close(): Promise<void>;
 }
 
@@ -68,7 +71,11 @@ export async function startWorker(
   // Slot jobs ask for their migration's control between batches: one read per migration per
   // CONTROL_CACHE_MS instead of one per batch.
   const controlCache = new Map<string, { control: Promise<MigrationControl>; at: number }>();
+  // Set by close(): slot jobs then hand their slot back the way a pause does, at the end of their
+  // current step or MIGRATE batches, instead of draining it to the end (which can take minutes).
+  let handingBack = false;
   const controlOf = (migrationId: string): Promise<MigrationControl> => {
+    if (handingBack) return Promise.resolve(MigrationControl.Pause);
     const cached = controlCache.get(migrationId);
     if (cached && Date.now() - cached.at < CONTROL_CACHE_MS) return cached.control;
     const control = store.control(migrationId);
@@ -108,6 +115,10 @@ export async function startWorker(
     prefix: config.queuePrefix,
     concurrency: config.worker.concurrency,
     maxStalledCount: MAX_STALLED_COUNT,
+    // A worker that dies (SIGKILL, OOM, lost host) keeps its jobs until their lock runs out; the
+    // stalled-job check of any other worker then puts them back in the queue.
+    lockDuration: config.jobs.lockMs,
+    stalledInterval: config.jobs.stalledCheckMs,
   };
   const workers = [
     new Worker<SlotJobData>(
@@ -143,6 +154,8 @@ export async function startWorker(
     metricsPort,
     close() {
       closing ??= (async () => {
+        handingBack = true;
+        log.info('stopping: no new slot jobs; those in flight hand their slot back after their batch');
         await Promise.all(workers.map((worker) => worker.close()));
         await finalizeQueue.close();
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));

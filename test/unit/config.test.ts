@@ -16,6 +16,15 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(config.worker)).toBe(true);
   });
 
+  it('derives the stalled-job check from the job lock, and reads the shutdown deadline', () => {
+    const defaults = loadConfig({});
+    expect(defaults.jobs).toMatchObject({ lockMs: 30_000, stalledCheckMs: 15_000 });
+    expect(defaults.shutdownTimeoutMs).toBe(DEFAULTS.shutdownTimeoutMs);
+    const short = loadConfig({ SLOTFLEET_JOB_LOCK_MS: '2001', SLOTFLEET_SHUTDOWN_TIMEOUT_MS: '0' });
+    expect(short.jobs).toMatchObject({ lockMs: 2001, stalledCheckMs: 1001 });
+    expect(short.shutdownTimeoutMs).toBe(0);
+  });
+
   it('reads named clusters', () => {
     const config = loadConfig({ SLOTFLEET_CLUSTERS: 'eu=redis://10.0.0.1:7000,us=redis://:pw@h:7001' });
     expect(Object.keys(config.clusters)).toEqual(['eu', 'us']);
@@ -28,6 +37,8 @@ describe('loadConfig', () => {
     [{ SLOTFLEET_CONTROL_URL: 'http://x' }, /SLOTFLEET_CONTROL_URL: protocol "http:"/],
     [{ SLOTFLEET_CLUSTERS: 'redis://:pw@h:1' }, /SLOTFLEET_CLUSTERS: entry 1 of 1 is not name=/],
     [{ SLOTFLEET_LOG_LEVEL: 'loud' }, /SLOTFLEET_LOG_LEVEL/],
+    [{ SLOTFLEET_JOB_LOCK_MS: '999' }, /SLOTFLEET_JOB_LOCK_MS: "999" is not a whole number from 1000/],
+    [{ SLOTFLEET_SHUTDOWN_TIMEOUT_MS: '5s' }, /SLOTFLEET_SHUTDOWN_TIMEOUT_MS: "5s"/],
   ])('rejects %j naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
   });
