@@ -65,6 +65,8 @@ let printCommandStats = false;
 /** --cpu-prof-dir: workers write V8 CPU profiles there (open them in Chrome DevTools). */
 let workerNodeArgs: string[] = [];
 const WORKER_CONCURRENCY = '32';
+const MAX_SLOTS_PER_SOURCE = '32';
+const MAX_SLOTS_PER_TARGET = '64';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -98,7 +100,14 @@ async function main(): Promise<void> {
       node: process.version,
       redis: binaries.version,
     },
-    settings: { runs, scale, workers: WORKERS, workerConcurrency: Number(WORKER_CONCURRENCY) },
+    settings: {
+      runs,
+      scale,
+      workers: WORKERS,
+      workerConcurrency: Number(WORKER_CONCURRENCY),
+      maxSlotsPerSource: Number(MAX_SLOTS_PER_SOURCE),
+      maxSlotsPerTarget: Number(MAX_SLOTS_PER_TARGET),
+    },
     cases: {},
   };
   for (const spec of specs) {
@@ -383,6 +392,9 @@ async function startWorkers(prefix: string, clusterUrl: string, controlUrl: stri
       SLOTFLEET_QUEUE_PREFIX: prefix,
       SLOTFLEET_LOG_LEVEL: 'warn',
       SLOTFLEET_WORKER_CONCURRENCY: WORKER_CONCURRENCY,
+      // The caps protect a production cluster's clients; the bench has none, and states its caps.
+      SLOTFLEET_MAX_SLOTS_PER_SOURCE: MAX_SLOTS_PER_SOURCE,
+      SLOTFLEET_MAX_SLOTS_PER_TARGET: MAX_SLOTS_PER_TARGET,
     },
   });
   // A worker is ready when its BullMQ workers connected; give them a moment (not timed).
