@@ -106,6 +106,9 @@ export async function driveSlot(
       const stale = !observed.source.isMaster ? 'source' : !observed.target.isMaster ? 'target' : undefined;
       if (stale === undefined || adoptions >= 2) return { ...observed, replaced };
       const successorId = observed[stale].masterId;
+      // A source that lost its last slot to the target follows the target (Redis 7.0 replica
+      // migration): not a failover, the state machine knows it is done with that node.
+      if (successorId === data.source.id || successorId === data.target.id) return { ...observed, replaced };
       const successor = observed.others.find((other) => other.nodeId === successorId);
       if (!successor) {
         // A replica whose master is not (yet) a healthy master in the source's view: gossip has not
@@ -447,7 +450,7 @@ async function replaceBusyKeys(data: SlotJobData, deps: SlotEngineDeps): Promise
     const named = differing.slice(0, KEYS_NAMED).map(printableKey);
     throw new SlotfleetError(
       ErrorCode.BusyKey,
-      `target ${address(data.target)} already holds ${differing.length} key(s) of slot ${data.slot} with a ` +
+      `BUSYKEY: target ${address(data.target)} already holds ${differing.length} key(s) of slot ${data.slot} with a ` +
         `value other than the source's: ${named.join(', ')}${differing.length > KEYS_NAMED ? ', ...' : ''}. ` +
         'Nothing was overwritten and the slot stays open and safe. Remove them from the target, or post the ' +
         "migration again with replace: true to overwrite them with the source's values",
