@@ -278,12 +278,6 @@ export class MigrationStore {
     await this.redis.hset(this.key(id), 'control', control, 'updatedAt', new Date().toISOString());
   }
 
-  async control(id: string): Promise<MigrationControl> {
-    return (
-      ((await this.redis.hget(this.key(id), 'control')) as MigrationControl | null) ?? MigrationControl.Run
-    );
-  }
-
   /** The control and the limits in one read (workers ask for both between batches). */
   async runtime(id: string): Promise<MigrationRuntime> {
     const [control, ...limits] = await this.redis.hmget(this.key(id), 'control', ...LIMIT_NAMES);
