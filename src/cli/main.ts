@@ -14,6 +14,7 @@ Usage:
   slotfleet demo [--keys N] [--workers N] [--keep]  local servers, data, a new master, rebalance, verify
   slotfleet rebalance|reshard|drain|fix ...  plan a migration through the API (--dry-run, --wait, --json)
   slotfleet status [ID] | pause|resume|cancel ID
+  slotfleet limit ID [--keys-per-second N] [--bytes-per-second N] [--batch-keys N]   (none clears one)
   slotfleet api                             run the HTTP API
   slotfleet worker                          run a worker (any number, on any host)
   slotfleet <command> --help
@@ -26,7 +27,17 @@ ${Object.entries(ENVIRONMENT)
 
 type Command = (args: string[]) => Promise<number>;
 
-const operatorCommands = ['rebalance', 'reshard', 'drain', 'fix', 'status', 'pause', 'resume', 'cancel'];
+const operatorCommands = [
+  'rebalance',
+  'reshard',
+  'drain',
+  'fix',
+  'status',
+  'pause',
+  'resume',
+  'cancel',
+  'limit',
+];
 
 const commands: Record<string, Command> = {
   ...Object.fromEntries(

@@ -1,5 +1,5 @@
 /**
- * The operator commands: rebalance, reshard, drain, fix, status, pause, resume, cancel. They talk to
+ * The operator commands: rebalance, reshard, drain, fix, status, pause, resume, cancel, limit. They talk to
  * the API (SLOTFLEET_API_URL, SLOTFLEET_API_TOKEN) and never to Redis. --json prints the API's JSON
  * and nothing else; --wait follows the migration with a progress bar and exits non-zero unless it
  * ends done.
@@ -25,6 +25,7 @@ interface MigrationView {
   keysPerSecond?: number;
   etaSeconds?: number | null;
   errors?: { slot: number; code: string; message: string }[];
+  limits?: Record<string, number | null>;
 }
 
 /** Exit codes: 0 done (or accepted without --wait), 1 failed or cancelled, 2 usage, 3 API refused. */
@@ -49,7 +50,16 @@ export const OPERATOR_HELP: Record<string, string> = {
   pause: 'slotfleet pause ID [--json]',
   resume: 'slotfleet resume ID [--json]',
   cancel: 'slotfleet cancel ID [--json]',
+  limit:
+    'slotfleet limit ID [--keys-per-second N|none] [--bytes-per-second N|none] [--batch-keys N|none] [--json]',
 };
+
+/** The flags of `slotfleet limit` and the limit each sets. */
+const LIMIT_FLAGS = {
+  'keys-per-second': 'maxKeysPerSecond',
+  'bytes-per-second': 'maxBytesPerSecond',
+  'batch-keys': 'batchKeys',
+} as const;
 
 export async function runOperatorCommand(name: string, args: string[], config: Config): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -65,6 +75,9 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       to: { type: 'string' },
       slots: { type: 'string' },
       ranges: { type: 'string' },
+      'keys-per-second': { type: 'string' },
+      'bytes-per-second': { type: 'string' },
+      'batch-keys': { type: 'string' },
     },
   });
   if (values.help) {
@@ -134,6 +147,30 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       out(describe(response.body as MigrationView));
       return ExitCode.Ok;
     }
+    case 'limit': {
+      const limits: Record<string, number | null> = {};
+      for (const [flag, limit] of Object.entries(LIMIT_FLAGS)) {
+        const text = values[flag as keyof typeof LIMIT_FLAGS];
+        if (text === undefined) continue;
+        // Checked here: Number('abc') is NaN, which JSON sends as null, which clears the limit.
+        if (text === 'none') limits[limit] = null;
+        else if (/^\d{1,16}$/.test(text)) limits[limit] = Number(text);
+        else {
+          process.stderr.write(`slotfleet: --${flag} takes a whole number, or none to clear the limit\n`);
+          return usage(name);
+        }
+      }
+      if (positionals.length !== 1 || Object.keys(limits).length === 0) return usage(name);
+      const response = await api.request(
+        'PATCH',
+        `/v1/migrations/${encodeURIComponent(positionals[0]!)}`,
+        limits,
+      );
+      if (response.status !== 200) return refused(response, values.json);
+      if (values.json) return printJson(response.body);
+      out(describe(response.body as MigrationView));
+      return ExitCode.Ok;
+    }
     default:
       return usage(name);
   }
@@ -164,7 +201,7 @@ class ApiClient {
   ) {}
 
   async request(
-    method: 'GET' | 'POST',
+    method: 'GET' | 'POST' | 'PATCH',
     path: string,
     body?: unknown,
   ): Promise<{ status: number; body: unknown }> {
@@ -225,8 +262,19 @@ function describe(view: MigrationView): string {
     : '';
   return (
     `${view.id}  ${view.state}  slots done ${view.slots.done ?? 0}/${view.slotsTotal}` +
-    ` (failed ${view.slots.failed ?? 0}, cancelled ${view.slots.cancelled ?? 0})  keys moved ${view.keysMoved}${errors}`
+    ` (failed ${view.slots.failed ?? 0}, cancelled ${view.slots.cancelled ?? 0})  keys moved ${view.keysMoved}${errors}` +
+    describeLimits(view.limits)
   );
+}
+
+/** "  limits: 1500 keys/s per source, batches of 100 keys", or nothing when no limit is set. */
+export function describeLimits(limits: MigrationView['limits']): string {
+  const parts = [
+    limits?.maxKeysPerSecond ? `${limits.maxKeysPerSecond} keys/s per source` : undefined,
+    limits?.maxBytesPerSecond ? `${limits.maxBytesPerSecond} bytes/s per source` : undefined,
+    limits?.batchKeys ? `batches of ${limits.batchKeys} keys` : undefined,
+  ].filter((part) => part !== undefined);
+  return parts.length > 0 ? `  limits: ${parts.join(', ')}` : '';
 }
 
 export function planTable(plan: readonly PlanGroup[]): string {

@@ -29,6 +29,7 @@ import {
   statusForCode,
 } from './http-errors.js';
 import { registerClusterRoutes } from './routes/clusters.js';
+import { registerLimitRoutes } from './routes/limits.js';
 import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
 import { registerStatusPage } from './routes/status-page.js';
 import { Health, MetricsText, Readiness } from './schemas.js';
@@ -184,6 +185,7 @@ export function buildApp(deps: AppDeps) {
       });
     }
     registerMigrationRoutes(v1 as unknown as TypedApp, deps);
+    registerLimitRoutes(v1 as unknown as TypedApp, deps);
     registerClusterRoutes(v1 as unknown as TypedApp, deps);
     // The BullMQ queue UI (bull-board), behind the same token as /v1.
     const board = new FastifyAdapter();

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
+import type { MigrationLimits } from '../shared/domain/migration.js';
 import type { ClusterSnapshot, SlotMove } from '../shared/domain/plan.js';
 import { formatSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
@@ -19,6 +20,8 @@ export interface CreateMigrationInput {
   readonly kind: string;
   readonly request: unknown;
   readonly moves: readonly SlotMove[];
+  /** Limits from the request body; PATCH /v1/migrations/:id changes them later. */
+  readonly limits?: MigrationLimits;
 }
 
 /** replace: true in a request body (every route that moves keys accepts it). */
@@ -106,11 +109,13 @@ export async function createIdempotently(
   }
   try {
     const moves = await plan();
+    const limits = (request.body as { limits?: MigrationLimits } | null)?.limits;
     const created = await createMigration(deps, {
       cluster: request.cluster,
       kind: request.kind,
       request: request.body,
       moves,
+      ...(limits ? { limits } : {}),
     });
     if (idempotencyKey !== undefined)
       await deps.store.completeIdempotencyKey(idempotencyKey, bodyHash, created.id);
@@ -150,6 +155,7 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       kind: input.kind,
       request: input.request,
       moves: input.moves,
+      ...(input.limits ? { limits: input.limits } : {}),
     });
     await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs, {
       replace: replaceRequested(input.request),

@@ -1,6 +1,50 @@
 /** TypeBox schemas of the API: bodies, params and every response. OpenAPI is generated from them. */
 import { Type } from '@fastify/type-provider-typebox';
+import { LIMIT_RANGES, type LimitName } from '../shared/domain/migration.js';
 import { SLOT_STEPS } from '../shared/domain/slot-migration.js';
+
+const LIMIT_DESCRIPTIONS: Record<LimitName, string> = {
+  maxKeysPerSecond: 'keys per second moved off each source node, by the whole fleet',
+  maxBytesPerSecond:
+    'bytes per second (MEMORY USAGE of the keys) moved off each source node, by the whole fleet; ' +
+    'needs SLOTFLEET_BATCH_BYTES above 0 on the workers',
+  batchKeys: "keys per MIGRATE for this migration, instead of the workers' SLOTFLEET_BATCH_KEYS",
+};
+
+function limitSchema(name: LimitName) {
+  return Type.Integer({ ...LIMIT_RANGES[name], description: LIMIT_DESCRIPTIONS[name] });
+}
+
+/** Limits given when a migration is created; each can be changed later with PATCH /v1/migrations/:id. */
+export const LimitsInput = Type.Object(
+  {
+    maxKeysPerSecond: Type.Optional(limitSchema('maxKeysPerSecond')),
+    maxBytesPerSecond: Type.Optional(limitSchema('maxBytesPerSecond')),
+    batchKeys: Type.Optional(limitSchema('batchKeys')),
+  },
+  { additionalProperties: false },
+);
+
+/** PATCH /v1/migrations/:id: a number sets a limit, null clears it, a missing name keeps it. */
+export const LimitsPatchBody = Type.Object(
+  {
+    maxKeysPerSecond: Type.Optional(Type.Union([limitSchema('maxKeysPerSecond'), Type.Null()])),
+    maxBytesPerSecond: Type.Optional(Type.Union([limitSchema('maxBytesPerSecond'), Type.Null()])),
+    batchKeys: Type.Optional(Type.Union([limitSchema('batchKeys'), Type.Null()])),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export const Limits = Type.Object(
+  {
+    maxKeysPerSecond: Type.Union([Type.Integer(), Type.Null()]),
+    maxBytesPerSecond: Type.Union([Type.Integer(), Type.Null()]),
+    batchKeys: Type.Union([Type.Integer(), Type.Null()]),
+  },
+  { description: "the migration's limits; null: no limit (rates), the workers' setting (batchKeys)" },
+);
+
+const LimitsOnCreate = Type.Optional(LimitsInput);
 
 export const ClusterParams = Type.Object({
   cluster: Type.String({ pattern: '^[a-zA-Z0-9_-]{1,64}$', description: 'configured cluster name' }),
@@ -37,7 +81,7 @@ const Replace = Type.Optional(
 );
 
 export const CreateMigrationBody = Type.Object(
-  { moves: Type.Array(Move, { minItems: 1, maxItems: 16384 }), replace: Replace },
+  { moves: Type.Array(Move, { minItems: 1, maxItems: 16384 }), replace: Replace, limits: LimitsOnCreate },
   { additionalProperties: false },
 );
 
@@ -101,6 +145,7 @@ export const MigrationSummary = Type.Object({
   createdAt: Type.String(),
   updatedAt: Type.String(),
   startedAt: Type.Union([Type.String(), Type.Null()]),
+  limits: Limits,
 });
 
 export const Migration = Type.Object({
@@ -183,6 +228,7 @@ export const RebalanceBody = Type.Object(
     useEmptyMasters: Type.Optional(Type.Boolean()),
     by: Type.Optional(Type.Union([Type.Literal('slots'), Type.Literal('keys')])),
     replace: Replace,
+    limits: LimitsOnCreate,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -195,6 +241,7 @@ export const ReshardBody = Type.Object(
     slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 16384 })),
     ranges: Type.Optional(Type.String({ minLength: 1, maxLength: 200_000 })),
     replace: Replace,
+    limits: LimitsOnCreate,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -207,6 +254,7 @@ export const DrainBody = Type.Object(
       Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 })),
     ),
     replace: Replace,
+    limits: LimitsOnCreate,
     dryRun: DryRun,
   },
   { additionalProperties: false },

@@ -27,6 +27,7 @@ export interface Metrics {
   readonly slotDuration: Histogram<'cluster'>;
   readonly finalizeDuration: Histogram<'cluster'>;
   readonly queueJobs: Gauge<'queue' | 'state'>;
+  readonly throttleWait: Counter<'cluster' | 'source'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -102,6 +103,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_queue_jobs',
       help: 'Jobs in each slotfleet queue by BullMQ state, read from the control Redis when the API is scraped.',
       labelNames: ['queue', 'state'],
+      registers,
+    }),
+    throttleWait: new Counter({
+      name: 'slotfleet_throttle_wait_seconds_total',
+      help: "Seconds slot jobs waited for a migration's keys/bytes per second limits on a source node.",
+      labelNames: ['cluster', 'source'],
       registers,
     }),
   };

@@ -33,6 +33,9 @@ export interface ProcessorDeps {
   /** Adds the slot's finalize-slot job once its migrate job drained it. */
   readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
   readonly beforeAction?: SlotEngineDeps['beforeAction'];
+  /** Passed on to the engine as they are (per-migration limits, the fleet-wide throttle). */
+  readonly limitsOf?: SlotEngineDeps['limitsOf'];
+  readonly throttle?: SlotEngineDeps['throttle'];
   /** Caps slots in flight per source and target node across the fleet; none: no cap. */
   readonly nodeLeases?: NodeLeases;
 }

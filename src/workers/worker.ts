@@ -7,7 +7,7 @@ import { type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
-import { MigrationControl } from '../shared/domain/migration.js';
+import { MigrationControl, type MigrationLimits } from '../shared/domain/migration.js';
 import { SlotPhase } from '../shared/domain/slot-migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -18,10 +18,13 @@ import {
   controlUnavailableReason,
 } from '../shared/queue/connections.js';
 import { finalizeJob } from '../shared/queue/jobs.js';
-import { MigrationStore } from '../shared/queue/migration-store.js';
+import { type MigrationRuntime, MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName, type SlotJobData } from '../shared/queue/names.js';
 import { NodeLeases } from '../shared/queue/node-leases.js';
+import { TokenBuckets } from '../shared/queue/token-bucket.js';
 import { createSlotProcessor, type ProcessorDeps } from './processors.js';
+import type { SlotEngineDeps } from './slot-engine.js';
+import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
   readonly metrics: Metrics;
@@ -40,7 +43,7 @@ export interface WorkerOptions {
   readonly beforeAction?: ProcessorDeps['beforeAction'];
 }
 
-/** How long a worker trusts the pause/cancel state it read. */
+/** How long a worker trusts the pause/cancel state and the limits it read. */
 const CONTROL_CACHE_MS = 250;
 /** A slot job may be re-run after a crash as often as it takes: every step is idempotent. */
 const MAX_STALLED_COUNT = 10;
@@ -68,20 +71,43 @@ export async function startWorker(
   };
   const clusters = new ClusterRegistry(config, log);
   const store = new MigrationStore(control, config.queuePrefix);
-  // Slot jobs ask for their migration's control between batches: one read per migration per
-  // CONTROL_CACHE_MS instead of one per batch.
-  const controlCache = new Map<string, { control: Promise<MigrationControl>; at: number }>();
+  // Slot jobs ask for their migration's control and limits between batches: one read per migration
+  // per CONTROL_CACHE_MS instead of one per batch.
+  const runtimeCache = new Map<string, { runtime: Promise<MigrationRuntime>; at: number }>();
+  const lastRuntime = new Map<string, MigrationRuntime>();
   // Set by close(): slot jobs then hand their slot back the way a pause does, at the end of their
   // current step or MIGRATE batches, instead of draining it to the end (which can take minutes).
   let handingBack = false;
-  const controlOf = (migrationId: string): Promise<MigrationControl> => {
-    if (handingBack) return Promise.resolve(MigrationControl.Pause);
-    const cached = controlCache.get(migrationId);
-    if (cached && Date.now() - cached.at < CONTROL_CACHE_MS) return cached.control;
-    const control = store.control(migrationId);
-    controlCache.set(migrationId, { control, at: Date.now() });
-    control.catch(() => controlCache.delete(migrationId));
-    return control;
+  const runtimeOf = (migrationId: string): Promise<MigrationRuntime> => {
+    const cached = runtimeCache.get(migrationId);
+    if (cached && Date.now() - cached.at < CONTROL_CACHE_MS) return cached.runtime;
+    const runtime = store.runtime(migrationId);
+    runtimeCache.set(migrationId, { runtime, at: Date.now() });
+    runtime.then(
+      (value) => lastRuntime.set(migrationId, value),
+      () => runtimeCache.delete(migrationId),
+    );
+    return runtime;
+  };
+  const controlOf = async (migrationId: string): Promise<MigrationControl> =>
+    handingBack ? MigrationControl.Pause : (await runtimeOf(migrationId)).control;
+  const limitsOf = async (migrationId: string): Promise<MigrationLimits> =>
+    drainLimits((await runtimeOf(migrationId)).limits, config.worker.batchKeys);
+  const buckets = new TokenBuckets(control, config.queuePrefix);
+  const throttling: Pick<SlotEngineDeps, 'limitsOf' | 'throttle'> = {
+    limitsOf,
+    throttle: createThrottle({
+      knownLimitsOf: (migrationId) => {
+        const known = lastRuntime.get(migrationId);
+        return known && drainLimits(known.limits, config.worker.batchKeys);
+      },
+      limitsOf,
+      isPaused: async (migrationId) => (await controlOf(migrationId)) === MigrationControl.Pause,
+      take: (...args) => buckets.take(...args),
+      metrics,
+      log,
+      batchBytes: config.worker.batchBytes,
+    }),
   };
   const finalizeQueue = new Queue<SlotJobData>(QueueName.FinalizeSlot, {
     connection,
@@ -98,7 +124,9 @@ export async function startWorker(
           { inFlight: metrics.nodeSlotsInFlight },
         )
       : undefined;
-  const deps: ProcessorDeps = {
+  // limitsOf and throttle reach the engine through the processor's spread of its deps.
+  const deps: ProcessorDeps & typeof throttling = {
+    ...throttling,
     adapterFor: (cluster) => clusters.get(cluster),
     store,
     controlOf,

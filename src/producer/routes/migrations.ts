@@ -187,7 +187,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
   }
 }
 
-function summary(record: MigrationRecord) {
+export function summary(record: MigrationRecord) {
   return {
     id: record.id,
     cluster: record.cluster,
@@ -200,10 +200,11 @@ function summary(record: MigrationRecord) {
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
     startedAt: record.startedAt,
+    limits: record.limits,
   };
 }
 
-async function requireRecord(deps: AppDeps, id: string): Promise<MigrationRecord> {
+export async function requireRecord(deps: AppDeps, id: string): Promise<MigrationRecord> {
   const record = await deps.store.get(id);
   if (!record) throw new SlotfleetError(ErrorCode.NotFound, `migration ${id} does not exist`);
   return record;

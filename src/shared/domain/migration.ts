@@ -49,3 +49,32 @@ export function migrationState(
   if (counts[SlotStep.Pending] === total) return MigrationState.Pending;
   return MigrationState.Running;
 }
+
+/**
+ * How fast an operator lets a migration go, set at creation or on a running migration (PATCH). The
+ * rates hold per source node, for the whole fleet; batchKeys replaces the workers' SLOTFLEET_BATCH_KEYS
+ * for this migration. Unset: no limit (rates), the worker's setting (batchKeys).
+ */
+export interface MigrationLimits {
+  readonly maxKeysPerSecond?: number;
+  readonly maxBytesPerSecond?: number;
+  readonly batchKeys?: number;
+}
+
+export const LIMIT_NAMES = ['maxKeysPerSecond', 'maxBytesPerSecond', 'batchKeys'] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+
+/** A change of limits: a number sets one, null clears it, a missing name keeps it. */
+export type LimitsPatch = { readonly [name in LimitName]?: number | null };
+
+/**
+ * What each limit accepts. batchKeys: at most 5000, like SLOTFLEET_BATCH_KEYS (a batch is chosen
+ * by a script on the source, and Lua's unpack() is bounded).
+ */
+export const LIMIT_RANGES: Readonly<
+  Record<LimitName, { readonly minimum: number; readonly maximum: number }>
+> = {
+  maxKeysPerSecond: { minimum: 1, maximum: 10_000_000 },
+  maxBytesPerSecond: { minimum: 1, maximum: 10 * 1024 ** 3 },
+  batchKeys: { minimum: 1, maximum: 5_000 },
+};

@@ -1,7 +1,8 @@
 /**
  * Migration records in the control Redis. A record holds the request, the plan, each slot's step,
  * per-slot errors and counters. Keys:
- *   <prefix>:migration:<id>          hash: id, cluster, request, plan, createdAt, updatedAt, keysMoved, slotsTotal
+ *   <prefix>:migration:<id>          hash: id, cluster, request, plan, createdAt, updatedAt, keysMoved, slotsTotal,
+ *                                          control, and the limits set (maxKeysPerSecond, maxBytesPerSecond, batchKeys)
  *   <prefix>:migration:<id>:slots    hash: slot -> step
  *   <prefix>:migration:<id>:errors   hash: slot -> {"code","message","at"}
  *   <prefix>:migrations              zset: id scored by creation time, newest last
@@ -12,7 +13,11 @@
 import type { Redis } from 'ioredis';
 import {
   countSteps,
+  LIMIT_NAMES,
+  type LimitName,
+  type LimitsPatch,
   MigrationControl,
+  type MigrationLimits,
   type MigrationState,
   migrationState,
   type SlotStepCounts,
@@ -54,6 +59,14 @@ export interface MigrationRecord {
   readonly updatedAt: string;
   /** When the first slot left pending; null before. */
   readonly startedAt: string | null;
+  /** The operator's limits; null: not set. */
+  readonly limits: { readonly [name in LimitName]: number | null };
+}
+
+/** What workers read between batches: the operator may change both on a running migration. */
+export interface MigrationRuntime {
+  readonly control: MigrationControl;
+  readonly limits: MigrationLimits;
 }
 
 export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
@@ -205,6 +218,7 @@ export class MigrationStore {
     kind: string;
     request: unknown;
     moves: readonly SlotMove[];
+    limits?: MigrationLimits;
     now?: Date;
   }): Promise<void> {
     const now = (input.now ?? new Date()).toISOString();
@@ -220,6 +234,7 @@ export class MigrationStore {
       updatedAt: now,
       keysMoved: 0,
       slotsTotal: input.moves.length,
+      ...limitFields(input.limits ?? {}),
     });
     if (input.moves.length > 0) {
       const steps: (string | number)[] = [];
@@ -263,10 +278,27 @@ export class MigrationStore {
     await this.redis.hset(this.key(id), 'control', control, 'updatedAt', new Date().toISOString());
   }
 
-  async control(id: string): Promise<MigrationControl> {
-    return (
-      ((await this.redis.hget(this.key(id), 'control')) as MigrationControl | null) ?? MigrationControl.Run
-    );
+  /** The control and the limits in one read (workers ask for both between batches). */
+  async runtime(id: string): Promise<MigrationRuntime> {
+    const [control, ...limits] = await this.redis.hmget(this.key(id), 'control', ...LIMIT_NAMES);
+    return {
+      control: (control as MigrationControl | null) ?? MigrationControl.Run,
+      limits: Object.fromEntries(
+        LIMIT_NAMES.flatMap((name, index) => {
+          const value = parseLimit(limits[index]);
+          return value === null ? [] : [[name, value]];
+        }),
+      ),
+    };
+  }
+
+  /** Sets the limits given as numbers, clears those given as null, keeps the others. */
+  async setLimits(id: string, patch: LimitsPatch): Promise<void> {
+    const cleared = LIMIT_NAMES.filter((name) => patch[name] === null);
+    const multi = this.redis.multi();
+    multi.hset(this.key(id), { ...limitFields(patch), updatedAt: new Date().toISOString() });
+    if (cleared.length > 0) multi.hdel(this.key(id), ...cleared);
+    await multi.exec();
   }
 
   /** Newest first; `before` is the creation time (ms) of the last item of the previous page. */
@@ -329,6 +361,11 @@ export class MigrationStore {
       createdAt: meta.createdAt ?? '',
       updatedAt: meta.updatedAt ?? '',
       startedAt: meta.startedAt ?? null,
+      limits: {
+        maxKeysPerSecond: parseLimit(meta.maxKeysPerSecond),
+        maxBytesPerSecond: parseLimit(meta.maxBytesPerSecond),
+        batchKeys: parseLimit(meta.batchKeys),
+      },
     };
   }
 
@@ -336,4 +373,19 @@ export class MigrationStore {
     const all = await this.redis.hgetall(this.key(id, 'slots'));
     return new Map(Object.entries(all).map(([slot, step]) => [Number(slot), step]));
   }
+}
+
+/** The hash fields of the limits given as numbers. */
+function limitFields(limits: LimitsPatch): Record<string, number> {
+  return Object.fromEntries(
+    LIMIT_NAMES.flatMap((name) => {
+      const value = limits[name];
+      return typeof value === 'number' ? [[name, value]] : [];
+    }),
+  );
+}
+
+function parseLimit(text: string | null | undefined): number | null {
+  const value = Number(text ?? undefined);
+  return Number.isSafeInteger(value) && value > 0 ? value : null;
 }

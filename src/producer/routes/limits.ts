@@ -1,0 +1,42 @@
+/** PATCH /v1/migrations/:id: the limits of a migration, changed while it runs. */
+import { MigrationState } from '../../shared/domain/migration.js';
+import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
+import type { AppDeps } from '../app.js';
+import { errorResponses } from '../http-errors.js';
+import { LimitsPatchBody, MigrationParams, MigrationSummary } from '../schemas.js';
+import { requireRecord, summary, type TypedApp } from './migrations.js';
+
+const ENDED: readonly MigrationState[] = [
+  MigrationState.Done,
+  MigrationState.Failed,
+  MigrationState.Cancelled,
+];
+
+export function registerLimitRoutes(app: TypedApp, deps: AppDeps): void {
+  app.patch(
+    '/v1/migrations/:id',
+    {
+      schema: {
+        description:
+          'Change the limits of a migration that has not ended: maxKeysPerSecond and maxBytesPerSecond per ' +
+          'source node (fleet-wide token buckets), batchKeys (keys per MIGRATE). A number sets a limit, null ' +
+          'clears it, a missing field keeps it. Workers apply it from their next batch, within a second.',
+        params: MigrationParams,
+        body: LimitsPatchBody,
+        response: { 200: MigrationSummary, ...errorResponses(400, 401, 404, 409, 503) },
+      },
+    },
+    async (request) => {
+      const record = await requireRecord(deps, request.params.id);
+      if (ENDED.includes(record.state)) {
+        throw new SlotfleetError(
+          ErrorCode.InvalidState,
+          `migration ${record.id} has ended (${record.state}): its limits no longer apply`,
+        );
+      }
+      await deps.store.setLimits(record.id, request.body);
+      request.log.info({ migrationId: record.id, limits: request.body }, 'migration limits changed');
+      return summary((await deps.store.get(record.id))!);
+    },
+  );
+}
