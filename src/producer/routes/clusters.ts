@@ -24,6 +24,7 @@ import {
   ClusterSummary,
   DrainBody,
   FixBody,
+  IdempotencyHeaders,
   MigrationCreated,
   PlanPreview,
   RebalanceBody,
@@ -147,6 +148,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
         schema: {
           description: `${route.description} dryRun returns the plan and enqueues nothing.`,
           params: ClusterParams,
+          headers: IdempotencyHeaders,
           body: route.body,
           response: {
             200: PlanPreview,
@@ -209,6 +211,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
           'Repair open slots (IMPORTING/MIGRATING left by an interrupted move), uncovered slots and keys on a non-owner, ' +
           "covering redis-cli's clusterManagerFixOpenSlot cases. What cannot be repaired safely is reported, not guessed.",
         params: ClusterParams,
+        headers: IdempotencyHeaders,
         body: FixBody,
         response: {
           200: PlanPreview,
