@@ -215,11 +215,19 @@ export const ClusterDetail = Type.Object({
 
 const DryRun = Type.Optional(Type.Boolean({ description: 'return the plan and enqueue nothing' }));
 
+/** Smallest weight above 0 (see checkedWeights in routes/clusters.ts) and the largest. */
+export const MIN_WEIGHT = 0.001;
+export const MAX_WEIGHT = 1_000_000;
+
 /** node reference -> weight; keys are node references, at most one per node of a cluster. */
 const Weights = (description: string) =>
   Type.Record(
     Type.String({ pattern: NODE_REFERENCE_PATTERN }),
-    Type.Number({ minimum: 0, maximum: 1_000_000 }),
+    Type.Number({
+      minimum: 0,
+      maximum: MAX_WEIGHT,
+      description: `0 (empty the node) or from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+    }),
     { maxProperties: MAX_NODES, additionalProperties: false, description },
   );
 

@@ -207,6 +207,14 @@ describe('API input validation', () => {
       /weights\.h:1 must be <= 1000000/,
     ],
     [
+      // planRebalance computes in single precision: weights this small were 0 there and its loop spun forever.
+      'a weight too small to compute with',
+      '/rebalance',
+      '{"weights":{"h:1":1e-50},"threshold":0,"dryRun":true}',
+      400,
+      /^weights\["h:1"\] is 1e-50: a weight is 0 \(empty the node\) or from 0\.001 to 1000000$/,
+    ],
+    [
       'a number too large for a double',
       '/reshard',
       '{"from":["all"],"to":"h:1","slots":1e400}',
