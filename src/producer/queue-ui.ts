@@ -52,9 +52,11 @@ export async function registerQueueUi(scope: FastifyInstance, deps: AppDeps): Pr
         );
       }
     });
-    ui.addHook('onSend', async (request, reply, payload) =>
-      reply.statusCode >= 400 ? JSON.stringify(asErrorBody(request, reply.statusCode, payload)) : payload,
-    );
+    ui.addHook('onSend', async (request, reply, payload) => {
+      if (reply.statusCode < 400) return payload;
+      reply.type('application/json; charset=utf-8');
+      return JSON.stringify(asErrorBody(request, reply.statusCode, payload));
+    });
     await ui.register(board.registerPlugin(), { prefix: QUEUE_UI_PATH });
   });
 }
