@@ -2,20 +2,13 @@
  * The HTTP API. buildApp() never listens: tests use app.inject, server.ts listens. Every route has
  * TypeBox schemas for params, body and each response.
  */
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { FastifyAdapter } from '@bull-board/fastify';
 import bearerAuth from '@fastify/bearer-auth';
+import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Queue } from 'bullmq';
-import Fastify, {
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
 import type { Config } from '../shared/config.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
@@ -23,11 +16,17 @@ import type { Logger } from '../shared/logger.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { ApiMetrics } from './api-metrics.js';
 import {
+  BODY_LIMIT_BYTES,
   CONTROL_STORE_RETRY_AFTER_SECONDS,
   controlStoreError,
   ErrorResponse,
-  statusForCode,
+  errorBodyOf,
+  HttpError,
+  HttpErrorCode,
+  quote,
 } from './http-errors.js';
+import { useJsonBodies } from './json-body.js';
+import { registerQueueUi } from './queue-ui.js';
 import { registerClusterRoutes } from './routes/clusters.js';
 import { registerLimitRoutes } from './routes/limits.js';
 import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
@@ -50,19 +49,28 @@ export interface AppDeps {
   readonly metrics: Pick<ApiMetrics, 'render'>;
 }
 
-/** Where bull-board is mounted. */
-export const QUEUE_UI_PATH = '/queues';
+export { QUEUE_UI_PATH } from './queue-ui.js';
 
-/** Request bodies larger than this are refused with 413 before they are parsed. */
-const BODY_LIMIT_BYTES = 1_048_576;
+/** Methods that change something: the ones the per-client rate limit counts. */
+const MUTATING_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export function buildApp(deps: AppDeps) {
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     // Unknown fields are an error, not silently dropped: a misspelt option must not be ignored.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // No coercion either: "5" is not 5, [x] is not x. allErrors stays off so that a hostile body
+    // costs one error, not one per field.
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
+    },
+    // A URL that is not valid percent-encoding, answered in the API's error shape.
+    frameworkErrors: (error, request, reply) => {
+      const body = errorBodyOf(error, request);
+      return (reply as FastifyReply).status(body.statusCode).send(body);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  useJsonBodies(app as unknown as FastifyInstance);
 
   app.addSchema(ErrorResponse);
   app.register(swagger, {
@@ -78,27 +86,17 @@ export function buildApp(deps: AppDeps) {
   });
   app.register(swaggerUi, { routePrefix: '/docs' });
 
-  app.setErrorHandler((error: FastifyError | SlotfleetError, request, reply) => {
-    if (error instanceof SlotfleetError) return sendSlotfleetError(error, request, reply);
+  app.setErrorHandler((error, request, reply) => {
     // Routes let the control Redis' errors through as ioredis/BullMQ raise them; they become 503 here.
-    const unavailable = controlStoreError(error, deps.config.control);
-    if (unavailable) return sendSlotfleetError(unavailable, request, reply);
-    if (error.validation) {
-      return reply.status(400).send({
-        statusCode: 400,
-        error: 'Bad Request',
-        code: ErrorCode.InvalidRequest,
-        message: error.message,
-      });
-    }
-    const statusCode = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
-    if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
-    return reply.status(statusCode).send({
-      statusCode,
-      error: reasonPhrase(statusCode),
-      code: statusCode >= 500 ? 'INTERNAL' : ErrorCode.InvalidRequest,
-      message: statusCode >= 500 ? 'internal error: see the API log' : error.message,
-    });
+    const unavailable =
+      error instanceof SlotfleetError ? undefined : controlStoreError(error, deps.config.control);
+    const body = errorBodyOf(unavailable ?? error, request);
+    if (body.code === ErrorCode.ControlStore) {
+      // Expected while the control Redis is away, and its connection logs why: no stack per request.
+      request.log.warn({ code: body.code, err: body.message }, 'request failed');
+      reply.header('retry-after', String(CONTROL_STORE_RETRY_AFTER_SECONDS));
+    } else if (body.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+    return reply.status(body.statusCode).send(body);
   });
 
   app.setNotFoundHandler((request, reply) =>
@@ -106,7 +104,7 @@ export function buildApp(deps: AppDeps) {
       statusCode: 404,
       error: 'Not Found',
       code: ErrorCode.NotFound,
-      message: `no route ${request.method} ${request.url.split('?')[0]}`,
+      message: `no route ${request.method} ${quote(request.url.split('?')[0]!)}`,
     }),
   );
 
@@ -172,6 +170,22 @@ export function buildApp(deps: AppDeps) {
   // Everything under /v1 needs the token (constant-time comparison in @fastify/bearer-auth);
   // /healthz, /readyz, /metrics and /docs stay open.
   app.register(async (v1) => {
+    // Mutating requests are counted per client IP before the token is checked, so guessing the
+    // token costs a request of the same budget.
+    await v1.register(rateLimit, {
+      global: false,
+      max: deps.config.api.rateLimitPerMinute,
+      timeWindow: 60_000,
+      allowList: (request) => !MUTATING_METHODS.has(request.method),
+      errorResponseBuilder: (_request, context) =>
+        new HttpError(
+          429,
+          HttpErrorCode.RateLimited,
+          `rate limit: at most ${context.max} POST/PUT/PATCH/DELETE requests per minute from one client ` +
+            `(SLOTFLEET_API_RATE_LIMIT); retry in ${context.after}`,
+        ),
+    });
+    v1.addHook('onRequest', v1.rateLimit());
     const token = deps.config.api.token;
     if (token) {
       await v1.register(bearerAuth, {
@@ -187,44 +201,9 @@ export function buildApp(deps: AppDeps) {
     registerMigrationRoutes(v1 as unknown as TypedApp, deps);
     registerLimitRoutes(v1 as unknown as TypedApp, deps);
     registerClusterRoutes(v1 as unknown as TypedApp, deps);
-    // The BullMQ queue UI (bull-board), behind the same token as /v1.
-    const board = new FastifyAdapter();
-    createBullBoard({ queues: deps.queues.map((queue) => new BullMQAdapter(queue)), serverAdapter: board });
-    board.setBasePath(QUEUE_UI_PATH);
-    await v1.register(board.registerPlugin(), { prefix: QUEUE_UI_PATH });
+    await registerQueueUi(v1 as unknown as FastifyInstance, deps);
   });
   return app;
-}
-
-function sendSlotfleetError(error: SlotfleetError, request: FastifyRequest, reply: FastifyReply) {
-  const statusCode = statusForCode(error.code);
-  if (error.code === ErrorCode.ControlStore) {
-    // Expected while the control Redis is away, and its connection logs why: no stack per request.
-    request.log.warn({ code: error.code, err: error.message }, 'request failed');
-    reply.header('retry-after', String(CONTROL_STORE_RETRY_AFTER_SECONDS));
-  } else if (statusCode >= 500) request.log.error({ err: error }, 'request failed');
-  return reply.status(statusCode).send({
-    statusCode,
-    error: reasonPhrase(statusCode),
-    code: error.code,
-    message: error.message,
-    ...(error.details ? { details: error.details } : {}),
-  });
-}
-
-function reasonPhrase(statusCode: number): string {
-  const phrases: Record<number, string> = {
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    404: 'Not Found',
-    409: 'Conflict',
-    413: 'Payload Too Large',
-    415: 'Unsupported Media Type',
-    422: 'Unprocessable Entity',
-    429: 'Too Many Requests',
-    503: 'Service Unavailable',
-  };
-  return phrases[statusCode] ?? (statusCode >= 500 ? 'Internal Server Error' : 'Error');
 }
 
 export type App = ReturnType<typeof buildApp>;

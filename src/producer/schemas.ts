@@ -1,7 +1,14 @@
-/** TypeBox schemas of the API: bodies, params and every response. OpenAPI is generated from them. */
+/**
+ * TypeBox schemas of the API: bodies, params and every response. OpenAPI is generated from them.
+ * Input schemas are closed (additionalProperties: false) and bound every string, array and map, so
+ * hostile input is refused with a 400 before any handler runs: the body limit (64 KiB) caps the
+ * whole request, these cap each field.
+ */
 import { Type } from '@fastify/type-provider-typebox';
 import { LIMIT_RANGES, type LimitName } from '../shared/domain/migration.js';
 import { SLOT_STEPS } from '../shared/domain/slot-migration.js';
+import { SLOT_COUNT } from '../shared/domain/slots.js';
+import { explainPattern } from './http-errors.js';
 
 const LIMIT_DESCRIPTIONS: Record<LimitName, string> = {
   maxKeysPerSecond: 'keys per second moved off each source node, by the whole fleet',
@@ -46,24 +53,75 @@ export const Limits = Type.Object(
 
 const LimitsOnCreate = Type.Optional(LimitsInput);
 
-export const ClusterParams = Type.Object({
-  cluster: Type.String({ pattern: '^[a-zA-Z0-9_-]{1,64}$', description: 'configured cluster name' }),
+/** Redis Cluster's own ceiling on nodes (cluster-spec: "up to 1000 nodes"): bounds node lists and maps. */
+export const MAX_NODES = 1000;
+/**
+ * Longest slot list: every other slot spelt out one by one ("0,2,4,...,16382") still fits. Its syntax
+ * is checked by parseSlotRanges, whose message names the offending part.
+ */
+export const MAX_SLOT_LIST_LENGTH = 50_000;
+
+const NODE_REFERENCE_FORM = '[0-9a-f]{8,40}|[0-9A-Za-z._:\\[\\]-]{1,250}:[0-9]{1,5}';
+const NODE_REFERENCE_PATTERN = explainPattern(
+  `^(?:${NODE_REFERENCE_FORM})$`,
+  'must be a node id (8 to 40 lowercase hex characters) or host:port',
+);
+const SOURCE_REFERENCE_PATTERN = explainPattern(
+  `^(?:all|${NODE_REFERENCE_FORM})$`,
+  'must be "all", a node id (8 to 40 lowercase hex characters) or host:port',
+);
+const NAME_PATTERN = explainPattern('^[a-zA-Z0-9_-]{1,64}$', 'must be 1 to 64 letters, digits, "-" or "_"');
+const MIGRATION_ID_PATTERN = explainPattern(
+  '^[a-zA-Z0-9_-]{1,80}$',
+  'must be a migration id: 1 to 80 letters, digits, "-" or "_"',
+);
+
+const IDEMPOTENCY_KEY_PATTERN = explainPattern(
+  '^[\\x21-\\x7e]{1,200}$',
+  'must be 1 to 200 visible ASCII characters (no spaces)',
+);
+
+/** Headers of the routes that start a migration. */
+export const IdempotencyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      pattern: IDEMPOTENCY_KEY_PATTERN,
+      description: 'the same key and body return the same migration and enqueue nothing',
+    }),
+  ),
 });
 
-export const MigrationParams = Type.Object({
-  id: Type.String({ pattern: '^[a-zA-Z0-9_-]{1,80}$', description: 'migration id' }),
+export const ClusterParams = Type.Object(
+  { cluster: Type.String({ pattern: NAME_PATTERN, description: 'configured cluster name' }) },
+  { additionalProperties: false },
+);
+
+export const MigrationParams = Type.Object(
+  { id: Type.String({ pattern: MIGRATION_ID_PATTERN, description: 'migration id' }) },
+  { additionalProperties: false },
+);
+
+const SlotList = (description: string) =>
+  Type.String({
+    minLength: 1,
+    maxLength: MAX_SLOT_LIST_LENGTH,
+    description,
+  });
+
+const NodeReference = Type.String({
+  minLength: 1,
+  maxLength: 256,
+  pattern: NODE_REFERENCE_PATTERN,
+  description: 'node id, 8+ char id prefix, or host:port',
 });
 
 export const Move = Type.Object(
   {
-    slots: Type.String({
-      minLength: 1,
-      maxLength: 200_000,
-      description: 'slots and ranges, e.g. "0-99,4000"',
-    }),
+    slots: SlotList('slots and ranges, e.g. "0-99,4000"'),
     target: Type.String({
       minLength: 1,
       maxLength: 256,
+      pattern: NODE_REFERENCE_PATTERN,
       description: 'target master: node id, 8+ character id prefix, or host:port',
     }),
   },
@@ -81,7 +139,7 @@ const Replace = Type.Optional(
 );
 
 export const CreateMigrationBody = Type.Object(
-  { moves: Type.Array(Move, { minItems: 1, maxItems: 16384 }), replace: Replace, limits: LimitsOnCreate },
+  { moves: Type.Array(Move, { minItems: 1, maxItems: MAX_NODES }), replace: Replace, limits: LimitsOnCreate },
   { additionalProperties: false },
 );
 
@@ -211,22 +269,29 @@ export const ClusterDetail = Type.Object({
 });
 
 const DryRun = Type.Optional(Type.Boolean({ description: 'return the plan and enqueue nothing' }));
-const NodeReference = Type.String({
-  minLength: 1,
-  maxLength: 256,
-  description: 'node id, 8+ char id prefix, or host:port',
-});
+
+/** Smallest weight above 0 (see checkedWeights in routes/clusters.ts) and the largest. */
+export const MIN_WEIGHT = 0.001;
+export const MAX_WEIGHT = 1_000_000;
+
+/** node reference -> weight; keys are node references, at most one per node of a cluster. */
+const Weights = (description: string) =>
+  Type.Record(
+    Type.String({ pattern: NODE_REFERENCE_PATTERN }),
+    Type.Number({
+      minimum: 0,
+      maximum: MAX_WEIGHT,
+      description: `0 (empty the node) or from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+    }),
+    { maxProperties: MAX_NODES, additionalProperties: false, description },
+  );
 
 export const RebalanceBody = Type.Object(
   {
-    weights: Type.Optional(
-      Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 }), {
-        description: 'node reference -> weight (default 1; 0 empties the node)',
-      }),
-    ),
+    weights: Type.Optional(Weights('node reference -> weight (default 1; 0 empties the node)')),
     threshold: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'percent; default 2' })),
     useEmptyMasters: Type.Optional(Type.Boolean()),
-    by: Type.Optional(Type.Union([Type.Literal('slots'), Type.Literal('keys')])),
+    by: Type.Optional(Type.Enum(['slots', 'keys'], { description: 'what to even out; default slots' })),
     replace: Replace,
     limits: LimitsOnCreate,
     dryRun: DryRun,
@@ -236,10 +301,18 @@ export const RebalanceBody = Type.Object(
 
 export const ReshardBody = Type.Object(
   {
-    from: Type.Array(NodeReference, { minItems: 1, maxItems: 1000, description: 'source nodes, or ["all"]' }),
+    from: Type.Array(
+      Type.String({
+        minLength: 1,
+        maxLength: 256,
+        pattern: SOURCE_REFERENCE_PATTERN,
+        description: 'node id, 8+ char id prefix, host:port, or "all"',
+      }),
+      { minItems: 1, maxItems: MAX_NODES, description: 'source nodes, or ["all"]' },
+    ),
     to: NodeReference,
-    slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 16384 })),
-    ranges: Type.Optional(Type.String({ minLength: 1, maxLength: 200_000 })),
+    slots: Type.Optional(Type.Integer({ minimum: 1, maximum: SLOT_COUNT })),
+    ranges: Type.Optional(SlotList('explicit slots and ranges to move, e.g. "0-99,4000"')),
     replace: Replace,
     limits: LimitsOnCreate,
     dryRun: DryRun,
@@ -250,9 +323,7 @@ export const ReshardBody = Type.Object(
 export const DrainBody = Type.Object(
   {
     node: NodeReference,
-    weights: Type.Optional(
-      Type.Record(Type.String({ maxLength: 256 }), Type.Number({ minimum: 0, maximum: 1_000_000 })),
-    ),
+    weights: Type.Optional(Weights('node reference -> weight of the masters that take the slots')),
     replace: Replace,
     limits: LimitsOnCreate,
     dryRun: DryRun,
@@ -261,6 +332,14 @@ export const DrainBody = Type.Object(
 );
 
 export const FixBody = Type.Object({ dryRun: DryRun, replace: Replace }, { additionalProperties: false });
+
+/** Routes that take no input besides the URL accept no body, `{}` or `null`, and nothing else. */
+export const EmptyBody = Type.Unsafe<Record<string, never> | null>({
+  type: ['object', 'null'],
+  properties: {},
+  additionalProperties: false,
+  description: 'no body (or {})',
+});
 
 export const Health = Type.Object({ status: Type.Literal('ok') });
 

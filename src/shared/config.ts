@@ -30,6 +30,11 @@ export interface Config {
     readonly host: string;
     /** @defaultValue 8080 */
     readonly port: number;
+    /**
+     * Mutating requests (POST, PUT, PATCH, DELETE) one client, by IP address, may send to the token-protected
+     * routes per minute; beyond it the API answers 429. Counted per API process. @defaultValue 60
+     */
+    readonly rateLimitPerMinute: number;
   };
   readonly worker: {
     /** Slot jobs one worker process runs at once (and as many finalizer jobs). @defaultValue 16 */
@@ -96,6 +101,7 @@ export const DEFAULTS = {
   queuePrefix: 'slotfleet',
   apiHost: '127.0.0.1',
   apiPort: 8080,
+  apiRateLimitPerMinute: 60,
   workerConcurrency: 16,
   batchKeys: 1000,
   batchesInFlight: 4,
@@ -122,6 +128,7 @@ export const ENVIRONMENT = {
     'bearer token required on every /v1 route (without one the API listens on loopback only)',
   SLOTFLEET_API_HOST: `API listen address (default ${DEFAULTS.apiHost})`,
   SLOTFLEET_API_PORT: `API port (default ${DEFAULTS.apiPort})`,
+  SLOTFLEET_API_RATE_LIMIT: `mutating API requests per minute per client IP, then 429 (default ${DEFAULTS.apiRateLimitPerMinute})`,
   SLOTFLEET_WORKER_CONCURRENCY: `slot jobs per worker process (default ${DEFAULTS.workerConcurrency})`,
   SLOTFLEET_BATCH_KEYS: `keys per MIGRATE (default ${DEFAULTS.batchKeys})`,
   SLOTFLEET_BATCHES_IN_FLIGHT: `MIGRATE batches of one slot in flight (default ${DEFAULTS.batchesInFlight})`,
@@ -184,6 +191,13 @@ export function loadConfig(env: Environment): Config {
       ...(token !== undefined ? { token } : {}),
       host: nonEmpty(env.SLOTFLEET_API_HOST) ?? DEFAULTS.apiHost,
       port: integer(env, 'SLOTFLEET_API_PORT', DEFAULTS.apiPort, 0, 65535),
+      rateLimitPerMinute: integer(
+        env,
+        'SLOTFLEET_API_RATE_LIMIT',
+        DEFAULTS.apiRateLimitPerMinute,
+        1,
+        1_000_000,
+      ),
     },
     worker: {
       concurrency: integer(env, 'SLOTFLEET_WORKER_CONCURRENCY', DEFAULTS.workerConcurrency, 1, 1024),

@@ -11,7 +11,11 @@ describe('loadConfig', () => {
       username: 'user',
       password: 's3cret',
     });
-    expect(config.api).toEqual({ host: DEFAULTS.apiHost, port: DEFAULTS.apiPort });
+    expect(config.api).toEqual({
+      host: DEFAULTS.apiHost,
+      port: DEFAULTS.apiPort,
+      rateLimitPerMinute: DEFAULTS.apiRateLimitPerMinute,
+    });
     expect(config.worker.batchKeys).toBe(DEFAULTS.batchKeys);
     expect(Object.isFrozen(config.worker)).toBe(true);
   });
@@ -31,8 +35,21 @@ describe('loadConfig', () => {
     expect(config.clusters.us?.password).toBe('pw');
   });
 
+  it('reads the API rate limit, 60 mutating requests per minute by default', () => {
+    expect(DEFAULTS.apiRateLimitPerMinute).toBe(60);
+    expect(loadConfig({ SLOTFLEET_API_RATE_LIMIT: '600' }).api.rateLimitPerMinute).toBe(600);
+    expect(loadConfig({ SLOTFLEET_API_RATE_LIMIT: ' ' }).api.rateLimitPerMinute).toBe(60);
+  });
+
   it.each([
     [{ SLOTFLEET_API_PORT: 'eighty' }, /SLOTFLEET_API_PORT: "eighty" is not a whole number/],
+    [
+      { SLOTFLEET_API_RATE_LIMIT: '0' },
+      /SLOTFLEET_API_RATE_LIMIT: "0" is not a whole number from 1 to 1000000/,
+    ],
+    [{ SLOTFLEET_API_RATE_LIMIT: '-5' }, /SLOTFLEET_API_RATE_LIMIT/],
+    [{ SLOTFLEET_API_RATE_LIMIT: '1e3' }, /SLOTFLEET_API_RATE_LIMIT/],
+    [{ SLOTFLEET_API_RATE_LIMIT: '1000001' }, /SLOTFLEET_API_RATE_LIMIT/],
     [{ SLOTFLEET_BATCH_KEYS: '0' }, /SLOTFLEET_BATCH_KEYS/],
     [{ SLOTFLEET_CONTROL_URL: 'http://x' }, /SLOTFLEET_CONTROL_URL: protocol "http:"/],
     [{ SLOTFLEET_CLUSTERS: 'redis://:pw@h:1' }, /SLOTFLEET_CLUSTERS: entry 1 of 1 is not name=/],

@@ -166,6 +166,18 @@ describe('planRebalance by slots (redis-cli clusterManagerCommandRebalance)', ()
     expectOneWayAndSorted(moves);
   });
 
+  it('refuses weights whose total rounds to 0 in single precision (found by the API fuzz: it looped)', () => {
+    expectError(
+      () =>
+        planRebalance(threeMasters(), {
+          weights: { [ID.A]: 1e-50, [ID.B]: 1e-50, [ID.C]: 1e-50 },
+          threshold: 0,
+        }),
+      'INVALID_REQUEST',
+      /weights are too small/,
+    );
+  });
+
   it('takes each sender’s lowest slots first, like clusterManagerComputeReshardTable', () => {
     const moves = planRebalance(threePlusEmpty(), { useEmptyMasters: true });
     const fromB = moves.filter((move) => move.source.id === ID.B).map((move) => move.slot);

@@ -24,6 +24,9 @@ import {
   ClusterSummary,
   DrainBody,
   FixBody,
+  IdempotencyHeaders,
+  MAX_WEIGHT,
+  MIN_WEIGHT,
   MigrationCreated,
   PlanPreview,
   RebalanceBody,
@@ -103,7 +106,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
         const by = (body.by as 'slots' | 'keys' | undefined) ?? 'slots';
         const keysPerSlot = by === 'keys' ? await keysPerSlotOf(adapter, snapshot) : undefined;
         return planRebalance(snapshot, {
-          ...(body.weights ? { weights: body.weights as Record<string, number> } : {}),
+          ...(body.weights ? { weights: checkedWeights(body.weights) } : {}),
           ...(body.threshold !== undefined ? { threshold: body.threshold as number } : {}),
           ...(body.useEmptyMasters !== undefined ? { useEmptyMasters: body.useEmptyMasters as boolean } : {}),
           by,
@@ -135,7 +138,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
       plan: async (_adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) =>
         planDrain(snapshot, {
           node: body.node as string,
-          ...(body.weights ? { weights: body.weights as Record<string, number> } : {}),
+          ...(body.weights ? { weights: checkedWeights(body.weights) } : {}),
         }),
     },
   ] as const;
@@ -147,6 +150,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
         schema: {
           description: `${route.description} dryRun returns the plan and enqueues nothing.`,
           params: ClusterParams,
+          headers: IdempotencyHeaders,
           body: route.body,
           response: {
             200: PlanPreview,
@@ -209,6 +213,7 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
           'Repair open slots (IMPORTING/MIGRATING left by an interrupted move), uncovered slots and keys on a non-owner, ' +
           "covering redis-cli's clusterManagerFixOpenSlot cases. What cannot be repaired safely is reported, not guessed.",
         params: ClusterParams,
+        headers: IdempotencyHeaders,
         body: FixBody,
         response: {
           200: PlanPreview,
@@ -248,6 +253,24 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
       return reply.status(202).send({ id: created.id, cluster, slots: created.slots, plan: created.plan });
     },
   );
+}
+
+/**
+ * Weights the planners can compute with: 0 (empty the node) or from MIN_WEIGHT up (the schema caps
+ * them). planRebalance works in single precision, as redis-cli does: there, weights below about 1e-45
+ * are 0, and a total of 0 left its balancing loop spinning forever on NaN.
+ */
+function checkedWeights(weights: unknown): Record<string, number> {
+  const checked = weights as Record<string, number>;
+  for (const [reference, weight] of Object.entries(checked)) {
+    if (weight !== 0 && weight < MIN_WEIGHT) {
+      throw new SlotfleetError(
+        ErrorCode.InvalidRequest,
+        `weights["${reference}"] is ${weight}: a weight is 0 (empty the node) or from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+      );
+    }
+  }
+  return checked;
 }
 
 /** The plan grouped by source -> target with key counts, for dry runs. */

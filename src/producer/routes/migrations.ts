@@ -20,6 +20,8 @@ import { migrationRate, remainingKeys } from '../remaining-keys.js';
 import {
   ClusterParams,
   CreateMigrationBody,
+  EmptyBody,
+  IdempotencyHeaders,
   ListQuery,
   Migration,
   MigrationCreated,
@@ -46,6 +48,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
           'Enqueues one job per slot; slots the target owns already are counted, not moved. ' +
           'An Idempotency-Key header makes the call safe to repeat.',
         params: ClusterParams,
+        headers: IdempotencyHeaders,
         body: CreateMigrationBody,
         response: { 202: MigrationCreated, ...errorResponses(400, 401, 404, 409, 422, 503) },
       },
@@ -162,7 +165,8 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
         schema: {
           description,
           params: MigrationParams,
-          response: { 200: MigrationSummary, ...errorResponses(401, 404, 409, 503) },
+          body: EmptyBody,
+          response: { 200: MigrationSummary, ...errorResponses(400, 401, 404, 409, 503) },
         },
       },
       async (request) => {

@@ -128,6 +128,14 @@ function planBySlots(participants: readonly Participant[], threshold: number): S
     0,
   );
   const slotsPerWeight = Math.fround(SLOT_COUNT / totalWeight);
+  // Weights that round to 0 in single precision (1e-50, say) make every balance NaN, and the loop
+  // below would never meet its end: refuse them here, whatever the caller validated.
+  if (!Number.isFinite(slotsPerWeight) || totalWeight <= 0) {
+    throw new SlotfleetError(
+      ErrorCode.InvalidRequest,
+      'weights are too small to plan with: their total rounds to 0 in single precision (as in redis-cli)',
+    );
+  }
   const floatThreshold = Math.fround(threshold);
   let totalBalance = 0;
   let thresholdReached = false;
