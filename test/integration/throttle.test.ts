@@ -137,11 +137,7 @@ describe('throttling', () => {
       ],
       ['batchKeys above 5000', { batchKeys: batchKeys.maximum + 1 }, /batchKeys must be <= 5000/],
       ['an unknown field', { batch_keys: 100 }, /unknown field "batch_keys"/],
-      [
-        'a known and an unknown field',
-        { batchKeys: 100, paused: true },
-        /unknown field "paused"/,
-      ],
+      ['a known and an unknown field', { batchKeys: 100, paused: true }, /unknown field "paused"/],
       ['nothing to change', {}, /must NOT have fewer than 1 properties/],
       ['an array', [{ batchKeys: 100 }], /body must be object/],
     ])('%s: 400', async (_name, payload, message) => {
