@@ -113,6 +113,8 @@ export interface MigrateBatchResult {
 
 export class ClusterAdapter {
   private readonly connections = new Map<string, Redis>();
+  /** The last refused login (WRONGPASS, NOAUTH, NOPERM) per address, until the connection is ready. */
+  private readonly refusedLogins = new Map<string, Error>();
   /** Commands waiting to leave together, by address: see windowFor. */
   private readonly openWindows = new Map<string, CommandWindow>();
   /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
@@ -564,9 +566,13 @@ export class ClusterAdapter {
         connectionName: 'slotfleet',
       });
       redis.defineCommand('slotfleetMigrateBatch', { numberOfKeys: 0, lua: MIGRATE_BATCH_SCRIPT });
-      redis.on('error', (error) =>
-        this.options.logger?.debug({ node: key, err: error.message }, 'node connection'),
-      );
+      redis.on('error', (error) => {
+        this.options.logger?.debug({ node: key, err: error.message }, 'node connection');
+        // A refused login fails the commands waiting at that moment with its reply, but a command
+        // that arrives while the connection retries fails later as "max retries": remember why.
+        if (mapRedisError(error, key).code === ErrorCode.AuthFailed) this.refusedLogins.set(key, error);
+      });
+      redis.on('ready', () => this.refusedLogins.delete(key));
       this.connections.set(key, redis);
     }
     return redis;
@@ -611,7 +617,10 @@ export class ClusterAdapter {
         }),
       ]);
     } catch (error) {
-      throw mapRedisError(error, context);
+      const mapped = mapRedisError(error, context);
+      const refused = this.refusedLogins.get(addressKey(node));
+      if (mapped.code === ErrorCode.Connection && refused) throw mapRedisError(refused, context);
+      throw mapped;
     } finally {
       clearTimeout(timer);
     }
