@@ -20,7 +20,7 @@ import { Queue } from 'bullmq';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueName } from '../../src/shared/queue/names.js';
-import { allViews, type Stack, startStack } from './support/stack.js';
+import { ownershipFingerprint, type Stack, startStack } from './support/stack.js';
 
 const TOKEN = 'fuzz-token-0123456789abcdef';
 /** Requests per run: bounded so the file stays under a minute on two shared cores. */
@@ -577,7 +577,7 @@ describe('API under generated hostile input', () => {
       address: `${node.host}:${node.port}`,
       master: node.role === 'master',
     }));
-    ownersBefore = await ownershipFingerprint();
+    ownersBefore = await ownershipFingerprint(stack.cluster);
     watchdog = await startWatchdog([...stack.cluster.startedPids(), stack.control.pid]);
     for (const name of [QueueName.MigrateSlot, QueueName.FinalizeSlot]) {
       queues.push(
@@ -594,18 +594,6 @@ describe('API under generated hostile input', () => {
     await Promise.allSettled(queues.map((queue) => queue.close()));
     await stack?.stop();
   });
-
-  async function ownershipFingerprint(): Promise<string> {
-    const views = await allViews(stack.cluster);
-    return JSON.stringify(
-      views.map((view) => ({
-        node: view.myself.id,
-        slots: view.nodes.map((node) => [node.id, node.slots]),
-        importing: [...view.importing],
-        migrating: [...view.migrating],
-      })),
-    );
-  }
 
   function paramValue(name: string, choice: ParamChoice): string {
     if (choice.mode === 'junk') return encodeURIComponent(choice.junk);
@@ -828,6 +816,6 @@ describe('API under generated hostile input', () => {
       control.disconnect();
     }
     // No worker runs here, so nothing may have touched the cluster: no slot opened, none moved.
-    expect(await ownershipFingerprint()).toBe(ownersBefore);
+    expect(await ownershipFingerprint(stack.cluster)).toBe(ownersBefore);
   });
 });

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApi } from '../../src/producer/server.js';
 import { loadConfig } from '../../src/shared/config.js';
-import { allViews, type Stack, startStack } from './support/stack.js';
+import { ownershipFingerprint, type Stack, startStack } from './support/stack.js';
 
 describe('API input validation', () => {
   let stack: Stack;
@@ -21,24 +21,12 @@ describe('API input validation', () => {
     masterAddress = `127.0.0.1:${master.port}`;
     replicaAddress = `127.0.0.1:${replica.port}`;
     masterIdPrefix = master.id.slice(0, 10);
-    ownersBefore = await ownershipFingerprint();
+    ownersBefore = await ownershipFingerprint(stack.cluster);
   });
 
   afterAll(async () => {
     await stack?.stop();
   });
-
-  async function ownershipFingerprint(): Promise<string> {
-    const views = await allViews(stack.cluster);
-    return JSON.stringify(
-      views.map((view) => ({
-        node: view.myself.id,
-        slots: view.nodes.map((node) => [node.id, node.slots]),
-        importing: [...view.importing],
-        migrating: [...view.migrating],
-      })),
-    );
-  }
 
   function post(payload: unknown, cluster = 'default') {
     return stack.api.app.inject({
@@ -420,6 +408,6 @@ describe('API input validation', () => {
     const keys = await control.keys(`${stack.config.queuePrefix}:*`);
     control.disconnect();
     expect(keys.filter((key) => key.includes(':migration'))).toEqual([]);
-    expect(await ownershipFingerprint()).toBe(ownersBefore);
+    expect(await ownershipFingerprint(stack.cluster)).toBe(ownersBefore);
   });
 });

@@ -6,37 +6,15 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
-import { ClusterAdapter, type MigrateOptions } from '../../src/shared/cluster/adapter.js';
-import type { NodeRef } from '../../src/shared/domain/plan.js';
+import { type DatasetManifest, verifyDataset } from '../../src/sandbox/index.js';
 import { SlotPhase } from '../../src/shared/domain/slot-migration.js';
 import { ErrorCode, type SlotfleetError } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
-import { allViews, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
-
-/** Real adapter that runs a hook before the n-th MIGRATE batch. */
-class HookedAdapter extends ClusterAdapter {
-  batches = 0;
-  hook: { atBatch: number; run: () => void } | undefined;
-  override async migrateNextBatch(
-    source: NodeRef,
-    target: NodeRef,
-    slot: number,
-    limits: { maxKeys: number; maxBytes: number },
-    options: MigrateOptions,
-  ) {
-    this.batches++;
-    if (this.hook && this.batches === this.hook.atBatch) {
-      const { run } = this.hook;
-      this.hook = undefined;
-      run();
-    }
-    return super.migrateNextBatch(source, target, slot, limits, options);
-  }
-}
+import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
+import { expectNoOpenSlots, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
 describe('the error policy on real nodes', () => {
   let stack: Stack;
@@ -67,31 +45,8 @@ describe('the error policy on real nodes', () => {
     };
   }
 
-  async function prepareSlot(tag: string, keys: number) {
-    const manifest = await seedDataset(stack.cluster.seedUrl, {
-      keys,
-      types: 'mixed',
-      ttlFraction: 0.5,
-      hashTag: `{${tag}}`,
-      prefix: tag,
-    });
-    const client = stack.cluster.nodes[0]!.client();
-    const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `{${tag}}`));
-    client.disconnect();
-    const view = (await allViews(stack.cluster))[0]!;
-    const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
-    const ownerIndex = masters.findIndex((node) => node.slots.some((r) => slot >= r.start && slot <= r.end));
-    const owner = masters[ownerIndex]!;
-    const target = masters[(ownerIndex + 1) % masters.length]!;
-    const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
-    const data: SlotJobData = {
-      migrationId: `policy-${tag}`,
-      cluster: 'default',
-      slot,
-      source: ref(owner),
-      target: ref(target),
-    };
-    return { data, manifest, slot, keys };
+  function prepareSlot(tag: string, keys: number) {
+    return seedOneSlot(stack, { tag, keys, migrationId: `policy-${tag}` });
   }
 
   /** Puts `value` (or the source's own value) at `key` on the target, as a half-done MIGRATE would. */
@@ -121,13 +76,11 @@ describe('the error policy on real nodes', () => {
     await driveSlot(data, SlotPhase.Finalize, engine);
   }
 
-  async function expectIntactAndClosed(manifest: Awaited<ReturnType<typeof seedDataset>>, data: SlotJobData) {
+  async function expectIntactAndClosed(manifest: DatasetManifest, data: SlotJobData) {
     const result = await verifyDataset(stack.cluster.seedUrl, manifest);
     expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0 });
     await expectOwnersEverywhere(stack.cluster, new Map([[data.slot, data.target.id]]));
-    for (const view of await allViews(stack.cluster)) {
-      expect(view.importing.size + view.migrating.size).toBe(0);
-    }
+    await expectNoOpenSlots(stack.cluster);
   }
 
   it('BUSYKEY with the same value: replaced, the slot completes', async () => {

@@ -5,37 +5,15 @@
  * with nothing lost, every node agreeing on the owner, and no slot left open.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
-import { ClusterAdapter, type MigrateOptions } from '../../src/shared/cluster/adapter.js';
-import type { NodeRef } from '../../src/shared/domain/plan.js';
+import { type DatasetManifest, verifyDataset } from '../../src/sandbox/index.js';
 import { SlotPhase } from '../../src/shared/domain/slot-migration.js';
 import { isRetryable } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
-import { allViews, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
-
-/** Real adapter that runs a hook before the n-th MIGRATE batch (a failover, here). */
-class HookedAdapter extends ClusterAdapter {
-  batches = 0;
-  hook: { atBatch: number; run: () => Promise<void> } | undefined;
-  override async migrateNextBatch(
-    source: NodeRef,
-    target: NodeRef,
-    slot: number,
-    limits: { maxKeys: number; maxBytes: number },
-    options: MigrateOptions,
-  ) {
-    this.batches++;
-    const hook = this.hook;
-    if (hook && this.batches === hook.atBatch) {
-      this.hook = undefined;
-      await hook.run();
-    }
-    return super.migrateNextBatch(source, target, slot, limits, options);
-  }
-}
+import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
+import { expectNoOpenSlots, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
 const KEYS = 80;
 
@@ -67,33 +45,6 @@ describe('a failover in the middle of a slot migration', () => {
     };
   }
 
-  async function prepareSlot(tag: string) {
-    const manifest = await seedDataset(stack.cluster.seedUrl, {
-      keys: KEYS,
-      types: 'mixed',
-      ttlFraction: 0.5,
-      hashTag: `{${tag}}`,
-      prefix: tag,
-    });
-    const client = stack.cluster.nodes[0]!.client();
-    const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `{${tag}}`));
-    client.disconnect();
-    const view = (await allViews(stack.cluster))[0]!;
-    const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
-    const ownerIndex = masters.findIndex((node) => node.slots.some((r) => slot >= r.start && slot <= r.end));
-    const owner = masters[ownerIndex]!;
-    const target = masters[(ownerIndex + 1) % masters.length]!;
-    const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
-    const data: SlotJobData = {
-      migrationId: `failover-${tag}`,
-      cluster: 'default',
-      slot,
-      source: ref(owner),
-      target: ref(target),
-    };
-    return { data, manifest, slot };
-  }
-
   /** Runs the two jobs as BullMQ would: an attempt that fails with a retryable error runs again. */
   async function runLikeBullmq(data: SlotJobData): Promise<string[]> {
     const errors: string[] = [];
@@ -112,19 +63,20 @@ describe('a failover in the middle of a slot migration', () => {
     return errors;
   }
 
-  async function expectNothingLostAndClosed(manifest: Awaited<ReturnType<typeof seedDataset>>, slot: number) {
+  async function expectNothingLostAndClosed(manifest: DatasetManifest) {
     const result = await verifyDataset(stack.cluster.seedUrl, manifest);
     expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0, checked: KEYS });
-    for (const view of await allViews(stack.cluster)) {
-      expect(view.importing.size + view.migrating.size, `open slots on ${view.myself.port}`).toBe(0);
-    }
-    return slot;
+    await expectNoOpenSlots(stack.cluster);
   }
 
   it.each(['source', 'target'] as const)(
     'of the %s: the job adopts the promoted replica and finishes with nothing lost',
     async (role) => {
-      const { data, manifest, slot } = await prepareSlot(`fo-${role}`);
+      const { data, manifest, slot } = await seedOneSlot(stack, {
+        tag: `fo-${role}`,
+        keys: KEYS,
+        migrationId: `failover-fo-${role}`,
+      });
       const failedOver = data[role];
       let promotedId = '';
       adapter.batches = 0;
@@ -140,7 +92,7 @@ describe('a failover in the middle of a slot migration', () => {
       expect(errors.length).toBeGreaterThan(0);
       const newOwner = role === 'target' ? promotedId : data.target.id;
       await expectOwnersEverywhere(stack.cluster, new Map([[slot, newOwner]]));
-      await expectNothingLostAndClosed(manifest, slot);
+      await expectNothingLostAndClosed(manifest);
     },
     120_000,
   );

@@ -3,7 +3,7 @@
  * finished by a plain re-run, with nothing lost: every step re-derives its position from the cluster.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
+import { verifyDataset } from '../../src/sandbox/index.js';
 import { ClusterAdapter, type MigrateOptions } from '../../src/shared/cluster/adapter.js';
 import type { NodeRef } from '../../src/shared/domain/plan.js';
 import { type SlotAction, SlotPhase } from '../../src/shared/domain/slot-migration.js';
@@ -12,7 +12,8 @@ import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
-import { allViews, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
+import { seedOneSlot } from './support/one-slot.js';
+import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
 class Crash extends Error {}
 
@@ -63,35 +64,15 @@ describe('interrupting a slot migration', () => {
   }
 
   /** A slot full of keys of every type (some with TTL), its owner, and another master as target. */
+  /** A slot full of keys of every type (some with TTL), its owner, and another master as target. */
   async function prepareSlot(tag: string): Promise<{ data: SlotJobData; verify: () => Promise<void> }> {
-    const manifest = await seedDataset(stack.cluster.seedUrl, {
-      keys: 60,
-      types: 'mixed',
-      ttlFraction: 0.5,
-      hashTag: `{${tag}}`,
-      prefix: tag,
-    });
-    const client = stack.cluster.nodes[0]!.client();
-    const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `{${tag}}`));
-    client.disconnect();
-    const view = (await allViews(stack.cluster))[0]!;
-    const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
-    const ownerIndex = masters.findIndex((node) => node.slots.some((r) => slot >= r.start && slot <= r.end));
-    const owner = masters[ownerIndex]!;
-    const target = masters[(ownerIndex + 1) % masters.length]!;
-    const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
+    const { data, manifest, slot } = await seedOneSlot(stack, { tag, keys: 60, migrationId: `crash-${tag}` });
     return {
-      data: {
-        migrationId: `crash-${tag}`,
-        cluster: 'default',
-        slot,
-        source: ref(owner),
-        target: ref(target),
-      },
+      data,
       verify: async () => {
         const result = await verifyDataset(stack.cluster.seedUrl, manifest);
         expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0, checked: 60 });
-        await expectOwnersEverywhere(stack.cluster, new Map([[slot, target.id]]));
+        await expectOwnersEverywhere(stack.cluster, new Map([[slot, data.target.id]]));
       },
     };
   }

@@ -421,31 +421,13 @@ export class ClusterAdapter {
     keys: readonly Buffer[],
     options: { asking: boolean },
   ): Promise<(Buffer | null)[]> {
-    if (keys.length === 0) return [];
-    const redis = new Redis({
-      ...this.connectionOptions(node),
-      enableAutoPipelining: false,
-      lazyConnect: true,
-    });
-    redis.on('error', () => undefined);
-    try {
-      const pipeline = redis.pipeline();
-      for (const key of keys) {
-        if (options.asking) pipeline.call('ASKING');
-        pipeline.dumpBuffer(key);
-      }
-      const replies = await this.run(node, `DUMP of ${keys.length} keys`, async () => {
-        await redis.connect();
-        return (await pipeline.exec()) ?? [];
-      });
-      const dumps = replies.filter((_, index) => !options.asking || index % 2 === 1);
-      return dumps.map(([error, value]) => {
-        if (error) throw mapRedisError(error, `DUMP on ${node.host}:${node.port}`);
-        return (value as Buffer | null) ?? null;
-      });
-    } finally {
-      redis.disconnect();
-    }
+    const replies = await this.privateCommands(
+      node,
+      `DUMP of ${keys.length} keys`,
+      keys.map((key) => ['DUMP', key]),
+      options,
+    );
+    return replies.map((reply) => (reply as Buffer | null) ?? null);
   }
 
   /**

@@ -171,6 +171,19 @@ export async function allViews(cluster: SandboxCluster): Promise<NodeView[]> {
   return views;
 }
 
+/** Every node's slot map and open slots as text: equal before and after means nothing was touched. */
+export async function ownershipFingerprint(cluster: SandboxCluster): Promise<string> {
+  const views = await allViews(cluster);
+  return JSON.stringify(
+    views.map((view) => ({
+      node: view.myself.id,
+      slots: view.nodes.map((node) => [node.id, node.slots]),
+      importing: [...view.importing],
+      migrating: [...view.migrating],
+    })),
+  );
+}
+
 /** Waits for consensus, then checks that no running node, replicas included, has a slot open. */
 export async function expectNoOpenSlots(cluster: SandboxCluster): Promise<void> {
   await cluster.waitForConsensus();
