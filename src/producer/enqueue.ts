@@ -1,4 +1,4 @@
-/** Adds one migrate-slot job per slot; each adds its own finalizer when drained (see queue/jobs.ts). */
+/** Adds one migrate-slot job per slot; drained slots get their finalizer in batches (see queue/jobs.ts). */
 import type { Queue } from 'bullmq';
 import { interleaveByPair, type SlotMove } from '../shared/domain/plan.js';
 import { migrateJob, type SlotJobPolicy, slotJobData } from '../shared/queue/jobs.js';

@@ -94,7 +94,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     finalizeDuration: new Histogram({
       name: 'slotfleet_finalize_duration_seconds',
-      help: 'Duration of one finalizer job attempt (SETSLOT NODE on every master and the check).',
+      help: 'Duration of one finalizer job attempt: SETSLOT NODE on every master and the check, for the slots drained together.',
       labelNames: ['cluster'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,

@@ -1,8 +1,10 @@
 /**
- * BullMQ processors of the two slot jobs. migrate-slot: IMPORTING, MIGRATING, drain, then it adds
- * the slot's finalize-slot job (deterministic id: a re-run adds nothing). finalize-slot: SETSLOT
- * NODE everywhere and the check.
- * The protocol lives in driveSlot; here is the bookkeeping, and what the operator asked for:
+ * BullMQ processors of the two slot jobs. migrate-slot: IMPORTING, MIGRATING, drain, then it hands
+ * the slot to the worker's finalize batcher, which adds one finalize-slot job for the slots drained
+ * within a few milliseconds of each other (deterministic id: a re-run of the same batch adds nothing).
+ * finalize-slot: SETSLOT NODE everywhere and the check, for every slot of its batch at once, so the
+ * commands of all of them reach each node in one write (one cluster-config save per node, not one
+ * per slot). The protocol lives in driveSlot; here is the bookkeeping, and what the operator asked for:
  *   pause  - a job that starts, or reaches the end of a batch, is postponed (moved to delayed) and
  *            looks again later; the slot stays open but safe.
  *   cancel - a slot not yet MIGRATING is dropped (the target's IMPORTING undone); one already
@@ -17,7 +19,7 @@ import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/e
 import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
-import type { SlotJobData } from '../shared/queue/names.js';
+import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
 import { BUSY_RECHECK_MS, type NodeLease, type NodeLeases } from '../shared/queue/node-leases.js';
 import { runRepair } from './repair.js';
 import { driveSlot, PauseRequested, type SlotEngineDeps, type SlotEngineSettings } from './slot-engine.js';
@@ -30,7 +32,7 @@ export interface ProcessorDeps {
   readonly log: Logger;
   /** The operator's current wish for a migration (cached briefly by the worker). */
   readonly controlOf: (migrationId: string) => Promise<MigrationControl>;
-  /** Adds the slot's finalize-slot job once its migrate job drained it. */
+  /** Resolves once a finalize-slot job holding this drained slot was added. */
   readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
   readonly beforeAction?: SlotEngineDeps['beforeAction'];
   /** Passed on to the engine as they are (per-migration limits, the fleet-wide throttle). */
@@ -43,123 +45,248 @@ export interface ProcessorDeps {
 /** How long a paused slot job waits before it looks at the migration again. */
 export const PAUSE_RECHECK_MS = 1_000;
 
-export function createSlotProcessor(phase: SlotPhase, deps: ProcessorDeps) {
+/** Thrown by a migrate job whose source and target are at their caps: postponed, not failed. */
+class NodesBusy extends Error {}
+
+/**
+ * One slot, one phase, one attempt: the cancel decision, a repair, or the state machine.
+ * @returns the keys moved, or cancelled: true when the slot was dropped.
+ */
+async function attemptSlot(
+  phase: SlotPhase,
+  data: SlotJobData,
+  control: MigrationControl,
+  deps: ProcessorDeps,
+  log: Logger,
+  lease: { acquire(): Promise<boolean>; release(): void },
+): Promise<{ keysMoved: number; cancelled?: boolean }> {
+  let adapter: ClusterAdapter;
+  try {
+    adapter = deps.adapterFor(data.cluster);
+  } catch (error) {
+    throw new SlotfleetError(ErrorCode.UnknownCluster, (error as Error).message);
+  }
+  const engine: SlotEngineDeps = {
+    ...deps,
+    adapter,
+    log,
+    isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
+  };
+  if (control === MigrationControl.Cancel) {
+    const observation = await adapter.observeSlot(data.slot, data.source, data.target, {
+      includeOthers: false,
+    });
+    const decision = cancelDecision(observation);
+    if (decision !== CancelDecision.Finish) {
+      if (decision === CancelDecision.UndoImport) await adapter.setSlotStable(data.target, data.slot);
+      // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
+      if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
+        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
+      }
+      log.info({ decision }, 'slot cancelled: no key had moved');
+      return { keysMoved: 0, cancelled: true };
+    }
+    log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
+  }
+  if (!(await lease.acquire())) throw new NodesBusy();
+  const repairKind = data.repair?.kind;
+  let keysMoved = 0;
+  if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
+    if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
+    else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
+  } else {
+    keysMoved = (await driveSlot(data, phase, engine)).keysMoved;
+    if (phase === SlotPhase.Finalize && data.repair) {
+      await Promise.all(data.repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
+    }
+  }
+  if (phase === SlotPhase.Finalize) {
+    await deps.store.clearSlotError(data.migrationId, data.slot);
+    deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
+    log.info({ keysMoved }, 'slot done');
+  } else {
+    // Drained: the nodes are free for the next slot while the finalizer is added.
+    lease.release();
+    // Added before this job completes: a crash in between re-runs the (drained) migrate job,
+    // which adds it then.
+    await deps.enqueueFinalize(data);
+    log.info({ keysMoved }, 'slot drained');
+  }
+  return { keysMoved };
+}
+
+/**
+ * Records a failed attempt of one slot: its error, and its end when the error is not retryable or
+ * the attempts are spent.
+ * @returns whether the slot may be tried again.
+ */
+async function recordFailure(
+  data: SlotJobData,
+  error: unknown,
+  lastAttempt: boolean,
+  deps: ProcessorDeps,
+  log: Logger,
+): Promise<{ retry: boolean; code: ErrorCode; message: string }> {
+  const code = errorCodeOf(error);
+  const message = error instanceof Error ? error.message : String(error);
+  deps.metrics.migrateErrors.inc({ cluster: data.cluster, code });
+  const retryable = isRetryable(error);
+  await deps.store.recordSlotError(data.migrationId, data.slot, { code, message });
+  if (!retryable || lastAttempt) {
+    await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Failed);
+    deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Failed });
+    log.error({ code, err: message }, 'slot failed: left open and safe, clients follow ASK; re-run or fix');
+    return { retry: false, code, message };
+  }
+  log.warn({ code, err: message }, 'slot attempt failed, will retry');
+  return { retry: true, code, message };
+}
+
+function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attempt: number): Logger {
+  return deps.log.child({
+    migrationId: data.migrationId,
+    slot: data.slot,
+    source: address(data.source),
+    target: address(data.target),
+    phase,
+    attempt,
+    ...(data.repair ? { repair: data.repair.kind } : {}),
+  });
+}
+
+/** Moves the job to delayed (a pause, or busy nodes) and ends the attempt without failing it. */
+async function postpone(
+  job: Job,
+  token: string | undefined,
+  log: Logger,
+  nodesBusy: boolean,
+): Promise<never> {
+  const recheckMs = nodesBusy ? BUSY_RECHECK_MS : PAUSE_RECHECK_MS;
+  // Busy nodes are routine under the caps: acquire() says so at debug level.
+  if (!nodesBusy) log.info({ recheckMs }, 'migration paused: slot job postponed');
+  await job.moveToDelayed(Date.now() + recheckMs, token);
+  throw new DelayedError();
+}
+
+/** The migrate-slot processor: one slot, up to drained. */
+export function createMigrateProcessor(deps: ProcessorDeps) {
   return async (
     job: Job<SlotJobData>,
     token?: string,
   ): Promise<{ keysMoved: number; cancelled?: boolean }> => {
     const data = job.data;
-    const source = `${data.source.host}:${data.source.port}`;
-    const log = deps.log.child({
-      migrationId: data.migrationId,
-      slot: data.slot,
-      source,
-      target: `${data.target.host}:${data.target.port}`,
-      phase,
-      attempt: job.attemptsMade + 1,
-      ...(data.repair ? { repair: data.repair.kind } : {}),
-    });
-    const histogram = phase === SlotPhase.Migrate ? deps.metrics.slotDuration : deps.metrics.finalizeDuration;
-    const stopTimer = histogram.startTimer({ cluster: data.cluster });
-    const inFlight = { cluster: data.cluster, source };
+    const log = slotLog(deps, data, SlotPhase.Migrate, job.attemptsMade + 1);
+    const stopTimer = deps.metrics.slotDuration.startTimer({ cluster: data.cluster });
+    const inFlight = { cluster: data.cluster, source: address(data.source) };
     deps.metrics.slotsInFlight.inc(inFlight);
     // An attempt postponed by a pause (or by busy nodes) ends when the operator says, not when the
     // work is done: it is not timed, or the histogram would fill with short, meaningless durations.
     let postponed = false;
-    const postpone = async (nodesBusy = false) => {
-      postponed = true;
-      const recheckMs = nodesBusy ? BUSY_RECHECK_MS : PAUSE_RECHECK_MS;
-      // Busy nodes are routine under the caps: acquire() says so at debug level.
-      if (!nodesBusy) log.info({ recheckMs }, 'migration paused: slot job postponed');
-      await job.moveToDelayed(Date.now() + recheckMs, token);
-      throw new DelayedError();
-    };
     // Held while the migrate job drains: MIGRATE blocks the source (see node-leases.ts).
-    let lease: NodeLease | undefined;
+    let held: NodeLease | undefined;
+    const lease = {
+      acquire: async () => {
+        if (!deps.nodeLeases) return true;
+        held = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log);
+        return held !== undefined;
+      },
+      release: () => void held?.release(),
+    };
     try {
-      let adapter: ClusterAdapter;
-      try {
-        adapter = deps.adapterFor(data.cluster);
-      } catch (error) {
-        throw new SlotfleetError(ErrorCode.UnknownCluster, (error as Error).message);
-      }
-      const engine: SlotEngineDeps = {
-        ...deps,
-        adapter,
-        log,
-        isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
-      };
       const control = await deps.controlOf(data.migrationId);
-      if (control === MigrationControl.Pause) return await postpone();
-      if (control === MigrationControl.Cancel) {
-        const observation = await adapter.observeSlot(data.slot, data.source, data.target, {
-          includeOthers: false,
-        });
-        const decision = cancelDecision(observation);
-        if (decision !== CancelDecision.Finish) {
-          if (decision === CancelDecision.UndoImport) await adapter.setSlotStable(data.target, data.slot);
-          // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
-          if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
-            deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
-          }
-          log.info({ decision }, 'slot cancelled: no key had moved');
-          return { keysMoved: 0, cancelled: true };
-        }
-        log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
+      if (control === MigrationControl.Pause) {
+        postponed = true;
+        return await postpone(job, token, log, false);
       }
-      if (phase === SlotPhase.Migrate && deps.nodeLeases) {
-        lease = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log);
-        if (!lease) return await postpone(true);
-      }
-      const repairKind = data.repair?.kind;
-      let keysMoved = 0;
-      if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
-        if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
-        else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
-      } else {
-        keysMoved = (await driveSlot(data, phase, engine)).keysMoved;
-        if (phase === SlotPhase.Finalize && data.repair) {
-          await Promise.all(data.repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
-        }
-      }
-      if (phase === SlotPhase.Finalize) {
-        await deps.store.clearSlotError(data.migrationId, data.slot);
-        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
-        log.info({ keysMoved }, 'slot done');
-      } else {
-        // Drained: the nodes are free for the next slot while the finalizer is added.
-        void lease?.release();
-        // Added before this job completes: a crash in between re-runs the (drained) migrate job,
-        // which adds it then.
-        await deps.enqueueFinalize(data);
-        log.info({ keysMoved }, 'slot drained');
-      }
-      return { keysMoved };
+      return await attemptSlot(SlotPhase.Migrate, data, control, deps, log, lease);
     } catch (error) {
       if (error instanceof DelayedError) throw error;
-      if (error instanceof PauseRequested) return await postpone();
-      const code = errorCodeOf(error);
-      const message = error instanceof Error ? error.message : String(error);
-      deps.metrics.migrateErrors.inc({ cluster: data.cluster, code });
-      const retryable = isRetryable(error);
-      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      await deps.store.recordSlotError(data.migrationId, data.slot, { code, message });
-      if (!retryable || lastAttempt) {
-        await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Failed);
-        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Failed });
-        log.error(
-          { code, err: message },
-          'slot failed: left open and safe, clients follow ASK; re-run or fix',
-        );
-        if (!retryable) throw new UnrecoverableError(`${code}: ${message}`);
-      } else {
-        log.warn({ code, err: message }, 'slot attempt failed, will retry');
+      if (error instanceof PauseRequested || error instanceof NodesBusy) {
+        postponed = true;
+        return await postpone(job, token, log, error instanceof NodesBusy);
       }
+      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const { code, message } = await recordFailure(data, error, lastAttempt, deps, log);
+      if (!isRetryable(error)) throw new UnrecoverableError(`${code}: ${message}`);
       throw error;
     } finally {
-      await lease?.release();
+      await held?.release();
       if (!postponed) stopTimer();
       deps.metrics.slotsInFlight.dec(inFlight);
     }
   };
+}
+
+/**
+ * The finalize-slot processor: every slot of the batch at once (their commands share each node's
+ * writes and CLUSTER NODES reads, see ClusterAdapter). Slots fail on their own: an attempt that
+ * leaves some to retry keeps only those in the job's data, so a retry never touches the others.
+ */
+export function createFinalizeProcessor(deps: ProcessorDeps) {
+  return async (job: Job<FinalizeJobData>, token?: string): Promise<{ keysMoved: number; slots: number }> => {
+    const { migrationId, cluster, slots } = job.data;
+    const attempt = job.attemptsMade + 1;
+    const log = deps.log.child({ migrationId, phase: SlotPhase.Finalize, slots: slots.length, attempt });
+    const control = await deps.controlOf(migrationId);
+    if (control === MigrationControl.Pause) return await postpone(job, token, log, false);
+    const stopTimer = deps.metrics.finalizeDuration.startTimer({ cluster });
+    const noLease = { acquire: async () => true, release: () => undefined };
+    const outcomes = await Promise.allSettled(
+      slots.map(async (data) => {
+        const inFlight = { cluster: data.cluster, source: address(data.source) };
+        deps.metrics.slotsInFlight.inc(inFlight);
+        try {
+          const slotLogger = slotLog(deps, data, SlotPhase.Finalize, attempt);
+          return await attemptSlot(SlotPhase.Finalize, data, control, deps, slotLogger, noLease);
+        } finally {
+          deps.metrics.slotsInFlight.dec(inFlight);
+        }
+      }),
+    );
+    const lastAttempt = attempt >= (job.opts.attempts ?? 1);
+    const again: SlotJobData[] = [];
+    let paused = false;
+    let firstFailure: { code: ErrorCode; message: string; slot: number } | undefined;
+    let keysMoved = 0;
+    for (const [index, outcome] of outcomes.entries()) {
+      const data = slots[index]!;
+      if (outcome.status === 'fulfilled') {
+        keysMoved += outcome.value.keysMoved;
+        continue;
+      }
+      if (outcome.reason instanceof PauseRequested) {
+        paused = true;
+        again.push(data);
+        continue;
+      }
+      const failure = await recordFailure(
+        data,
+        outcome.reason,
+        lastAttempt,
+        deps,
+        slotLog(deps, data, SlotPhase.Finalize, attempt),
+      );
+      firstFailure ??= { code: failure.code, message: failure.message, slot: data.slot };
+      if (failure.retry) again.push(data);
+    }
+    stopTimer();
+    if (again.length > 0 && again.length < slots.length) {
+      // What is done stays done: the retry (or the resumed job) carries only the others.
+      await job.updateData({ migrationId, cluster, slots: again });
+    }
+    if (paused) return await postpone(job, token, log, false);
+    if (firstFailure) {
+      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').length;
+      const summary =
+        `${failed} of ${slots.length} slots failed, first slot ${firstFailure.slot}: ` +
+        `${firstFailure.code}: ${firstFailure.message}`;
+      if (again.length === 0) throw new UnrecoverableError(summary);
+      throw new SlotfleetError(firstFailure.code, summary);
+    }
+    return { keysMoved, slots: slots.length };
+  };
+}
+
+function address(node: { host: string; port: number }): string {
+  return `${node.host}:${node.port}`;
 }

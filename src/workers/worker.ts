@@ -3,12 +3,11 @@
  * connections (so concurrent slots' commands to a node are pipelined), plus /metrics.
  */
 import { createServer, type Server } from 'node:http';
-import { type JobsOptions, Queue, Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import { MigrationControl, type MigrationLimits } from '../shared/domain/migration.js';
-import { SlotPhase } from '../shared/domain/slot-migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
@@ -17,12 +16,12 @@ import {
   controlConnectionOptions,
   controlUnavailableReason,
 } from '../shared/queue/connections.js';
-import { finalizeJob } from '../shared/queue/jobs.js';
+import { finalizeJob, type SlotJobPolicy } from '../shared/queue/jobs.js';
 import { type MigrationRuntime, MigrationStore } from '../shared/queue/migration-store.js';
-import { QueueName, type SlotJobData } from '../shared/queue/names.js';
+import { type FinalizeJobData, QueueName, type SlotJobData } from '../shared/queue/names.js';
 import { NodeLeases } from '../shared/queue/node-leases.js';
 import { TokenBuckets } from '../shared/queue/token-bucket.js';
-import { createSlotProcessor, type ProcessorDeps } from './processors.js';
+import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
 import type { SlotEngineDeps } from './slot-engine.js';
 import { createThrottle, drainLimits } from './throttle.js';
 
@@ -109,7 +108,7 @@ export async function startWorker(
       batchBytes: config.worker.batchBytes,
     }),
   };
-  const finalizeQueue = new Queue<SlotJobData>(QueueName.FinalizeSlot, {
+  const finalizeQueue = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
     connection,
     prefix: config.queuePrefix,
   });
@@ -130,7 +129,7 @@ export async function startWorker(
     adapterFor: (cluster) => clusters.get(cluster),
     store,
     controlOf,
-    enqueueFinalize: batchedAdder(finalizeQueue, (data) => finalizeJob(data, config.jobs)),
+    enqueueFinalize: finalizeBatcher(finalizeQueue, config.jobs),
     metrics,
     settings: config.worker,
     log,
@@ -149,16 +148,8 @@ export async function startWorker(
     stalledInterval: config.jobs.stalledCheckMs,
   };
   const workers = [
-    new Worker<SlotJobData>(
-      QueueName.MigrateSlot,
-      createSlotProcessor(SlotPhase.Migrate, deps),
-      workerOptions,
-    ),
-    new Worker<SlotJobData>(
-      QueueName.FinalizeSlot,
-      createSlotProcessor(SlotPhase.Finalize, deps),
-      workerOptions,
-    ),
+    new Worker<SlotJobData>(QueueName.MigrateSlot, createMigrateProcessor(deps), workerOptions),
+    new Worker<FinalizeJobData>(QueueName.FinalizeSlot, createFinalizeProcessor(deps), workerOptions),
   ];
   for (const worker of workers) {
     worker.on('error', logError('worker error', { queue: worker.name }));
@@ -195,31 +186,59 @@ export async function startWorker(
   };
 }
 
-/** How long a finalize job waits for others to be added with it (see batchedAdder). */
-const ADD_WINDOW_MS = 2;
-/** Jobs per addBulk: one MULTI in the control Redis. */
-const ADD_BATCH_MAX = 200;
+/**
+ * How long a drained slot waits for others to be finalized with it. One finalize job assigns all of
+ * them together: each node gets their SETSLOT NODE commands in one write and saves its cluster
+ * config once, and the fleet runs one BullMQ job instead of one per slot. The migrate job waits
+ * this long before it completes; its slot stays open but safe meanwhile.
+ */
+const FINALIZE_WINDOW_MS = 20;
+/** Slots per finalize job at most. */
+const FINALIZE_SLOTS_MAX = 128;
 
 /**
- * queue.add, batched: jobs asked for within ADD_WINDOW_MS leave in one addBulk. Queue.add costs a
- * worker about 0.3 ms of CPU per job (profiled), addBulk a fraction of that per job, and drained
- * slots come in bursts. Each caller still gets its own promise: a migrate job completes only once its
- * finalizer was added.
+ * The finalize batcher: slots drained within FINALIZE_WINDOW_MS go into one finalize-slot job per
+ * migration, all added in one addBulk. Each caller gets its own promise: a migrate job completes only
+ * once a finalizer holding its slot was added, so a crash in between re-runs the migrate job, which
+ * finds its slot drained and asks again.
  */
-function batchedAdder(
-  queue: Queue<SlotJobData>,
-  jobFor: (data: SlotJobData) => { name: string; data: SlotJobData; opts: JobsOptions },
+function finalizeBatcher(
+  queue: Queue<FinalizeJobData>,
+  policy: SlotJobPolicy,
 ): (data: SlotJobData) => Promise<void> {
-  let pending: {
-    job: ReturnType<typeof jobFor>;
-    settle: { resolve(): void; reject(error: unknown): void };
-  }[] = [];
+  interface Waiting {
+    readonly data: SlotJobData;
+    readonly settle: { resolve(): void; reject(error: unknown): void };
+  }
+  let pending: Waiting[] = [];
   let timer: NodeJS.Timeout | undefined;
   const flush = () => {
+    clearTimeout(timer);
     timer = undefined;
     const batch = pending;
     pending = [];
-    queue.addBulk(batch.map((entry) => entry.job)).then(
+    const byMigration = new Map<string, SlotJobData[]>();
+    for (const { data } of batch) {
+      const key = `${data.migrationId}\n${data.cluster}`;
+      const slots = byMigration.get(key) ?? [];
+      slots.push(data);
+      byMigration.set(key, slots);
+    }
+    const jobs = [...byMigration.values()].flatMap((slots) => {
+      const sorted = slots.sort((a, b) => a.slot - b.slot);
+      const chunks: ReturnType<typeof finalizeJob>[] = [];
+      for (let start = 0; start < sorted.length; start += FINALIZE_SLOTS_MAX) {
+        const chunk = sorted.slice(start, start + FINALIZE_SLOTS_MAX);
+        chunks.push(
+          finalizeJob(
+            { migrationId: chunk[0]!.migrationId, cluster: chunk[0]!.cluster, slots: chunk },
+            policy,
+          ),
+        );
+      }
+      return chunks;
+    });
+    queue.addBulk(jobs).then(
       () => {
         for (const entry of batch) entry.settle.resolve();
       },
@@ -230,11 +249,9 @@ function batchedAdder(
   };
   return (data) =>
     new Promise<void>((resolve, reject) => {
-      pending.push({ job: jobFor(data), settle: { resolve, reject } });
-      if (pending.length >= ADD_BATCH_MAX) {
-        clearTimeout(timer);
-        flush();
-      } else timer ??= setTimeout(flush, ADD_WINDOW_MS);
+      pending.push({ data, settle: { resolve, reject } });
+      if (pending.length >= FINALIZE_SLOTS_MAX) flush();
+      else timer ??= setTimeout(flush, FINALIZE_WINDOW_MS);
     });
 }
 

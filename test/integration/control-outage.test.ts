@@ -20,7 +20,7 @@ import {
   verifyDataset,
 } from '../../src/sandbox/index.js';
 import { parseSlotRanges } from '../../src/shared/domain/slots.js';
-import { finalizeJobId, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
+import { type FinalizeJobData, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
 import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 const CONTROL_PASSWORD = 'control-secret-5f0c2e9a';
@@ -253,15 +253,23 @@ describe('control Redis outage in the middle of a migration', () => {
     const control = stack.control.client();
     const connection = { host: stack.control.host, port: stack.control.port, password: CONTROL_PASSWORD };
     const migrate = new Queue(QueueName.MigrateSlot, { connection, prefix: stack.config.queuePrefix });
-    const finalize = new Queue(QueueName.FinalizeSlot, { connection, prefix: stack.config.queuePrefix });
+    const finalize = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
+      connection,
+      prefix: stack.config.queuePrefix,
+    });
     try {
       expect(await control.hlen(`${stack.config.queuePrefix}:active-slots:default`)).toBe(0);
       const slots = [...owners.keys()];
-      const states = await Promise.all([
-        ...slots.map((slot) => migrate.getJobState(migrateJobId(id, slot))),
-        ...slots.map((slot) => finalize.getJobState(finalizeJobId(id, slot))),
-      ]);
+      const states = await Promise.all(slots.map((slot) => migrate.getJobState(migrateJobId(id, slot))));
       expect(new Set(states)).toEqual(new Set(['completed']));
+      // Every slot is in a completed finalize job (a batch of the slots drained together).
+      const finalizers = await finalize.getJobs(['completed']);
+      const finalized = new Set(
+        finalizers
+          .filter((job) => job.data.migrationId === id)
+          .flatMap((job) => job.data.slots.map((s) => s.slot)),
+      );
+      expect([...finalized].sort((a, b) => a - b)).toEqual([...slots].sort((a, b) => a - b));
       for (const queue of [migrate, finalize]) {
         expect(await queue.getJobCounts('active', 'waiting', 'delayed', 'failed'), queue.name).toMatchObject({
           active: 0,

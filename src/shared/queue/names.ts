@@ -1,10 +1,11 @@
 /** Queue names, job payloads and job ids: the contract between the producer and the workers. */
+import { createHash } from 'node:crypto';
 import type { NodeRef, SlotRepair } from '../domain/plan.js';
 
 export const QueueName = { MigrateSlot: 'migrate-slot', FinalizeSlot: 'finalize-slot' } as const;
 export type QueueName = (typeof QueueName)[keyof typeof QueueName];
 
-/** The payload of both slot jobs. Names the cluster, never its credentials. */
+/** The payload of a migrate-slot job, and of each slot of a finalize-slot job. Names the cluster, never its credentials. */
 export interface SlotJobData {
   readonly migrationId: string;
   readonly cluster: string;
@@ -25,8 +26,23 @@ export function migrateJobId(migrationId: string, slot: number): string {
   return `${migrationId}-slot-${slot}`;
 }
 
-export function finalizeJobId(migrationId: string, slot: number): string {
-  return `${migrationId}-final-${slot}`;
+/**
+ * The payload of a finalize-slot job: slots of one migration that drained within a few milliseconds
+ * of each other, assigned together.
+ */
+export interface FinalizeJobData {
+  readonly migrationId: string;
+  readonly cluster: string;
+  readonly slots: readonly SlotJobData[];
+}
+
+/**
+ * Names the batch by its slots: adding the same batch again (a re-run) adds nothing, and two
+ * different batches never share an id, even when they start with the same slot.
+ */
+export function finalizeJobId(migrationId: string, slots: readonly number[]): string {
+  const digest = createHash('sha1').update(slots.join(',')).digest('hex').slice(0, 12);
+  return `${migrationId}-final-${slots[0]}-${slots.length}-${digest}`;
 }
 
 /** "mig-<time base36>-<random hex>": sortable by creation, never all digits, never a colon. */

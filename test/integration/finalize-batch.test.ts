@@ -1,0 +1,130 @@
+/**
+ * Finalizer jobs take the slots drained together as one batch. A slot of a batch fails on its own:
+ * a retryable failure is retried alone (the job's data keeps only that slot), a permanent one fails
+ * that slot only, named in the record, while the rest of its batch is assigned.
+ */
+import { Queue } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
+import { SlotActionKind } from '../../src/shared/domain/slot-migration.js';
+import { ownerOf } from '../../src/shared/domain/topology.js';
+import { ErrorCode, SlotfleetError } from '../../src/shared/errors.js';
+import { type FinalizeJobData, QueueName } from '../../src/shared/queue/names.js';
+import { slotsOf } from './support/slots.js';
+import { allViews, type Stack, startStack, waitForMigration } from './support/stack.js';
+
+describe('finalizer batches', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ workers: 0, replicasPerMaster: 0 });
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('retries a failing slot alone and fails a broken one alone, finishing the rest of the batch', async () => {
+    const manifest = await seedDataset(stack.cluster.seedUrl, { keys: 4_000, types: 'mixed', seed: 11 });
+    const masters = (await stack.cluster.masters()).sort((a, b) => a.port - b.port);
+    const [target, source] = [masters[0]!, masters[1]!];
+    const slots = (await slotsOf(stack.cluster, source.id)).slice(0, 60);
+    const [flaky, broken] = [slots[10]!, slots[20]!];
+    const flakyFailures: number[] = [];
+    const worker = await stack.startWorker({
+      beforeAction: (action, observation) => {
+        if (action.kind !== SlotActionKind.AssignTarget) return;
+        if (observation.slot === flaky && flakyFailures.length === 0) {
+          flakyFailures.push(observation.slot);
+          throw new SlotfleetError(
+            ErrorCode.Connection,
+            `test: connection lost before assigning slot ${flaky}`,
+          );
+        }
+        if (observation.slot === broken) {
+          throw new SlotfleetError(ErrorCode.SlotConflict, `test: slot ${broken} was opened by someone else`);
+        }
+      },
+    });
+    const queue = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
+      connection: { host: stack.control.host, port: stack.control.port },
+      prefix: stack.config.queuePrefix,
+    });
+    try {
+      const created = await stack.api.app.inject({
+        method: 'POST',
+        url: '/v1/clusters/default/migrations',
+        payload: { moves: [{ slots: slots.join(','), target: target.id }] },
+      });
+      expect(created.statusCode, created.body).toBe(202);
+      const id: string = created.json().id;
+      const final = await waitForMigration(stack, id, 60_000);
+      // One slot failed for good, so the migration did; its error names it, the flaky one's is gone.
+      expect(final.state).toBe('failed');
+      expect(final.slots).toMatchObject({ done: slots.length - 1, failed: 1 });
+      expect(final.errors).toEqual([
+        expect.objectContaining({
+          slot: broken,
+          code: ErrorCode.SlotConflict,
+          message: expect.stringMatching(/opened by someone else/),
+        }),
+      ]);
+      expect(flakyFailures).toEqual([flaky]);
+
+      const jobs = (await queue.getJobs(['completed', 'failed'])).filter(
+        (job) => job.data.migrationId === id,
+      );
+      // Batches, not one job per slot.
+      expect(jobs.length).toBeLessThan(slots.length);
+      // The broken slot's batch failed for good, naming it; its other slots were assigned all the same.
+      // (The record says failed a moment before the job is moved to failed.)
+      const failedJobs = async () =>
+        (await queue.getJobs(['failed'])).filter((job) => job.data.migrationId === id);
+      await expect.poll(async () => (await failedJobs()).length, { timeout: 10_000 }).toBe(1);
+      const failed = await failedJobs();
+      expect(failed[0]!.data.slots.map((slot) => slot.slot)).toContain(broken);
+      expect(failed[0]!.failedReason).toMatch(
+        new RegExp(
+          `^1 of \\d+ slots failed, first slot ${broken}: SLOT_CONFLICT: test: slot ${broken} was opened`,
+        ),
+      );
+      // The flaky slot's batch was retried with that slot alone, after the others were assigned.
+      const flakyJob = jobs.find((job) => job.data.slots.some((slot) => slot.slot === flaky))!;
+      expect(flakyJob.data.slots.map((slot) => slot.slot)).toEqual([flaky]);
+      expect(flakyJob.attemptsMade).toBe(2);
+      expect(flakyJob.returnvalue).toMatchObject({ slots: 1 });
+
+      // Every other slot of the batches is the target's, on every node.
+      const assigned = slots.filter((slot) => slot !== broken);
+      await expect
+        .poll(
+          async () =>
+            (await allViews(stack.cluster)).flatMap((view) =>
+              assigned
+                .filter((slot) => ownerOf(view, slot) !== target.id)
+                .map((slot) => `${view.myself.port}:${slot}`),
+            ),
+          { timeout: 20_000, interval: 200 },
+        )
+        .toEqual([]);
+      const views = await Promise.all(
+        [source, target].map(async (node) => {
+          const client = stack.cluster.process(node.port).client();
+          try {
+            return String(await client.call('CLUSTER', 'NODES'));
+          } finally {
+            client.disconnect();
+          }
+        }),
+      );
+      // The broken slot is left open but safe: drained, MIGRATING on the source, IMPORTING on the target.
+      expect(views[0]).toContain(`[${broken}->-${target.id}]`);
+      expect(views[1]).toContain(`[${broken}-<-${source.id}]`);
+      const verification = await verifyDataset(stack.cluster.seedUrl, manifest);
+      expect(verification).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0 });
+    } finally {
+      await queue.close();
+      await worker.close();
+    }
+  });
+});
