@@ -90,8 +90,12 @@ const COMMAND_WINDOW_MS = 1;
 
 interface CommandWindow {
   readonly sends: (() => void)[];
-  /** The CLUSTER NODES read that leaves with this window, shared by everyone who asks meanwhile. */
-  nodesRead?: Promise<string>;
+}
+
+/** A node's CLUSTER NODES reads: the one awaiting its reply, and the one waiting to be sent. */
+interface NodesReads {
+  answering?: Promise<void>;
+  queued?: Promise<string>;
 }
 
 interface ScriptCommands {
@@ -117,6 +121,7 @@ export class ClusterAdapter {
   private readonly refusedLogins = new Map<string, Error>();
   /** Commands waiting to leave together, by address: see windowFor. */
   private readonly openWindows = new Map<string, CommandWindow>();
+  private readonly nodesReads = new Map<string, NodesReads>();
   /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
   private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
   private readonly slotIndexes = new Map<string, { text: string; index: SlotViewIndex }>();
@@ -144,16 +149,40 @@ export class ClusterAdapter {
 
   /**
    * CLUSTER NODES of one node. Redis 7.0 builds this reply from all 16384 slots on every call, and
-   * dozens of slot jobs ask each node at once, so the requests made while a window is open share one
-   * command. That is still a fresh read for each of them: the command leaves when the window closes,
-   * so it is answered after every command whose reply they had already seen.
+   * dozens of slot jobs ask each node at once, so the requests made before a read is written share
+   * it. That is still a fresh read for each of them: it is answered after every command whose reply
+   * they had already seen.
    */
   private clusterNodesText(node: Address): Promise<string> {
-    const window = this.windowFor(node);
-    window.nodesRead ??= this.run(node, 'CLUSTER NODES', (redis) => redis.call('CLUSTER', 'NODES')).then(
-      String,
-    );
-    return window.nodesRead;
+    const key = addressKey(node);
+    let reads = this.nodesReads.get(key);
+    if (!reads) {
+      reads = {};
+      this.nodesReads.set(key, reads);
+    }
+    const state = reads;
+    if (state.queued) return state.queued;
+    // One read in flight per node: the next one leaves when it is answered, for everyone who asked
+    // meanwhile. Under load a node's view is then built once per round trip, not once per slot job.
+    const previous = state.answering ?? Promise.resolve();
+    const read: Promise<string> = previous.then(() => {
+      const sent = this.run(node, 'CLUSTER NODES', (redis) => {
+        // Written now: whoever asks from here on needs a read that leaves later.
+        if (state.queued === read) state.queued = undefined;
+        return redis.call('CLUSTER', 'NODES');
+      }).then(String);
+      state.answering = sent.then(
+        () => undefined,
+        () => undefined,
+      );
+      return sent;
+    });
+    state.queued = read;
+    const forget = () => {
+      if (state.queued === read) state.queued = undefined;
+    };
+    read.then(forget, forget);
+    return read;
   }
 
   /**
