@@ -9,6 +9,10 @@
  *   bigvalues  50,000 x 16 KB strings, 3 -> 4 masters
  *   enqueue    planning + enqueueing a migration of all 16384 slots (API call, no worker running)
  *
+ * A slotfleet run is timed from its POST to the migration's own end (the last update of its record),
+ * with workers started and warmed up (--warmup-slots moved there and back) beforehand, as a standing
+ * fleet would be; redis-cli from its start to its exit.
+ *
  * Results go to bench/results/<time>.json; the summary prints min/median/max per tool, the median
  * ratio redis-cli / slotfleet, keys/s and the workers' peak RSS.
  */
@@ -64,6 +68,13 @@ const WORKERS = 2;
 let printCommandStats = false;
 /** --cpu-prof-dir: workers write V8 CPU profiles there (open them in Chrome DevTools). */
 let workerNodeArgs: string[] = [];
+/**
+ * --warmup-slots: slots moved there and back before a slotfleet run is timed, so the workers run
+ * JIT-compiled code as a standing fleet does (cold, the compiler took about 1 CPU-s of a rebalance).
+ */
+let warmupSlots = 512;
+/** --worker-env: SLOTFLEET_* settings for the workers, e.g. SLOTFLEET_BATCH_BYTES=0,SLOTFLEET_BATCH_KEYS=2000. */
+let workerEnv: Record<string, string> = {};
 const WORKER_CONCURRENCY = '32';
 const MAX_SLOTS_PER_SOURCE = '32';
 const MAX_SLOTS_PER_TARGET = '64';
@@ -77,10 +88,14 @@ async function main(): Promise<void> {
       tools: { type: 'string', default: TOOLS.join(',') },
       commandstats: { type: 'boolean', default: false },
       'cpu-prof-dir': { type: 'string' },
+      'warmup-slots': { type: 'string', default: String(warmupSlots) },
+      'worker-env': { type: 'string', default: '' },
     },
   });
   printCommandStats = values.commandstats;
+  warmupSlots = Number(values['warmup-slots']);
   workerNodeArgs = values['cpu-prof-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`] : [];
+  workerEnv = parseWorkerEnv(values['worker-env']);
   const tools = TOOLS.filter((tool) => values.tools.split(',').includes(tool));
   const runs = Number(values.runs);
   const scale = Number(values.scale);
@@ -107,6 +122,8 @@ async function main(): Promise<void> {
       workerConcurrency: Number(WORKER_CONCURRENCY),
       maxSlotsPerSource: Number(MAX_SLOTS_PER_SOURCE),
       maxSlotsPerTarget: Number(MAX_SLOTS_PER_TARGET),
+      warmupSlots,
+      workerEnv,
     },
     cases: {},
   };
@@ -232,6 +249,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       });
       api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
       workers = await startWorkers(config.queuePrefix, cluster.seedUrl, control.url);
+      if (warmupSlots > 0) await warmUp(api.url, cluster, masters, warmupSlots);
       const groups = {
         cluster: cluster.nodes.map((node) => node.pid),
         // Part of "cluster": every key moves into this one node, so it is the first to run out of CPU.
@@ -240,7 +258,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         workers: workers.map((worker) => worker.pid!),
       };
       const cpuBefore = await cpuByGroup(groups);
-      const started = performance.now();
+      const startedAtMs = Date.now();
       const body = spec.hot
         ? { path: 'migrations', payload: { moves: [{ slots: '0', target: target.id }] } }
         : { path: 'rebalance', payload: { useEmptyMasters: true } };
@@ -253,7 +271,8 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       if (response.status !== 202)
         throw new Error(`POST ${body.path}: ${response.status} ${created.message}`);
       const final = await waitForMigration(api.url, created.id);
-      seconds = (performance.now() - started) / 1000;
+      // Until the migration's own end (its record's last update), not until the poll that saw it.
+      seconds = (Date.parse(final.updatedAt) - startedAtMs) / 1000;
       if (final.state !== 'done')
         throw new Error(`migration ${final.state}: ${JSON.stringify(final.errors).slice(0, 300)}`);
       slotsMoved = created.slots;
@@ -401,6 +420,7 @@ async function startWorkers(prefix: string, clusterUrl: string, controlUrl: stri
       // The caps protect a production cluster's clients; the bench has none, and states its caps.
       SLOTFLEET_MAX_SLOTS_PER_SOURCE: MAX_SLOTS_PER_SOURCE,
       SLOTFLEET_MAX_SLOTS_PER_TARGET: MAX_SLOTS_PER_TARGET,
+      ...workerEnv,
     },
   });
   // A worker is ready when its BullMQ workers connected; give them a moment (not timed).
@@ -408,11 +428,60 @@ async function startWorkers(prefix: string, clusterUrl: string, controlUrl: stri
   return workers;
 }
 
+function parseWorkerEnv(text: string | undefined): Record<string, string> {
+  const pairs = (text ?? '').split(',').filter(Boolean);
+  return Object.fromEntries(
+    pairs.map((pair) => {
+      const [name, value] = pair.split('=');
+      if (!name?.startsWith('SLOTFLEET_') || value === undefined)
+        throw new Error(`--worker-env: expected SLOTFLEET_NAME=value[,...], got "${pair}"`);
+      return [name, value];
+    }),
+  );
+}
+
+/**
+ * Moves `count` slots of the first master to the second and back, untimed: the worker processes are
+ * then as warm (JIT-compiled) as a standing fleet's, and the cluster's slot map is as before.
+ */
+async function warmUp(
+  apiUrl: string,
+  cluster: SandboxCluster,
+  masters: readonly { id: string; port: number }[],
+  count: number,
+): Promise<void> {
+  const [from, to] = [masters[0]!, masters[1]!];
+  const client = cluster.process(from.port).client();
+  let slots: number[];
+  try {
+    const view = parseClusterNodes(String(await client.call('CLUSTER', 'NODES')));
+    slots = [];
+    for (let slot = 0; slot < 16384 && slots.length < count; slot++) {
+      if (ownerOf(view, slot) === from.id && slot !== 0) slots.push(slot);
+    }
+  } finally {
+    client.disconnect();
+  }
+  for (const target of [to, from]) {
+    const response = await fetch(`${apiUrl}/v1/clusters/default/migrations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ moves: [{ slots: slots.join(','), target: target.id }] }),
+    });
+    const created = (await response.json()) as { id: string; message?: string };
+    if (response.status !== 202) throw new Error(`warm-up: ${response.status} ${created.message}`);
+    const final = await waitForMigration(apiUrl, created.id);
+    if (final.state !== 'done') throw new Error(`warm-up migration ${final.state}`);
+  }
+  await cluster.waitForConsensus();
+}
+
 async function waitForMigration(apiUrl: string, id: string) {
   const deadline = Date.now() + 30 * 60_000;
   for (;;) {
     const view = (await (await fetch(`${apiUrl}/v1/migrations/${id}`)).json()) as {
       state: string;
+      updatedAt: string;
       keysMoved: number;
       errors: unknown[];
     };
