@@ -8,6 +8,8 @@
  *   hotslot    300,000 keys in one slot moved to another master (reshard --cluster-slots 1)
  *   bigvalues  50,000 x 16 KB strings, 3 -> 4 masters
  *   enqueue    planning + enqueueing a migration of all 16384 slots (API call, no worker running)
+ *   queuefloor 4096 BullMQ jobs with an empty processor through 2 worker processes: what the queue
+ *              alone costs in CPU (see queue-floor.ts)
  *
  * A slotfleet run is timed from its POST to the migration's own end (the last update of its record),
  * with workers started and warmed up (--warmup-slots moved there and back) beforehand, as a standing
@@ -38,6 +40,7 @@ import {
 import { loadConfig } from '../shared/config.js';
 import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
 import { createLogger } from '../shared/logger.js';
+import { measureQueueFloor, type QueueFloorResult } from './queue-floor.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -64,6 +67,8 @@ interface RunResult {
 }
 
 const WORKERS = 2;
+/** Slots a 3 -> 4 master rebalance moves: the queue floor runs as many jobs. */
+const REBALANCE_SLOTS = 4096;
 /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
 let printCommandStats = false;
 /** --cpu-prof-dir: workers write V8 CPU profiles there (open them in Chrome DevTools). */
@@ -82,7 +87,7 @@ const MAX_SLOTS_PER_TARGET = '64';
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      cases: { type: 'string', default: 'rebalance,hotslot,bigvalues,enqueue' },
+      cases: { type: 'string', default: 'rebalance,hotslot,bigvalues,enqueue,queuefloor' },
       runs: { type: 'string', default: '3' },
       scale: { type: 'string', default: '1' },
       tools: { type: 'string', default: TOOLS.join(',') },
@@ -166,6 +171,21 @@ async function main(): Promise<void> {
       slots: 16384,
       seconds: stats(seconds),
       target: '< 2 s',
+    };
+  }
+  if (wanted.has('queuefloor')) {
+    const floors: QueueFloorResult[] = [];
+    for (let run = 0; run < runs; run++) {
+      floors.push(await measureQueueFloor(REBALANCE_SLOTS, Number(WORKER_CONCURRENCY)));
+      const last = floors.at(-1)!;
+      log(
+        `queuefloor run ${run + 1}/${runs}: ${last.jobs} empty jobs in ${last.seconds.toFixed(2)} s, cpu s ${JSON.stringify(last.cpuSeconds)}`,
+      );
+    }
+    (report.cases as Record<string, unknown>).queuefloor = {
+      jobs: REBALANCE_SLOTS,
+      seconds: stats(floors.map((floor) => floor.seconds)),
+      cpuSecondsPerRun: floors.map((floor) => floor.cpuSeconds),
     };
   }
   await mkdir('bench/results', { recursive: true });
