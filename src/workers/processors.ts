@@ -101,7 +101,6 @@ async function attemptSlot(
     }
   }
   if (phase === SlotPhase.Finalize) {
-    await deps.store.clearSlotError(data.migrationId, data.slot);
     deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
     log.info({ keysMoved }, 'slot done');
   } else {

@@ -100,9 +100,17 @@ export async function driveSlot(
    * master holds the slot's keys (replicated) and continues the migration. The state machine then
    * sets IMPORTING / MIGRATING again, naming the successor (Redis keeps neither across a failover).
    */
-  const observe = async (options: { includeOthers: boolean }): Promise<SlotObservation> => {
+  const observe = async (options: {
+    includeOthers: boolean;
+    countKeys?: boolean;
+  }): Promise<SlotObservation> => {
     for (let adoptions = 0; ; adoptions++) {
-      const observed = await adapter.observeSlot(data.slot, data.source, data.target, options);
+      // A migrate job needs no key count: emptiness is what its drain establishes (the batch script
+      // that finds no key), and only the finalizer assigns the slot, from a counted observation.
+      const observed = await adapter.observeSlot(data.slot, data.source, data.target, {
+        ...options,
+        countKeys: options.countKeys ?? phase !== SlotPhase.Migrate,
+      });
       const stale = !observed.source.isMaster ? 'source' : !observed.target.isMaster ? 'target' : undefined;
       if (stale === undefined || adoptions >= 2) return { ...observed, replaced };
       const successorId = observed[stale].masterId;
@@ -135,6 +143,10 @@ export async function driveSlot(
   // them SETSLOT NODE unconditionally (idempotent), which is cheaper than asking each first.
   const includeOthers = false;
   let observation = await observe({ includeOthers });
+  if (phase === SlotPhase.Migrate && observation.target.owner === data.target.id) {
+    // A re-run after the finalizer started: count, so that a finished slot gets no command at all.
+    observation = await observe({ includeOthers, countKeys: true });
+  }
   if (phase === SlotPhase.Finalize && observation.target.owner === data.target.id) {
     // A re-run of a slot the target already owns: ask the others instead of assigning blindly, so
     // that re-running a finished slot sends no command at all.

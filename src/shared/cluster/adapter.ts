@@ -82,6 +82,12 @@ local reply = redis.call('MIGRATE', unpack(args))
 if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#batch, 0, more} end
 return {#batch, 1, more, false, bytes}`;
 
+/**
+ * The source's key count in an observation made without COUNTKEYSINSLOT: not zero, so the state
+ * machine sends a drain, whose batch script finds out (an empty slot costs one script call).
+ */
+export const UNCOUNTED_KEYS = 1;
+
 /** Lua's unpack() is bounded by the C stack (LUAI_MAXCSTACK 8000): keys per script call stay below. */
 export const MAX_SCRIPT_BATCH_KEYS = 5_000;
 
@@ -277,11 +283,12 @@ export class ClusterAdapter {
     slot: number,
     source: NodeRef,
     target: NodeRef,
-    options: { includeOthers: boolean },
+    options: { includeOthers: boolean; countKeys?: boolean },
   ): Promise<SlotObservation> {
     const [sourceView, sourceKeys, targetView] = await Promise.all([
       this.readSlotView(source, slot),
-      this.countKeysInSlot(source, slot),
+      // Not counted: reported as UNCOUNTED_KEYS, "maybe some", which only a drain can settle.
+      options.countKeys === false ? UNCOUNTED_KEYS : this.countKeysInSlot(source, slot),
       this.readSlotView(target, slot),
     ]);
     const otherMasters = sourceView.masters.filter((node) => node.id !== source.id && node.id !== target.id);

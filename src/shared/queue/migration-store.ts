@@ -88,8 +88,10 @@ export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
 }
 
 // A stalled job's late write must not turn an ended slot back into an open one. Ending a slot also
-// releases its claim in the cluster's active-slots hash (if this migration holds it).
+// releases its claim in the cluster's active-slots hash (if this migration holds it). Done clears the
+// error an earlier attempt recorded for the slot, even when the slot was already done.
 const SET_STEP_SCRIPT = `
+if ARGV[2] == '${SlotStep.Done}' then redis.call('HDEL', KEYS[4], ARGV[1]) end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current == '${SlotStep.Done}' or current == '${SlotStep.Cancelled}' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -129,7 +131,7 @@ export class MigrationStore {
     private readonly redis: Redis,
     private readonly prefix: string,
   ) {
-    redis.defineCommand('slotfleetSetStep', { numberOfKeys: 3, lua: SET_STEP_SCRIPT });
+    redis.defineCommand('slotfleetSetStep', { numberOfKeys: 4, lua: SET_STEP_SCRIPT });
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
@@ -251,6 +253,7 @@ export class MigrationStore {
 
   /**
    * Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT).
+   * Done also clears the slot's recorded error.
    * @param keysMoved keys moved since the last count, added to the record's keysMoved with the step.
    * @returns false when the slot had already ended done or cancelled, so nothing was written.
    */
@@ -265,6 +268,7 @@ export class MigrationStore {
       this.key(id, 'slots'),
       this.key(id),
       this.activeKey(cluster),
+      this.key(id, 'errors'),
       slot,
       step,
       new Date().toISOString(),
@@ -329,10 +333,6 @@ export class MigrationStore {
   async recordSlotError(id: string, slot: number, error: { code: string; message: string }): Promise<void> {
     const entry = JSON.stringify({ code: error.code, message: error.message, at: new Date().toISOString() });
     await this.redis.hset(this.key(id, 'errors'), slot, entry);
-  }
-
-  async clearSlotError(id: string, slot: number): Promise<void> {
-    await this.redis.hdel(this.key(id, 'errors'), String(slot));
   }
 
   async get(id: string): Promise<MigrationRecord | null> {
