@@ -273,6 +273,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         SLOTFLEET_LOG_LEVEL: 'warn',
       });
       api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
+      await untilReady(api.url);
       workers = await startWorkers(config.queuePrefix, cluster.seedUrl, control.url);
       if (warmupSlots > 0) await warmUp(api.url, cluster, masters, warmupSlots);
       const groups = {
@@ -410,6 +411,7 @@ async function measureEnqueue(): Promise<number> {
       SLOTFLEET_LOG_LEVEL: 'warn',
     });
     const api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
+    await untilReady(api.url);
     try {
       const started = performance.now();
       const response = await fetch(`${api.url}/v1/clusters/default/migrations`, {
@@ -499,6 +501,15 @@ async function warmUp(
     if (final.state !== 'done') throw new Error(`warm-up migration ${final.state}`);
   }
   await cluster.waitForConsensus();
+}
+
+/** Until GET /readyz says the API reaches the control Redis and the cluster (untimed). */
+async function untilReady(apiUrl: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await fetch(`${apiUrl}/readyz`)).status !== 200) {
+    if (Date.now() > deadline) throw new Error('the API did not become ready within 30 s');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 async function waitForMigration(apiUrl: string, id: string) {
