@@ -1,4 +1,4 @@
-/** Runs the built `slotfleet` command as a child process and collects its output, with a deadline. */
+/** Runs the built `slotfleet` command (or another built script) as a child process and collects its output, with a deadline. */
 import { spawn } from 'node:child_process';
 
 export interface SlotfleetRun {
@@ -12,9 +12,20 @@ export function runSlotfleet(
   env: NodeJS.ProcessEnv,
   timeoutMs = 120_000,
 ): Promise<SlotfleetRun> {
+  return runScript('dist/cli/main.js', args, { env, timeoutMs });
+}
+
+/** `node <script> <args>`; the script's path is taken from the repository root. */
+export function runScript(
+  script: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<SlotfleetRun> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['dist/cli/main.js', ...args], {
-      env,
+    const child = spawn(process.execPath, [`${process.cwd()}/${script}`, ...args], {
+      env: options.env ?? process.env,
+      ...(options.cwd ? { cwd: options.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -27,7 +38,7 @@ export function runSlotfleet(
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`slotfleet ${args.join(' ')} did not finish in ${timeoutMs} ms`));
+      reject(new Error(`${script} ${args.join(' ')} did not finish in ${timeoutMs} ms`));
     }, timeoutMs);
     child.once('exit', (code) => {
       clearTimeout(timer);
