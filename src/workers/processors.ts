@@ -219,7 +219,10 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
 /**
  * The finalize-slot processor: every slot of the batch at once (their commands share each node's
  * writes and CLUSTER NODES reads, see ClusterAdapter). Slots fail on their own: an attempt that
- * leaves some to retry keeps only those in the job's data, so a retry never touches the others.
+ * leaves some to retry keeps only those in the job's data, so a retry never touches the others. A
+ * slot that fails for good is marked failed in the migration record, with its error, at once; the
+ * job itself ends failed (naming it) when no slot of it is left to retry, and otherwise goes on with
+ * the retryable ones.
  */
 export function createFinalizeProcessor(deps: ProcessorDeps) {
   return async (job: Job<FinalizeJobData>, token?: string): Promise<{ keysMoved: number; slots: number }> => {

@@ -28,8 +28,10 @@ describe('finalizer batches', () => {
     const manifest = await seedDataset(stack.cluster.seedUrl, { keys: 4_000, types: 'mixed', seed: 11 });
     const masters = (await stack.cluster.masters()).sort((a, b) => a.port - b.port);
     const [target, source] = [masters[0]!, masters[1]!];
-    const slots = (await slotsOf(stack.cluster, source.id)).slice(0, 60);
-    const [flaky, broken] = [slots[10]!, slots[20]!];
+    const owned = await slotsOf(stack.cluster, source.id);
+    // Two migrations, so the two failing slots are never in one batch (batches are per migration).
+    const [retried, failing] = [owned.slice(0, 40), owned.slice(40, 60)];
+    const [flaky, broken] = [retried[10]!, failing[10]!];
     const flakyFailures: number[] = [];
     const worker = await stack.startWorker({
       beforeAction: (action, observation) => {
@@ -50,52 +52,67 @@ describe('finalizer batches', () => {
       connection: { host: stack.control.host, port: stack.control.port },
       prefix: stack.config.queuePrefix,
     });
+    const jobsOf = async (id: string, states: ('completed' | 'failed')[]) =>
+      (await queue.getJobs(states)).filter((job) => job.data.migrationId === id);
     try {
-      const created = await stack.api.app.inject({
-        method: 'POST',
-        url: '/v1/clusters/default/migrations',
-        payload: { moves: [{ slots: slots.join(','), target: target.id }] },
-      });
-      expect(created.statusCode, created.body).toBe(202);
-      const id: string = created.json().id;
-      const final = await waitForMigration(stack, id, 60_000);
-      // One slot failed for good, so the migration did; its error names it, the flaky one's is gone.
-      expect(final.state).toBe('failed');
-      expect(final.slots).toMatchObject({ done: slots.length - 1, failed: 1 });
-      expect(final.errors).toEqual([
+      const [retriedId, failingId] = await Promise.all(
+        [retried, failing].map(async (slots) => {
+          const created = await stack.api.app.inject({
+            method: 'POST',
+            url: '/v1/clusters/default/migrations',
+            payload: { moves: [{ slots: slots.join(','), target: target.id }] },
+          });
+          expect(created.statusCode, created.body).toBe(202);
+          return created.json().id as string;
+        }),
+      );
+      const [retriedEnd, failingEnd] = await Promise.all([
+        waitForMigration(stack, retriedId!, 60_000),
+        waitForMigration(stack, failingId!, 60_000),
+      ]);
+      // The flaky slot's error is gone once it is done; the broken slot's stays, naming it.
+      expect(retriedEnd).toMatchObject({ state: 'done', errors: [] });
+      expect(retriedEnd.slots).toMatchObject({ done: retried.length });
+      expect(flakyFailures).toEqual([flaky]);
+      expect(failingEnd.state).toBe('failed');
+      expect(failingEnd.slots).toMatchObject({ done: failing.length - 1, failed: 1 });
+      expect(failingEnd.errors).toEqual([
         expect.objectContaining({
           slot: broken,
           code: ErrorCode.SlotConflict,
           message: expect.stringMatching(/opened by someone else/),
         }),
       ]);
-      expect(flakyFailures).toEqual([flaky]);
 
-      const jobs = (await queue.getJobs(['completed', 'failed'])).filter(
-        (job) => job.data.migrationId === id,
-      );
+      // (The records end a moment before the jobs do.)
+      await expect
+        .poll(async () => (await queue.getJobCounts('active', 'waiting', 'delayed')).active, {
+          timeout: 10_000,
+        })
+        .toBe(0);
+      await expect
+        .poll(async () => (await jobsOf(failingId!, ['failed'])).length, { timeout: 10_000 })
+        .toBe(1);
       // Batches, not one job per slot.
-      expect(jobs.length).toBeLessThan(slots.length);
+      expect((await jobsOf(retriedId!, ['completed'])).length).toBeLessThan(retried.length);
       // The broken slot's batch failed for good, naming it; its other slots were assigned all the same.
-      // (The record says failed a moment before the job is moved to failed.)
-      const failedJobs = async () =>
-        (await queue.getJobs(['failed'])).filter((job) => job.data.migrationId === id);
-      await expect.poll(async () => (await failedJobs()).length, { timeout: 10_000 }).toBe(1);
-      const failed = await failedJobs();
-      expect(failed[0]!.data.slots.map((slot) => slot.slot)).toContain(broken);
-      expect(failed[0]!.failedReason).toMatch(
+      const [failed] = await jobsOf(failingId!, ['failed']);
+      expect(failed!.data.slots.map((slot) => slot.slot)).toContain(broken);
+      expect(failed!.failedReason).toMatch(
         new RegExp(
           `^1 of \\d+ slots failed, first slot ${broken}: SLOT_CONFLICT: test: slot ${broken} was opened`,
         ),
       );
       // The flaky slot's batch was retried with that slot alone, after the others were assigned.
-      const flakyJob = jobs.find((job) => job.data.slots.some((slot) => slot.slot === flaky))!;
+      const flakyJob = (await jobsOf(retriedId!, ['completed'])).find((job) =>
+        job.data.slots.some((slot) => slot.slot === flaky),
+      )!;
       expect(flakyJob.data.slots.map((slot) => slot.slot)).toEqual([flaky]);
       expect(flakyJob.attemptsMade).toBe(2);
       expect(flakyJob.returnvalue).toMatchObject({ slots: 1 });
 
-      // Every other slot of the batches is the target's, on every node.
-      const assigned = slots.filter((slot) => slot !== broken);
+      // Every other slot is the target's, on every node.
+      const assigned = [...retried, ...failing].filter((slot) => slot !== broken);
       await expect
         .poll(
           async () =>
