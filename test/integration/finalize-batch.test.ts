@@ -144,4 +144,71 @@ describe('finalizer batches', () => {
       await worker.close();
     }
   });
+
+  it('in one batch, retries the flaky slot alone while the broken one stays failed in the record', async () => {
+    const masters = (await stack.cluster.masters()).sort((a, b) => a.port - b.port);
+    const [target, source] = [masters[0]!, masters[2]!];
+    const [flaky, broken] = (await slotsOf(stack.cluster, source.id)).slice(0, 2) as [number, number];
+    // Both slots drain at the same moment (a barrier before their first batch), so one finalizer
+    // job takes both: drained slots wait 20 ms for company.
+    let arrived = 0;
+    let release: () => void = () => undefined;
+    const barrier = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let flakyFailed = false;
+    const worker = await stack.startWorker({
+      beforeAction: async (action, observation) => {
+        if (action.kind === SlotActionKind.MigrateKeys && !flakyFailed) {
+          if (++arrived === 2) release();
+          await barrier;
+        }
+        if (action.kind !== SlotActionKind.AssignTarget) return;
+        if (observation.slot === flaky && !flakyFailed) {
+          flakyFailed = true;
+          throw new SlotfleetError(
+            ErrorCode.Connection,
+            `test: connection lost before assigning slot ${flaky}`,
+          );
+        }
+        if (observation.slot === broken) {
+          throw new SlotfleetError(ErrorCode.SlotConflict, `test: slot ${broken} was opened by someone else`);
+        }
+      },
+    });
+    const queue = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
+      connection: { host: stack.control.host, port: stack.control.port },
+      prefix: stack.config.queuePrefix,
+    });
+    try {
+      const created = await stack.api.app.inject({
+        method: 'POST',
+        url: '/v1/clusters/default/migrations',
+        payload: { moves: [{ slots: `${flaky},${broken}`, target: target.id }] },
+      });
+      expect(created.statusCode, created.body).toBe(202);
+      const id: string = created.json().id;
+      const final = await waitForMigration(stack, id, 60_000);
+      expect(final.state).toBe('failed');
+      expect(final.slots).toMatchObject({ done: 1, failed: 1 });
+      expect(final.errors).toEqual([expect.objectContaining({ slot: broken, code: ErrorCode.SlotConflict })]);
+      await expect
+        .poll(async () => (await queue.getJobCounts('active', 'waiting', 'delayed')).active, {
+          timeout: 10_000,
+        })
+        .toBe(0);
+      const jobs = (await queue.getJobs(['completed', 'failed'])).filter(
+        (job) => job.data.migrationId === id,
+      );
+      // One job held both; its retry carried the flaky slot alone and completed.
+      expect(jobs).toHaveLength(1);
+      expect(jobs[0]!.data.slots.map((slot) => slot.slot)).toEqual([flaky]);
+      expect(jobs[0]!.attemptsMade).toBe(2);
+      expect(jobs[0]!.returnvalue).toMatchObject({ slots: 1 });
+      expect(await jobs[0]!.getState()).toBe('completed');
+    } finally {
+      await queue.close();
+      await worker.close();
+    }
+  });
 });
