@@ -6,12 +6,41 @@
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
-import { SlotActionKind } from '../../src/shared/domain/slot-migration.js';
+import {
+  type SlotAction,
+  SlotActionKind,
+  type SlotObservation,
+} from '../../src/shared/domain/slot-migration.js';
 import { ownerOf } from '../../src/shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../src/shared/errors.js';
 import { type FinalizeJobData, QueueName } from '../../src/shared/queue/names.js';
 import { slotsOf } from './support/slots.js';
 import { allViews, type Stack, startStack, waitForMigration } from './support/stack.js';
+
+/**
+ * A beforeAction hook for the finalizer: fails the flaky slot's first assignment with a retryable
+ * error, and every assignment of the broken slot with a permanent one. failures() lists the flaky
+ * slot's failures.
+ */
+function failAssignments(flaky: number, broken: number) {
+  const failed: number[] = [];
+  return {
+    failures: () => failed,
+    hook: (action: SlotAction, observation: SlotObservation) => {
+      if (action.kind !== SlotActionKind.AssignTarget) return;
+      if (observation.slot === flaky && failed.length === 0) {
+        failed.push(flaky);
+        throw new SlotfleetError(
+          ErrorCode.Connection,
+          `test: connection lost before assigning slot ${flaky}`,
+        );
+      }
+      if (observation.slot === broken) {
+        throw new SlotfleetError(ErrorCode.SlotConflict, `test: slot ${broken} was opened by someone else`);
+      }
+    },
+  };
+}
 
 describe('finalizer batches', () => {
   let stack: Stack;
@@ -24,6 +53,12 @@ describe('finalizer batches', () => {
     await stack?.stop();
   });
 
+  const finalizeQueue = () =>
+    new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
+      connection: { host: stack.control.host, port: stack.control.port },
+      prefix: stack.config.queuePrefix,
+    });
+
   it('retries a failing slot alone and fails a broken one alone, finishing the rest of the batch', async () => {
     const manifest = await seedDataset(stack.cluster.seedUrl, { keys: 4_000, types: 'mixed', seed: 11 });
     const masters = (await stack.cluster.masters()).sort((a, b) => a.port - b.port);
@@ -32,26 +67,9 @@ describe('finalizer batches', () => {
     // Two migrations, so the two failing slots are never in one batch (batches are per migration).
     const [retried, failing] = [owned.slice(0, 40), owned.slice(40, 60)];
     const [flaky, broken] = [retried[10]!, failing[10]!];
-    const flakyFailures: number[] = [];
-    const worker = await stack.startWorker({
-      beforeAction: (action, observation) => {
-        if (action.kind !== SlotActionKind.AssignTarget) return;
-        if (observation.slot === flaky && flakyFailures.length === 0) {
-          flakyFailures.push(observation.slot);
-          throw new SlotfleetError(
-            ErrorCode.Connection,
-            `test: connection lost before assigning slot ${flaky}`,
-          );
-        }
-        if (observation.slot === broken) {
-          throw new SlotfleetError(ErrorCode.SlotConflict, `test: slot ${broken} was opened by someone else`);
-        }
-      },
-    });
-    const queue = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
-      connection: { host: stack.control.host, port: stack.control.port },
-      prefix: stack.config.queuePrefix,
-    });
+    const failures = failAssignments(flaky, broken);
+    const worker = await stack.startWorker({ beforeAction: failures.hook });
+    const queue = finalizeQueue();
     const jobsOf = async (id: string, states: ('completed' | 'failed')[]) =>
       (await queue.getJobs(states)).filter((job) => job.data.migrationId === id);
     try {
@@ -73,7 +91,7 @@ describe('finalizer batches', () => {
       // The flaky slot's error is gone once it is done; the broken slot's stays, naming it.
       expect(retriedEnd).toMatchObject({ state: 'done', errors: [] });
       expect(retriedEnd.slots).toMatchObject({ done: retried.length });
-      expect(flakyFailures).toEqual([flaky]);
+      expect(failures.failures()).toEqual([flaky]);
       expect(failingEnd.state).toBe('failed');
       expect(failingEnd.slots).toMatchObject({ done: failing.length - 1, failed: 1 });
       expect(failingEnd.errors).toEqual([
@@ -156,30 +174,17 @@ describe('finalizer batches', () => {
     const barrier = new Promise<void>((resolve) => {
       release = resolve;
     });
-    let flakyFailed = false;
+    const failures = failAssignments(flaky, broken);
     const worker = await stack.startWorker({
       beforeAction: async (action, observation) => {
-        if (action.kind === SlotActionKind.MigrateKeys && !flakyFailed) {
+        if (action.kind === SlotActionKind.MigrateKeys && arrived < 2) {
           if (++arrived === 2) release();
           await barrier;
         }
-        if (action.kind !== SlotActionKind.AssignTarget) return;
-        if (observation.slot === flaky && !flakyFailed) {
-          flakyFailed = true;
-          throw new SlotfleetError(
-            ErrorCode.Connection,
-            `test: connection lost before assigning slot ${flaky}`,
-          );
-        }
-        if (observation.slot === broken) {
-          throw new SlotfleetError(ErrorCode.SlotConflict, `test: slot ${broken} was opened by someone else`);
-        }
+        failures.hook(action, observation);
       },
     });
-    const queue = new Queue<FinalizeJobData>(QueueName.FinalizeSlot, {
-      connection: { host: stack.control.host, port: stack.control.port },
-      prefix: stack.config.queuePrefix,
-    });
+    const queue = finalizeQueue();
     try {
       const created = await stack.api.app.inject({
         method: 'POST',
