@@ -27,6 +27,8 @@ export const REMAINING_KEYS_CACHE_MS = 1_000;
 export const PENDING_SLOT_COUNT_MS = 30_000;
 const cachedCounts = new Map<string, { atMs: number; count: Promise<number | null> }>();
 const pendingSlotCounts = new Map<string, Map<number, { atMs: number; keys: number }>>();
+/** When each migration's pending counts were last used: a migration nobody asks about is forgotten. */
+const pendingCountsUsedMs = new Map<string, number>();
 
 /** Keys left on the sources of the record's open slots; null if the cluster does not answer. */
 export async function remainingKeys(
@@ -37,10 +39,16 @@ export async function remainingKeys(
   const ended = ENDED_STEPS.reduce((sum, step) => sum + record.slots[step], 0);
   if (ended === record.slotsTotal) {
     pendingSlotCounts.delete(record.id);
+    pendingCountsUsedMs.delete(record.id);
     return 0;
   }
   for (const [id, entry] of cachedCounts) {
     if (nowMs - entry.atMs >= REMAINING_KEYS_CACHE_MS) cachedCounts.delete(id);
+  }
+  for (const [id, usedMs] of pendingCountsUsedMs) {
+    if (nowMs - usedMs < PENDING_SLOT_COUNT_MS) continue;
+    pendingCountsUsedMs.delete(id);
+    pendingSlotCounts.delete(id);
   }
   const cached = cachedCounts.get(record.id);
   if (cached) return cached.count;
@@ -58,6 +66,7 @@ async function countRemainingKeys(
   if (!adapter) return null;
   const pendingCounts = pendingSlotCounts.get(record.id) ?? new Map<number, { atMs: number; keys: number }>();
   pendingSlotCounts.set(record.id, pendingCounts);
+  pendingCountsUsedMs.set(record.id, nowMs);
   try {
     const steps = await deps.store.slotSteps(record.id);
     let total = 0;

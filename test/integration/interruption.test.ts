@@ -4,43 +4,26 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyDataset } from '../../src/sandbox/index.js';
-import { ClusterAdapter, type MigrateOptions } from '../../src/shared/cluster/adapter.js';
-import type { NodeRef } from '../../src/shared/domain/plan.js';
 import { type SlotAction, SlotPhase } from '../../src/shared/domain/slot-migration.js';
 import { ErrorCode, type SlotfleetError } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
-import { seedOneSlot } from './support/one-slot.js';
+import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
 import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
 class Crash extends Error {}
 
-/** Real adapter; throws after a number of MIGRATE batches, like a worker dying mid-drain. */
-class CrashingAdapter extends ClusterAdapter {
-  migrateCallsLeft = Number.POSITIVE_INFINITY;
-  override async migrateNextBatch(
-    source: NodeRef,
-    target: NodeRef,
-    slot: number,
-    limits: { maxKeys: number; maxBytes: number },
-    options: MigrateOptions,
-  ) {
-    if (this.migrateCallsLeft-- <= 0) throw new Crash('worker died between two MIGRATE batches');
-    return super.migrateNextBatch(source, target, slot, limits, options);
-  }
-}
-
 describe('interrupting a slot migration', () => {
   let stack: Stack;
-  let adapter: CrashingAdapter;
+  let adapter: HookedAdapter;
   let store: MigrationStore;
   let controlClient: ReturnType<Stack['control']['client']>;
 
   beforeAll(async () => {
     stack = await startStack({ workers: 0 });
-    adapter = new CrashingAdapter('default', stack.config.clusters.default!, { commandTimeoutMs: 10_000 });
+    adapter = new HookedAdapter('default', stack.config.clusters.default!, { commandTimeoutMs: 10_000 });
     controlClient = stack.control.client();
     store = new MigrationStore(controlClient, stack.config.queuePrefix);
   });
@@ -63,7 +46,6 @@ describe('interrupting a slot migration', () => {
     };
   }
 
-  /** A slot full of keys of every type (some with TTL), its owner, and another master as target. */
   /** A slot full of keys of every type (some with TTL), its owner, and another master as target. */
   async function prepareSlot(tag: string): Promise<{ data: SlotJobData; verify: () => Promise<void> }> {
     const { data, manifest, slot } = await seedOneSlot(stack, { tag, keys: 60, migrationId: `crash-${tag}` });
@@ -104,9 +86,14 @@ describe('interrupting a slot migration', () => {
 
   it('crashing between two MIGRATE batches, then re-running, completes with nothing lost', async () => {
     const { data, verify } = await prepareSlot('mid-drain');
-    adapter.migrateCallsLeft = 2;
+    // Two batches go through; the worker dies before the third.
+    adapter.hook = {
+      atBatch: adapter.batches + 3,
+      run: () => {
+        throw new Crash('worker died between two MIGRATE batches');
+      },
+    };
     await expect(runToEnd(data)).rejects.toBeInstanceOf(Crash);
-    adapter.migrateCallsLeft = Number.POSITIVE_INFINITY;
     const source = stack.cluster.process(data.source.port).client();
     const keysLeft = Number(await source.call('CLUSTER', 'COUNTKEYSINSLOT', data.slot));
     source.disconnect();
