@@ -77,6 +77,35 @@ describe('parseClusterNodes', () => {
     }
   });
 
+  it('indexSlotViews agrees with readSlotView on fragmented, unassigned and overlapping ranges', () => {
+    // Slots dealt to A, B and C in runs of 1 to 7, with every 11th run left unassigned.
+    const ranges: Record<string, string[]> = { [A]: [], [B]: [], [C]: [] };
+    const owners = [A, B, C];
+    for (let start = 0, run = 0; start < 16384; run++) {
+      const end = Math.min(16383, start + (run % 7));
+      if (run % 11 !== 10) ranges[owners[run % 3]!]!.push(start === end ? `${start}` : `${start}-${end}`);
+      start = end + 1;
+    }
+    const fragmented = [
+      `${A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected ${ranges[A]!.join(' ')}`,
+      `${B} 127.0.0.1:7001@17001 master - 0 0 2 connected ${ranges[B]!.join(' ')}`,
+      `${C} 127.0.0.1:7002@17002 master - 0 0 3 connected ${ranges[C]!.join(' ')}`,
+    ].join('\n');
+    // Not what a node sends, but the first master listing a slot still wins.
+    const overlapping = `${fragmented}\n${R} 127.0.0.1:7003@17003 master - 0 0 4 connected 0-16383`;
+    const unassigned = { [fragmented]: 0, [overlapping]: 0 };
+    for (const text of [fragmented, overlapping]) {
+      const index = indexSlotViews(text);
+      for (let slot = 0; slot < 16384; slot++) {
+        const owner = index.slotView(slot).owner;
+        expect(owner).toBe(readSlotView(text, slot).owner);
+        if (owner === null) unassigned[text]! += 1;
+      }
+    }
+    expect(unassigned[fragmented]).toBeGreaterThan(0);
+    expect(unassigned[overlapping]).toBe(0);
+  });
+
   it('readSlotView agrees with the full parse on every slot', () => {
     for (const slot of [0, 93, 5460, 5461, 10922, 10923, 16383]) {
       const slotView = readSlotView(SAMPLE, slot);
