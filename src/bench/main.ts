@@ -97,6 +97,8 @@ async function main(): Promise<void> {
       'perf-map': { type: 'boolean', default: false },
       'warmup-slots': { type: 'string', default: String(warmupSlots) },
       'worker-env': { type: 'string', default: '' },
+      // Node/V8 options for the workers, space-separated, e.g. "--max-semi-space-size=32".
+      'worker-node-args': { type: 'string', default: '' },
     },
   });
   printCommandStats = values.commandstats;
@@ -104,6 +106,7 @@ async function main(): Promise<void> {
   workerNodeArgs = [
     ...(values['cpu-prof-dir'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`] : []),
     ...(values['perf-map'] ? ['--perf-basic-prof'] : []),
+    ...values['worker-node-args'].split(' ').filter((arg) => arg !== ''),
   ];
   workerEnv = parseWorkerEnv(values['worker-env']);
   const tools = TOOLS.filter((tool) => values.tools.split(',').includes(tool));
@@ -134,6 +137,7 @@ async function main(): Promise<void> {
       maxSlotsPerTarget: Number(MAX_SLOTS_PER_TARGET),
       warmupSlots,
       workerEnv,
+      workerNodeArgs,
     },
     cases: {},
   };
