@@ -75,9 +75,11 @@ let printCommandStats = false;
 let workerNodeArgs: string[] = [];
 /**
  * --warmup-slots: slots moved there and back before a slotfleet run is timed, so the workers run
- * JIT-compiled code as a standing fleet does (cold, the compiler took about 1 CPU-s of a rebalance).
+ * JIT-compiled code as a standing fleet does. Cold, the compiler took about 1 CPU-s of a rebalance;
+ * after 512 slots V8 still optimized about a hundred functions during the run (--log-function-events),
+ * and 2048 (4096 moves, one rebalance's worth) took another 12% off the workers' CPU.
  */
-let warmupSlots = 512;
+let warmupSlots = 2048;
 /** --worker-env: SLOTFLEET_* settings for the workers, e.g. SLOTFLEET_BATCH_BYTES=0,SLOTFLEET_BATCH_KEYS=2000. */
 let workerEnv: Record<string, string> = {};
 const WORKER_CONCURRENCY = '32';
