@@ -45,6 +45,18 @@ describe('npm run bench', () => {
     expect(hot.tools.slotfleet).toMatchObject({ runs: 1, failures: 0, keysMoved: 3000 });
     expect(hot.tools['redis-cli-p1000']).toMatchObject({ runs: 1, failures: 0, keysMoved: 3000 });
     expect(hot.ratios['redis-cli-p1000 / slotfleet']).toBeGreaterThan(0);
+    // Each of the targets is judged; a tool left out judges nothing.
+    expect(hot.targets).toEqual([
+      { target: 'redis-cli-p10 / slotfleet >= 4', value: null, met: null },
+      {
+        target: 'redis-cli-p1000 / slotfleet >= 1',
+        value: hot.ratios['redis-cli-p1000 / slotfleet'],
+        met: hot.ratios['redis-cli-p1000 / slotfleet'] >= 1,
+      },
+      { target: 'worker peak RSS < 200 MB', value: hot.tools.slotfleet.workerPeakRssMb, met: true },
+    ]);
+    expect(output.text).toMatch(/target redis-cli-p10 \/ slotfleet >= 4: not measured/);
+    expect(report.cases.enqueue.targetMet).toBe(report.cases.enqueue.seconds.median < 2);
     expect(report.cases.enqueue.seconds.median).toBeGreaterThan(0);
     expect(report.cases.queuefloor).toMatchObject({ jobs: 4096 });
     expect(report.cases.queuefloor.cpuSecondsPerRun[0].workers).toBeGreaterThan(0);
