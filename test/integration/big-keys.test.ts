@@ -10,7 +10,8 @@ import { SlotPhase } from '../../src/shared/domain/slot-migration.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
-import { allViews, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
+import { moveToNextMaster } from './support/one-slot.js';
+import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
 /** Real adapter that records every plain MIGRATE (the big-key path). */
 class RecordingAdapter extends ClusterAdapter {
@@ -50,15 +51,8 @@ describe('keys bigger than the batch byte budget', () => {
   });
 
   it('move alone, intact, between batches of small keys that respect the budget', async () => {
-    const seed = stack.cluster.nodes[0]!.client();
-    const slot = Number(await seed.call('CLUSTER', 'KEYSLOT', TAG));
-    seed.disconnect();
-    const view = (await allViews(stack.cluster))[0]!;
-    const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
-    const ownerIndex = masters.findIndex((node) => node.slots.some((r) => slot >= r.start && slot <= r.end));
-    const owner = masters[ownerIndex]!;
-    const target = masters[(ownerIndex + 1) % masters.length]!;
-    const source = stack.cluster.process(owner.port).client();
+    const { data, slot } = await moveToNextMaster(stack, TAG, 'big-keys');
+    const source = stack.cluster.process(data.source.port).client();
     const hashKey = `${TAG}:hash`;
     // A binary name (invalid UTF-8) for a second big key: it must reach MIGRATE byte for byte.
     const binaryKey = Buffer.concat([Buffer.from(`${TAG}:bin:`), Buffer.from([0xff, 0xfe, 0x00, 0x80])]);
@@ -87,14 +81,6 @@ describe('keys bigger than the batch byte budget', () => {
         },
         log: stack.log,
       };
-      const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
-      const data = {
-        migrationId: 'big-keys',
-        cluster: 'default',
-        slot,
-        source: ref(owner),
-        target: ref(target),
-      };
       const migrated = await driveSlot(data, SlotPhase.Migrate, deps);
       await driveSlot(data, SlotPhase.Finalize, deps);
 
@@ -107,8 +93,8 @@ describe('keys bigger than the batch byte budget', () => {
       const hashCall = adapter.plainMigrates.find((call) => call.keys[0]!.equals(Buffer.from(hashKey)))!;
       expect(hashCall.timeoutMs).toBeGreaterThan(BASE_TIMEOUT_MS);
 
-      await expectOwnersEverywhere(stack.cluster, new Map([[slot, target.id]]));
-      const moved = stack.cluster.process(target.port).client();
+      await expectOwnersEverywhere(stack.cluster, new Map([[slot, data.target.id]]));
+      const moved = stack.cluster.process(data.target.port).client();
       try {
         expect(await moved.hlen(hashKey)).toBe(FIELDS);
         const all = await moved.hgetall(hashKey);

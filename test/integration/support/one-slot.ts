@@ -24,8 +24,18 @@ export async function seedOneSlot(
     hashTag: `{${tag}}`,
     prefix: tag,
   });
+  const { data, slot } = await moveToNextMaster(stack, `{${tag}}`, migrationId);
+  return { data, manifest, slot };
+}
+
+/** The job data moving the slot of a hash tag ("{tag}") from its owner to the next master by port. */
+export async function moveToNextMaster(
+  stack: Stack,
+  hashTag: string,
+  migrationId: string,
+): Promise<{ data: SlotJobData; slot: number }> {
   const client = stack.cluster.nodes[0]!.client();
-  const slot = Number(await client.call('CLUSTER', 'KEYSLOT', `{${tag}}`));
+  const slot = Number(await client.call('CLUSTER', 'KEYSLOT', hashTag));
   client.disconnect();
   const view = (await allViews(stack.cluster))[0]!;
   const masters = view.nodes.filter((node) => node.role === 'master').sort((a, b) => a.port - b.port);
@@ -33,11 +43,7 @@ export async function seedOneSlot(
   const owner = masters[ownerIndex]!;
   const target = masters[(ownerIndex + 1) % masters.length]!;
   const ref = (node: typeof owner): NodeRef => ({ id: node.id, host: node.host, port: node.port });
-  return {
-    data: { migrationId, cluster: 'default', slot, source: ref(owner), target: ref(target) },
-    manifest,
-    slot,
-  };
+  return { data: { migrationId, cluster: 'default', slot, source: ref(owner), target: ref(target) }, slot };
 }
 
 /** The real adapter, with a hook run once before the n-th MIGRATE batch (a failover, a SIGSTOP...). */
