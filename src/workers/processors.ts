@@ -22,7 +22,13 @@ import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
 import { BUSY_RECHECK_MS, type NodeLease, type NodeLeases } from '../shared/queue/node-leases.js';
 import { runRepair } from './repair.js';
-import { driveSlot, PauseRequested, type SlotEngineDeps, type SlotEngineSettings } from './slot-engine.js';
+import {
+  address,
+  driveSlot,
+  PauseRequested,
+  type SlotEngineDeps,
+  type SlotEngineSettings,
+} from './slot-engine.js';
 
 export interface ProcessorDeps {
   readonly adapterFor: (cluster: string) => ClusterAdapter;
@@ -287,8 +293,4 @@ export function createFinalizeProcessor(deps: ProcessorDeps) {
     }
     return { keysMoved, slots: slots.length };
   };
-}
-
-function address(node: { host: string; port: number }): string {
-  return `${node.host}:${node.port}`;
 }

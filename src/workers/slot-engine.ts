@@ -499,6 +499,7 @@ async function assignOthers(
   );
 }
 
-function address(node: { host: string; port: number }): string {
+/** host:port, as logs, metrics labels and messages name a node. */
+export function address(node: { host: string; port: number }): string {
   return `${node.host}:${node.port}`;
 }
