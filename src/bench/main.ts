@@ -40,6 +40,7 @@ import {
 import { loadConfig } from '../shared/config.js';
 import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
 import { createLogger } from '../shared/logger.js';
+import { type ClientLatency, startLatencyProbes } from './latency-probe.js';
 import { measureQueueFloor, type QueueFloorResult } from './queue-floor.js';
 
 const execFileAsync = promisify(execFile);
@@ -69,6 +70,8 @@ interface RunResult {
   readonly workerPeakRssMb?: number;
   /** CPU seconds spent during the timed part, by process group: where the two cores went. */
   readonly cpuSeconds?: Record<string, number>;
+  /** What a client of the cluster saw meanwhile (PING round trips on every master). */
+  readonly clientLatency?: ClientLatency;
   readonly error?: string;
 }
 
@@ -245,6 +248,10 @@ function summarize(spec: CaseSpec, results: RunResult[]) {
           keysMoved,
           slotsMoved: ok[0]?.slotsMoved ?? 0,
           cpuSecondsPerRun: ok.map((result) => result.cpuSeconds ?? {}),
+          clientLatencyMs: {
+            maxPerRun: ok.map((result) => result.clientLatency?.maxMs ?? Number.NaN),
+            p99PerRun: ok.map((result) => result.clientLatency?.p99Ms ?? Number.NaN),
+          },
           ...(tool === 'slotfleet'
             ? { workerPeakRssMb: Math.max(0, ...ok.map((result) => result.workerPeakRssMb ?? 0)) }
             : {}),
@@ -289,6 +296,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
   let control: RedisProcess | undefined;
   let workers: ChildProcess[] = [];
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let probes: ReturnType<typeof startLatencyProbes> | undefined;
   try {
     const hashTag = spec.hot ? hotTagForSlot(0) : undefined;
     const manifest = await seedDataset(cluster.seedUrl, {
@@ -312,7 +320,12 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
     let slotsMoved = 0;
     let workerPeakRssMb: number | undefined;
     let cpuSeconds: Record<string, number> | undefined;
+    let clientLatency: ClientLatency | undefined;
     let keysMoved = 0;
+    const probeClients = () => {
+      probes = startLatencyProbes(cluster.nodes.map((node) => node.port));
+      return probes;
+    };
     const keysOnTarget = () => dbSize(cluster, target.port);
     const keysBefore = await keysOnTarget();
     if (tool === 'slotfleet') {
@@ -335,6 +348,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         workers: workers.map((worker) => worker.pid!),
       };
       const cpuBefore = await cpuByGroup(groups);
+      const probes = probeClients();
       const startedAtMs = Date.now();
       const body = spec.hot
         ? { path: 'migrations', payload: { moves: [{ slots: '0', target: target.id }] } }
@@ -348,6 +362,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       if (response.status !== 202)
         throw new Error(`POST ${body.path}: ${response.status} ${created.message}`);
       const final = await waitForMigration(api.url, created.id);
+      clientLatency = await probes.stop();
       // Until the migration's own end (its record's last update), not until the poll that saw it.
       seconds = (Date.parse(final.updatedAt) - startedAtMs) / 1000;
       if (final.state !== 'done')
@@ -389,11 +404,13 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         'cluster target': [cluster.process(target.port).pid],
       };
       const cpuBefore = await cpuByGroup(groups);
+      const probes = probeClients();
       const started = performance.now();
       const child = execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024 });
       const cliCpu = cpuOfChildUntilExit(child.child.pid!);
       await child;
       seconds = (performance.now() - started) / 1000;
+      clientLatency = await probes.stop();
       const cpuAfter = await cpuByGroup(groups);
       cpuSeconds = {
         cluster: round(cpuAfter.cluster! - cpuBefore.cluster!),
@@ -417,8 +434,11 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       verified,
       ...(workerPeakRssMb !== undefined ? { workerPeakRssMb } : {}),
       ...(cpuSeconds !== undefined ? { cpuSeconds } : {}),
+      ...(clientLatency !== undefined ? { clientLatency } : {}),
     };
   } finally {
+    // A run that failed midway leaves no probe behind (stopping twice is harmless).
+    await probes?.stop().catch(() => undefined);
     await stopProcesses(workers);
     await api?.close();
     await control?.stop();
@@ -697,6 +717,7 @@ function printSummary(report: Record<string, unknown>): void {
           keysPerSecond: number;
           workerPeakRssMb?: number;
           failures: number;
+          clientLatencyMs?: { maxPerRun: number[] };
         }
       >;
       ratios?: Record<string, number>;
@@ -719,8 +740,10 @@ function printSummary(report: Record<string, unknown>): void {
     log(`${name}:`);
     for (const [tool, figures] of Object.entries(result.tools)) {
       const rss = figures.workerPeakRssMb ? `  worker peak RSS ${figures.workerPeakRssMb} MB` : '';
+      const waits = figures.clientLatencyMs?.maxPerRun ?? [];
+      const latency = waits.length > 0 ? `  client PING max ${waits.join('/')} ms` : '';
       log(
-        `  ${tool.padEnd(16)} min ${figures.seconds.min} s  median ${figures.seconds.median} s  max ${figures.seconds.max} s  ${figures.keysPerSecond} keys/s  failures ${figures.failures}${rss}`,
+        `  ${tool.padEnd(16)} min ${figures.seconds.min} s  median ${figures.seconds.median} s  max ${figures.seconds.max} s  ${figures.keysPerSecond} keys/s  failures ${figures.failures}${rss}${latency}`,
       );
     }
     for (const [ratio, value] of Object.entries(result.ratios ?? {})) log(`  ${ratio}: ${value}`);

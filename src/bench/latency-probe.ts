@@ -1,0 +1,84 @@
+/**
+ * What a client of the cluster sees while slots move: a PING every 10 ms on each master for the
+ * timed part of a run, for every tool alike. MIGRATE blocks its source until the target has restored
+ * the batch, so the more slots drain from one node at once, the longer a client's command can wait
+ * behind them: the bench reports the worst wait next to the speed.
+ *
+ * The probe is a child process (`node latency-probe.js <port>...`, stopped by an IPC message), so
+ * the bench's own event loop (it also hosts slotfleet's API) adds nothing to what it measures. On
+ * this machine the fleet and the cluster share two cores, so a wait also includes time a node (or
+ * the probe) spent waiting for a core. (`redis-cli --latency` cannot serve: without a terminal it
+ * samples one second and exits.)
+ */
+import { fork } from 'node:child_process';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export interface ClientLatency {
+  /** The longest PING round trip on any master, in ms. */
+  readonly maxMs: number;
+  /** The 99th percentile of all masters' round trips, in ms. */
+  readonly p99Ms: number;
+  readonly samples: number;
+}
+
+const SAMPLE_EVERY_MS = 10;
+
+/** Starts the probe on these ports; stop() ends it and returns what it saw. */
+export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<ClientLatency> } {
+  const child = fork(fileURLToPath(import.meta.url), ports.map(String), { stdio: 'inherit' });
+  const result = new Promise<ClientLatency>((resolve, reject) => {
+    child.once('message', (message) => resolve(message as ClientLatency));
+    child.once('exit', (code) => reject(new Error(`latency probe exited (${code}) before reporting`)));
+  });
+  // A rejection nobody waits for yet (the probe died mid-run) is reported by stop().
+  result.catch(() => undefined);
+  let stopped: Promise<ClientLatency> | undefined;
+  return {
+    stop() {
+      stopped ??= (async () => {
+        if (child.connected) child.send('stop');
+        return result;
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** The child: one connection per port, a PING every SAMPLE_EVERY_MS on each, no two in flight. */
+function probe(ports: number[]): void {
+  const roundTripsMs: number[] = [];
+  const sockets = ports.map((port) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let sentAt: number | undefined;
+    const timer = setInterval(() => {
+      if (sentAt !== undefined || !socket.writable) return;
+      sentAt = performance.now();
+      socket.write('PING\r\n');
+    }, SAMPLE_EVERY_MS);
+    socket.on('data', () => {
+      if (sentAt === undefined) return;
+      roundTripsMs.push(performance.now() - sentAt);
+      sentAt = undefined;
+    });
+    socket.on('error', () => undefined);
+    return { socket, timer, pending: () => (sentAt === undefined ? undefined : performance.now() - sentAt) };
+  });
+  process.on('message', () => {
+    for (const { socket, timer, pending } of sockets) {
+      clearInterval(timer);
+      // A PING still unanswered has waited at least this long: it counts.
+      const waitingMs = pending();
+      if (waitingMs !== undefined) roundTripsMs.push(waitingMs);
+      socket.destroy();
+    }
+    const sorted = roundTripsMs.sort((a, b) => a - b);
+    const at = (fraction: number) =>
+      sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))] ?? 0;
+    const round = (ms: number) => Math.round(ms * 10) / 10;
+    const report: ClientLatency = { maxMs: round(at(1)), p99Ms: round(at(0.99)), samples: sorted.length };
+    process.send?.(report, () => process.exit(0));
+  });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) probe(process.argv.slice(2).map(Number));
