@@ -187,8 +187,11 @@ async function main(): Promise<void> {
         );
         results.push(result);
         const cpu = result.cpuSeconds ? `, cpu s ${JSON.stringify(result.cpuSeconds)}` : '';
+        const waits = result.clientLatency
+          ? `, client PING max ${result.clientLatency.maxMs} ms p99 ${result.clientLatency.p99Ms} ms`
+          : '';
         log(
-          `${spec.name} run ${run + 1}/${runs} ${tool}: ${result.error ? `FAILED ${result.error}` : `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, verified ${result.verified}${cpu}`}`,
+          `${spec.name} run ${run + 1}/${runs} ${tool}: ${result.error ? `FAILED ${result.error}` : `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, verified ${result.verified}${cpu}${waits}`}`,
         );
       }
     }
