@@ -1,7 +1,8 @@
 /**
  * `npm run bench` still runs end to end: a tiny scale of the hot slot (slotfleet and redis-cli side by
- * side, each run verified), the enqueue and the queue floor, with its JSON written. The figures are
- * not checked here: speed is measured by the bench itself, not by tests.
+ * side, each run verified, with what a client saw meanwhile), the enqueue and the queue floor, with
+ * its JSON written. The figures are not checked here: speed is measured by the bench itself, not by
+ * tests.
  */
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -45,6 +46,14 @@ describe('npm run bench', () => {
     expect(hot.tools.slotfleet).toMatchObject({ runs: 1, failures: 0, keysMoved: 3000 });
     expect(hot.tools['redis-cli-p1000']).toMatchObject({ runs: 1, failures: 0, keysMoved: 3000 });
     expect(hot.ratios['redis-cli-p1000 / slotfleet']).toBeGreaterThan(0);
+    // What a client saw during each run, for every tool alike.
+    for (const tool of ['slotfleet', 'redis-cli-p1000']) {
+      const { maxPerRun, p99PerRun } = hot.tools[tool].clientLatencyMs;
+      expect(maxPerRun).toHaveLength(1);
+      expect(maxPerRun[0]).toBeGreaterThanOrEqual(p99PerRun[0]);
+      expect(p99PerRun[0]).toBeGreaterThanOrEqual(0);
+    }
+    expect(output.text).toMatch(/hotslot run 1\/1 slotfleet: .*client PING max [\d.]+ ms p99 [\d.]+ ms/);
     // Each of the issue's targets is judged; a tool left out judges nothing.
     expect(hot.targets).toEqual([
       { target: 'redis-cli-p10 / slotfleet >= 4', value: null, met: null },
