@@ -351,7 +351,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         workers: workers.map((worker) => worker.pid!),
       };
       const cpuBefore = await cpuByGroup(groups);
-      const probes = probeClients();
+      const clientProbe = probeClients();
       const startedAtMs = Date.now();
       const body = spec.hot
         ? { path: 'migrations', payload: { moves: [{ slots: '0', target: target.id }] } }
@@ -365,7 +365,7 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
       if (response.status !== 202)
         throw new Error(`POST ${body.path}: ${response.status} ${created.message}`);
       const final = await waitForMigration(api.url, created.id);
-      clientLatency = await probes.stop();
+      clientLatency = await clientProbe.stop();
       // Until the migration's own end (its record's last update), not until the poll that saw it.
       seconds = (Date.parse(final.updatedAt) - startedAtMs) / 1000;
       if (final.state !== 'done')
@@ -407,13 +407,13 @@ async function measure(spec: CaseSpec, tool: Tool, cliPath: string): Promise<Run
         'cluster target': [cluster.process(target.port).pid],
       };
       const cpuBefore = await cpuByGroup(groups);
-      const probes = probeClients();
+      const clientProbe = probeClients();
       const started = performance.now();
       const child = execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024 });
       const cliCpu = cpuOfChildUntilExit(child.child.pid!);
       await child;
       seconds = (performance.now() - started) / 1000;
-      clientLatency = await probes.stop();
+      clientLatency = await clientProbe.stop();
       const cpuAfter = await cpuByGroup(groups);
       cpuSeconds = {
         cluster: round(cpuAfter.cluster! - cpuBefore.cluster!),
