@@ -11,8 +11,8 @@
  * samples one second and exits.)
  */
 import { fork } from 'node:child_process';
-import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { encodeCommand, RespPipeline } from '../sandbox/resp-pipeline.js';
 
 export interface ClientLatency {
   /** The longest PING round trip on any master, in ms. */
@@ -27,12 +27,17 @@ export interface ClientLatency {
  * costs the cores the tools share less than 1% (at every 10 ms it cost about 6% of one core).
  */
 const SAMPLE_EVERY_MS = 50;
+const PING = encodeCommand(['PING']);
 
 /** Starts the probe on these ports; stop() ends it and returns what it saw. */
 export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<ClientLatency> } {
   const child = fork(fileURLToPath(import.meta.url), ports.map(String), { stdio: 'inherit' });
   const result = new Promise<ClientLatency>((resolve, reject) => {
-    child.once('message', (message) => resolve(message as ClientLatency));
+    child.once('message', (message) => {
+      const answer = message as ClientLatency | { error: string };
+      if ('error' in answer) reject(new Error(answer.error));
+      else resolve(answer);
+    });
     child.once('exit', (code) => reject(new Error(`latency probe exited (${code}) before reporting`)));
   });
   // A rejection nobody waits for yet (the probe died mid-run) is reported by stop().
@@ -49,32 +54,59 @@ export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<
   };
 }
 
-/** The child: one connection per port, a PING every SAMPLE_EVERY_MS on each, no two in flight. */
+/**
+ * The child: one connection per port (the sandbox's bare RESP connection), a PING at once and then
+ * every SAMPLE_EVERY_MS on each, never two in flight on one. A connection that fails fails the probe:
+ * a node it could not reach must not pass for one that answered fast.
+ */
 function probe(ports: number[]): void {
   const roundTripsMs: number[] = [];
-  const sockets = ports.map((port) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let sentAt: number | undefined;
-    const timer = setInterval(() => {
-      if (sentAt !== undefined || !socket.writable) return;
-      sentAt = performance.now();
-      socket.write('PING\r\n');
-    }, SAMPLE_EVERY_MS);
-    socket.on('data', () => {
-      if (sentAt === undefined) return;
-      roundTripsMs.push(performance.now() - sentAt);
-      sentAt = undefined;
-    });
-    socket.on('error', () => undefined);
-    return { socket, timer, pending: () => (sentAt === undefined ? undefined : performance.now() - sentAt) };
+  let failure: Error | undefined;
+  // Closing the connections rejects their PING in flight: that is the stop, not a failure.
+  let stopping = false;
+  const opened = Promise.all(
+    ports.map(async (port) => {
+      const connection = await RespPipeline.open({ host: '127.0.0.1', port });
+      let sentAt: number | undefined;
+      const ping = () => {
+        if (sentAt !== undefined || failure !== undefined) return;
+        const started = performance.now();
+        sentAt = started;
+        connection.send(PING, 1).then(
+          () => {
+            roundTripsMs.push(performance.now() - started);
+            sentAt = undefined;
+          },
+          (error: Error) => {
+            if (!stopping) failure ??= error;
+          },
+        );
+      };
+      ping();
+      const timer = setInterval(ping, SAMPLE_EVERY_MS);
+      return {
+        connection,
+        timer,
+        pending: () => (sentAt === undefined ? undefined : performance.now() - sentAt),
+      };
+    }),
+  );
+  opened.catch((error: Error) => {
+    failure ??= error;
   });
-  process.on('message', () => {
-    for (const { socket, timer, pending } of sockets) {
+  process.on('message', async () => {
+    const probes = await opened.catch(() => []);
+    stopping = true;
+    for (const { connection, timer, pending } of probes) {
       clearInterval(timer);
       // A PING still unanswered has waited at least this long: it counts.
       const waitingMs = pending();
       if (waitingMs !== undefined) roundTripsMs.push(waitingMs);
-      socket.destroy();
+      connection.close();
+    }
+    if (failure !== undefined) {
+      process.send?.({ error: `latency probe: ${failure.message}` }, () => process.exit(1));
+      return;
     }
     const sorted = roundTripsMs.sort((a, b) => a - b);
     const at = (fraction: number) =>
