@@ -108,7 +108,8 @@ async function main(): Promise<void> {
       'perf-map': { type: 'boolean', default: false },
       'warmup-slots': { type: 'string', default: String(warmupSlots) },
       'worker-env': { type: 'string', default: '' },
-      // Node/V8 options for the workers, space-separated, e.g. "--max-semi-space-size=32".
+      // Node/V8 options for the workers, space-separated, given with "=" since they start with a dash:
+      // --worker-node-args=--max-semi-space-size=32
       'worker-node-args': { type: 'string', default: '' },
     },
   });

@@ -1,4 +1,7 @@
-/** Runs the built `slotfleet` command (or another built script) as a child process and collects its output, with a deadline. */
+/**
+ * Runs the built `slotfleet` command (or another built script) as a child process and collects its
+ * output, with a deadline.
+ */
 import { spawn } from 'node:child_process';
 
 export interface SlotfleetRun {
