@@ -1,8 +1,9 @@
 /**
- * What a client of the cluster sees while slots move: a PING every 50 ms on each master for the
+ * What a client of the cluster sees while slots move: a PING every 20 ms on each master for the
  * timed part of a run, for every tool alike. MIGRATE blocks its source until the target has restored
  * the batch, so the more slots drain from one node at once, the longer a client's command can wait
- * behind them: the bench reports the worst wait next to the speed.
+ * behind them: the bench reports the worst wait and the 99th percentile next to the speed, over all
+ * masters and per master (byPort), so a run shows whether its sources or its targets made clients wait.
  *
  * The probe is a child process (`node latency-probe.js <port>...`, stopped by an IPC message), so
  * the bench's own event loop (it also hosts slotfleet's API) adds nothing to what it measures. On
@@ -14,19 +15,31 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { encodeCommand, RespPipeline } from '../sandbox/resp-pipeline.js';
 
+export interface NodeLatency {
+  /** The 99th percentile of this master's round trips, in ms. */
+  readonly p99Ms: number;
+  /** Its longest round trip, in ms. */
+  readonly maxMs: number;
+}
+
 export interface ClientLatency {
   /** The longest PING round trip on any master, in ms. */
   readonly maxMs: number;
   /** The 99th percentile of all masters' round trips, in ms. */
   readonly p99Ms: number;
   readonly samples: number;
+  /** Each master's own figures, by port. */
+  readonly byPort: Readonly<Record<number, NodeLatency>>;
+  /** CPU the probe itself spent from its first PING to its stop: its share of the cores the tools use. */
+  readonly probeCpuSeconds: number;
 }
 
 /**
- * Often enough that a stall of a few ms is seen many times over a run, rarely enough that the probe
- * costs the cores the tools share less than 1% (at every 10 ms it cost about 6% of one core).
+ * Often enough that a stall of a few ms is seen many times over a run. The probe's own CPU grows with
+ * the masters it PINGs (at every 10 ms on 4 masters it cost about 6% of one core), so every run
+ * reports it (probeCpuSeconds, `probe` in the bench's CPU seconds).
  */
-const SAMPLE_EVERY_MS = 50;
+const SAMPLE_EVERY_MS = 20;
 const PING = encodeCommand(['PING']);
 
 /** Starts the probe on these ports; stop() ends it and returns what it saw. */
@@ -60,13 +73,14 @@ export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<
  * a node it could not reach must not pass for one that answered fast.
  */
 function probe(ports: number[]): void {
-  const roundTripsMs: number[] = [];
+  const roundTripsMs = new Map<number, number[]>(ports.map((port) => [port, []]));
   let failure: Error | undefined;
   // Closing the connections rejects their PING in flight: that is the stop, not a failure.
   let stopping = false;
   const opened = Promise.all(
     ports.map(async (port) => {
       const connection = await RespPipeline.open({ host: '127.0.0.1', port });
+      const mine = roundTripsMs.get(port)!;
       let sentAt: number | undefined;
       const ping = () => {
         if (sentAt !== undefined || failure !== undefined) return;
@@ -74,7 +88,7 @@ function probe(ports: number[]): void {
         sentAt = started;
         connection.send(PING, 1).then(
           () => {
-            roundTripsMs.push(performance.now() - started);
+            mine.push(performance.now() - started);
             sentAt = undefined;
           },
           (error: Error) => {
@@ -87,34 +101,58 @@ function probe(ports: number[]): void {
       return {
         connection,
         timer,
+        mine,
         pending: () => (sentAt === undefined ? undefined : performance.now() - sentAt),
       };
     }),
   );
-  opened.catch((error: Error) => {
-    failure ??= error;
-  });
+  let cpuAtStart: NodeJS.CpuUsage | undefined;
+  opened.then(
+    () => {
+      cpuAtStart = process.cpuUsage();
+    },
+    (error: Error) => {
+      failure ??= error;
+    },
+  );
   process.on('message', async () => {
     const probes = await opened.catch(() => []);
     stopping = true;
-    for (const { connection, timer, pending } of probes) {
+    for (const { connection, timer, mine, pending } of probes) {
       clearInterval(timer);
       // A PING still unanswered has waited at least this long: it counts.
       const waitingMs = pending();
-      if (waitingMs !== undefined) roundTripsMs.push(waitingMs);
+      if (waitingMs !== undefined) mine.push(waitingMs);
       connection.close();
     }
     if (failure !== undefined) {
       process.send?.({ error: `latency probe: ${failure.message}` }, () => process.exit(1));
       return;
     }
-    const sorted = roundTripsMs.sort((a, b) => a - b);
-    const at = (fraction: number) =>
-      sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))] ?? 0;
-    const round = (ms: number) => Math.round(ms * 10) / 10;
-    const report: ClientLatency = { maxMs: round(at(1)), p99Ms: round(at(0.99)), samples: sorted.length };
+    const cpu = process.cpuUsage(cpuAtStart);
+    const all = [...roundTripsMs.values()].flat();
+    const byPort = Object.fromEntries(
+      [...roundTripsMs].map(([port, samples]) => [
+        port,
+        { p99Ms: percentile(samples, 0.99), maxMs: percentile(samples, 1) },
+      ]),
+    );
+    const report: ClientLatency = {
+      maxMs: percentile(all, 1),
+      p99Ms: percentile(all, 0.99),
+      samples: all.length,
+      byPort,
+      probeCpuSeconds: Math.round((cpu.user + cpu.system) / 1e4) / 100,
+    };
     process.send?.(report, () => process.exit(0));
   });
+}
+
+/** The sample at `fraction` of the sorted round trips (1: the longest), in ms to 0.1; 0 without samples. */
+function percentile(roundTripsMs: readonly number[], fraction: number): number {
+  const sorted = [...roundTripsMs].sort((a, b) => a - b);
+  const ms = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))] ?? 0;
+  return Math.round(ms * 10) / 10;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) probe(process.argv.slice(2).map(Number));

@@ -1,0 +1,52 @@
+/**
+ * What the bench reads about its processes from Linux /proc: CPU seconds (utime + stime) and peak
+ * RSS (VmHWM). A process that has exited reads as 0.
+ */
+import { readFile } from 'node:fs/promises';
+
+/** utime + stime of each process (Linux /proc), summed per group, in seconds; `selfGroup`: this process. */
+export async function cpuByGroup(
+  groups: Record<string, number[]>,
+  selfGroup: string | undefined,
+): Promise<Record<string, number>> {
+  const entries = await Promise.all(
+    Object.entries(groups).map(async ([group, pids]) => {
+      const seconds = await Promise.all(pids.map(cpuSecondsOf));
+      return [group, seconds.reduce((sum, value) => sum + value, 0)] as const;
+    }),
+  );
+  const own = process.cpuUsage();
+  return {
+    ...Object.fromEntries(entries),
+    ...(selfGroup === undefined ? {} : { [selfGroup]: (own.user + own.system) / 1e6 }),
+  };
+}
+
+/** The CPU seconds of a child process, last read just before it exits (polled every 50 ms). */
+export async function cpuOfChildUntilExit(pid: number): Promise<number> {
+  let last = 0;
+  for (;;) {
+    const seconds = await cpuSecondsOf(pid);
+    const alive = await readFile(`/proc/${pid}/stat`, 'utf8').then(
+      (stat) => !/\) [ZX] /.test(stat),
+      () => false,
+    );
+    if (!alive) return last;
+    last = seconds;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function cpuSecondsOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticksPerSecond = 100;
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / ticksPerSecond;
+}
+
+export async function peakRssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
