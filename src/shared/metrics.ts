@@ -23,6 +23,8 @@ export interface Metrics {
   readonly slotsFinished: Counter<'cluster' | 'result'>;
   readonly slotsInFlight: Gauge<'cluster' | 'source'>;
   readonly nodeSlotsInFlight: Gauge<'cluster' | 'node' | 'role'>;
+  readonly slotsWaitingForLeases: Gauge;
+  readonly leaseAttempts: Counter<'result'>;
   readonly migrateBatchDuration: Histogram<'cluster'>;
   readonly slotDuration: Histogram<'cluster'>;
   readonly finalizeDuration: Histogram<'cluster'>;
@@ -76,6 +78,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_node_slots_in_flight',
       help: 'Slots this process is draining under a node lease, by node and its role (source, target); summed over the fleet, at most the cap.',
       labelNames: ['cluster', 'node', 'role'],
+      registers,
+    }),
+    slotsWaitingForLeases: new Gauge({
+      name: 'slotfleet_slots_waiting_for_lease',
+      help: 'Slot jobs of this process asleep until a node lease frees (their source or target is at its cap); they hold no unit of concurrency.',
+      registers,
+    }),
+    leaseAttempts: new Counter({
+      name: 'slotfleet_node_lease_attempts_total',
+      help: 'Attempts to take the node leases of a slot, by result (taken, refused: its source or target was at its cap). A refused attempt sleeps until a lease frees; about one refusal per slot is normal under the caps.',
+      labelNames: ['result'],
       registers,
     }),
     migrateBatchDuration: new Histogram({

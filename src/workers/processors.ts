@@ -20,7 +20,12 @@ import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
-import { BUSY_RECHECK_MS, type NodeLease, type NodeLeases } from '../shared/queue/node-leases.js';
+import {
+  type AcquireHooks,
+  BUSY_RECHECK_MS,
+  type NodeLease,
+  type NodeLeases,
+} from '../shared/queue/node-leases.js';
 import { runRepair } from './repair.js';
 import {
   address,
@@ -46,12 +51,17 @@ export interface ProcessorDeps {
   readonly throttle?: SlotEngineDeps['throttle'];
   /** Caps slots in flight per source and target node across the fleet; none: no cap. */
   readonly nodeLeases?: NodeLeases;
+  /**
+   * Told when a migrate job starts and stops waiting for its node leases, so that the worker lets a
+   * waiting job not count against its concurrency (see worker.ts).
+   */
+  readonly leaseWait?: AcquireHooks;
 }
 
 /** How long a paused slot job waits before it looks at the migration again. */
 export const PAUSE_RECHECK_MS = 1_000;
 
-/** Thrown by a migrate job whose source and target are at their caps: postponed, not failed. */
+/** Thrown by a migrate job that got no lease because its worker is stopping: postponed, not failed. */
 class NodesBusy extends Error {}
 
 /**
@@ -64,7 +74,7 @@ async function attemptSlot(
   control: MigrationControl,
   deps: ProcessorDeps,
   log: Logger,
-  lease: { acquire(): Promise<boolean>; release(): void },
+  lease: { acquire(): Promise<boolean>; release(): Promise<void> | undefined },
 ): Promise<{ keysMoved: number; cancelled?: boolean }> {
   let adapter: ClusterAdapter;
   try {
@@ -95,6 +105,13 @@ async function attemptSlot(
     log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
   }
   if (!(await lease.acquire())) throw new NodesBusy();
+  // The wait for the leases can be long: the operator may have paused or cancelled meanwhile.
+  const controlNow = await deps.controlOf(data.migrationId);
+  if (controlNow !== control) {
+    await lease.release();
+    if (controlNow === MigrationControl.Pause) throw new PauseRequested();
+    return attemptSlot(phase, data, controlNow, deps, log, lease);
+  }
   const repairKind = data.repair?.kind;
   let keysMoved = 0;
   if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
@@ -111,7 +128,7 @@ async function attemptSlot(
     log.info({ keysMoved }, 'slot done');
   } else {
     // Drained: the nodes are free for the next slot while the finalizer is added.
-    lease.release();
+    void lease.release();
     // Added before this job completes: a crash in between re-runs the (drained) migrate job,
     // which adds it then.
     await deps.enqueueFinalize(data);
@@ -192,10 +209,14 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
     const lease = {
       acquire: async () => {
         if (!deps.nodeLeases) return true;
-        held = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log);
+        held = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log, deps.leaseWait);
         return held !== undefined;
       },
-      release: () => void held?.release(),
+      release: () => {
+        const releasing = held?.release();
+        held = undefined;
+        return releasing;
+      },
     };
     try {
       const control = await deps.controlOf(data.migrationId);
@@ -215,7 +236,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
       if (!isRetryable(error)) throw new UnrecoverableError(`${code}: ${message}`);
       throw error;
     } finally {
-      await held?.release();
+      await lease.release();
       if (!postponed) stopTimer();
       deps.metrics.slotsInFlight.dec(inFlight);
     }

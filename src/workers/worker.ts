@@ -120,9 +120,29 @@ export async function startWorker(
           control,
           config.queuePrefix,
           { perSource: maxSlotsPerSource, perTarget: maxSlotsPerTarget },
-          { inFlight: metrics.nodeSlotsInFlight },
+          { inFlight: metrics.nodeSlotsInFlight, attempts: metrics.leaseAttempts },
         )
       : undefined;
+  // A migrate job waiting for its node leases does not hold a unit of concurrency: the worker's
+  // concurrency rises by one while it waits, so it fetches a job of a free node pair instead. At most
+  // as many wait as run, so that one process does not hoard the queue's head.
+  let waitingForLeases = 0;
+  const setMigrateConcurrency = () => {
+    const { concurrency } = config.worker;
+    migrateWorker.concurrency = concurrency + Math.min(waitingForLeases, concurrency);
+  };
+  const leaseWait = {
+    onWait: () => {
+      waitingForLeases++;
+      setMigrateConcurrency();
+      metrics.slotsWaitingForLeases.inc();
+    },
+    onWaitEnd: () => {
+      waitingForLeases--;
+      setMigrateConcurrency();
+      metrics.slotsWaitingForLeases.dec();
+    },
+  };
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
   const deps: ProcessorDeps & typeof throttling = {
     ...throttling,
@@ -134,7 +154,7 @@ export async function startWorker(
     settings: config.worker,
     log,
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
-    ...(nodeLeases ? { nodeLeases } : {}),
+    ...(nodeLeases ? { nodeLeases, leaseWait } : {}),
   };
   const workerOptions = {
     // Auto-pipelined: the completions of slots whose last replies arrived together leave in one write.
@@ -147,8 +167,13 @@ export async function startWorker(
     lockDuration: config.jobs.lockMs,
     stalledInterval: config.jobs.stalledCheckMs,
   };
+  const migrateWorker: Worker<SlotJobData> = new Worker<SlotJobData>(
+    QueueName.MigrateSlot,
+    createMigrateProcessor(deps),
+    workerOptions,
+  );
   const workers = [
-    new Worker<SlotJobData>(QueueName.MigrateSlot, createMigrateProcessor(deps), workerOptions),
+    migrateWorker,
     new Worker<FinalizeJobData>(QueueName.FinalizeSlot, createFinalizeProcessor(deps), workerOptions),
   ];
   for (const worker of workers) {
@@ -175,7 +200,10 @@ export async function startWorker(
       closing ??= (async () => {
         handingBack = true;
         log.info('stopping: no new slot jobs; those in flight hand their slot back after their batch');
-        await Promise.all(workers.map((worker) => worker.close()));
+        const closingWorkers = Promise.all(workers.map((worker) => worker.close()));
+        // Jobs waiting for node leases hand their slot back at once (postponed, not failed).
+        await nodeLeases?.close();
+        await closingWorkers;
         await finalizeQueue.close();
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         await clusters.close();

@@ -137,17 +137,29 @@ describe('slots in flight per node, capped across worker processes', () => {
     } finally {
       control.disconnect();
     }
+    const attempts = { taken: 0, refused: 0 };
     for (const ofWorker of lines) {
       const ready = ofWorker.find((line) => line.msg === 'slotfleet worker ready')!;
       expect(ready).toMatchObject({ maxSlotsPerSource: PER_SOURCE, maxSlotsPerTarget: PER_TARGET });
       const response = await fetch(`http://127.0.0.1:${ready.metricsPort}/metrics`);
-      const samples = (await response.text())
-        .split('\n')
-        .filter((line) => line.startsWith('slotfleet_node_slots_in_flight{'));
+      const text = await response.text();
+      const samples = text.split('\n').filter((line) => line.startsWith('slotfleet_node_slots_in_flight{'));
       expect(samples.some((line) => line.includes('role="target"'))).toBe(true);
       expect(samples.some((line) => line.includes('role="source"'))).toBe(true);
       for (const sample of samples) expect(sample).toMatch(/ 0$/);
+      expect(text).toMatch(/^slotfleet_slots_waiting_for_lease 0$/m);
+      attempts.taken += Number(
+        /^slotfleet_node_lease_attempts_total\{result="taken"\} (\d+)$/m.exec(text)?.[1],
+      );
+      attempts.refused += Number(
+        /^slotfleet_node_lease_attempts_total\{result="refused"\} (\d+)$/m.exec(text)?.[1],
+      );
     }
+    // A job refused its leases sleeps until one frees: about one refusal and one wake per slot, where
+    // polling made several (and the 16 jobs per worker far outnumber the caps).
+    expect(attempts.taken).toBeGreaterThanOrEqual(moved.length);
+    expect(attempts.refused).toBeGreaterThan(0);
+    expect(attempts.refused).toBeLessThan(3 * moved.length);
 
     await stopProcesses(workers);
     expect(await exitCodes).toEqual([0, 0]);

@@ -34,6 +34,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('node leases in the control Redis', () => {
   let control: RedisProcess;
   const clients: Redis[] = [];
+  const members: NodeLeases[] = [];
   let prefixCounter = 0;
 
   beforeAll(async () => {
@@ -41,6 +42,7 @@ describe('node leases in the control Redis', () => {
   });
 
   afterAll(async () => {
+    await Promise.all(members.map((leases) => leases.close()));
     await Promise.all(clients.map((client) => client.quit()));
     const pid = control?.pid;
     await control?.stop();
@@ -54,7 +56,9 @@ describe('node leases in the control Redis', () => {
     return Array.from({ length: n }, () => {
       const client = new Redis({ host: control.host, port: control.port, maxRetriesPerRequest: null });
       clients.push(client);
-      return new NodeLeases(client, prefix, caps, options);
+      const leases = new NodeLeases(client, prefix, caps, options);
+      members.push(leases);
+      return leases;
     });
   }
 
@@ -67,7 +71,7 @@ describe('node leases in the control Redis', () => {
 
   it('never lets concurrent acquirers hold more than the cap on a node', async () => {
     const caps = { perSource: 3, perTarget: 5 };
-    const members = fleet(12, caps, { waitMs: 20_000 });
+    const members = fleet(12, caps);
     /** Leases held right now, per node, as the test itself sees them (granted and not yet released). */
     const live = new Map<string, number>();
     const peak = new Map<string, number>();
@@ -189,14 +193,80 @@ describe('node leases in the control Redis', () => {
     ]);
   });
 
-  it('gives up after waitMs when the nodes stay busy, holding nothing', async () => {
-    const [holder, waiter] = fleet(2, { perSource: 1, perTarget: 0 }, { waitMs: 150 });
+  /** EVALSHA calls the control Redis has served so far: every lease attempt is one. */
+  async function scriptCalls(): Promise<number> {
+    const client = control.client();
+    try {
+      const stats = await client.info('commandstats');
+      return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  it('sleeps while the nodes are busy, without polling, and wakes at once on a release elsewhere', async () => {
+    // Rechecks a minute apart: only the release's wake-up can end the wait within the test.
+    const [holder, waiter] = fleet(2, { perSource: 1, perTarget: 0 }, { recheckMs: 60_000 });
     const held = await holder!.acquire(request('holder', SOURCE_A, TARGET), log);
-    // No cap on targets: only the source is full.
-    const refused = await waiter!.acquire(request('waiter', SOURCE_A, OTHER_TARGET), log);
-    expect(refused).toBeUndefined();
+    const heard: string[] = [];
+    const waiting = waiter!.acquire(request('waiter', SOURCE_A, OTHER_TARGET), log, {
+      onWait: () => heard.push('wait'),
+      onWaitEnd: () => heard.push('end'),
+    });
+    await sleep(300);
+    const callsAsleep = await scriptCalls();
+    await sleep(700);
+    // Asleep for 0.7 s: not one more attempt.
+    expect(await scriptCalls()).toBe(callsAsleep);
+    expect(heard).toEqual(['wait']);
+    const releasedAt = Date.now();
+    await held!.release();
+    const lease = await waiting;
+    expect(Date.now() - releasedAt).toBeLessThan(500);
+    expect(lease).toMatchObject({ acquired: true, sourceSlotsInFlight: 1, targetSlotsInFlight: 1 });
+    expect(heard).toEqual(['wait', 'end']);
+    await lease!.release();
+    await Promise.all([holder!.close(), waiter!.close()]);
+  });
+
+  it('passes a wake on to a sleeper whose pair is free when the woken one still cannot go', async () => {
+    const [holders, first, second] = fleet(3, { perSource: 1, perTarget: 2 }, { recheckMs: 60_000 });
+    const OTHER_SOURCE = node('e', 7004);
+    const onA = await holders!.acquire(request('on-a', SOURCE_A, TARGET), log);
+    const onOther = await holders!.acquire(request('on-other', OTHER_SOURCE, TARGET), log);
+    // The target is full. The first sleeper also needs source A, which stays full; the second needs
+    // source B, which is free.
+    let firstGot = false;
+    const firstWaiting = first!.acquire(request('first', SOURCE_A, TARGET), log).then((lease) => {
+      firstGot = true;
+      return lease;
+    });
+    await sleep(100);
+    const secondWaiting = second!.acquire(request('second', SOURCE_B, TARGET), log);
+    await sleep(100);
+    const releasedAt = Date.now();
+    await onOther!.release();
+    const secondLease = await secondWaiting;
+    expect(Date.now() - releasedAt).toBeLessThan(500);
+    expect(secondLease?.acquired).toBe(true);
+    expect(firstGot).toBe(false);
+    await Promise.all([secondLease!.release(), onA!.release()]);
+    const firstLease = await firstWaiting;
+    expect(firstLease?.acquired).toBe(true);
+    await firstLease!.release();
+    await Promise.all([holders!.close(), first!.close(), second!.close()]);
+  });
+
+  it('ends a wait with nothing held when the leases are closed (a stopping worker)', async () => {
+    const [holder, waiter] = fleet(2, { perSource: 1, perTarget: 0 }, { recheckMs: 60_000 });
+    const held = await holder!.acquire(request('holder', SOURCE_A, TARGET), log);
+    const waiting = waiter!.acquire(request('waiter', SOURCE_A, OTHER_TARGET), log);
+    await sleep(100);
+    await waiter!.close();
+    expect(await waiting).toBeUndefined();
     expect(await waiter!.slotsInFlight('default', LeaseRole.Target, OTHER_TARGET.id)).toBe(0);
     expect((await waiter!.tryAcquire(request('free', SOURCE_B, TARGET))).acquired).toBe(true);
     await held!.release();
+    await holder!.close();
   });
 });

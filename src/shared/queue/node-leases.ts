@@ -15,7 +15,17 @@
  *
  * A holder is one run of one job (job id and BullMQ's lock token): a stalled job run again while its
  * first run still drains counts twice, as it loads the nodes twice.
+ *
+ * Waiting does not spin. A refused acquire() sleeps until a lease on one of its nodes is freed: in
+ * this process (release() wakes the longest sleeper of each node at once) or in another one (the
+ * release script PUBLISHes the two set keys on <prefix>:node-leases:freed, and every process wakes
+ * its longest sleeper of each). A woken sleeper that is refused again, while the node it was woken
+ * for still has room (its other node is the full one), passes the wake on to the next sleeper of that
+ * node, so a free source -> target pair starts at once. A sleeper also looks again every
+ * RECHECK_MS: a safety net for a wake lost with the subscriber connection and for the leases of a
+ * dead worker, which free themselves without a release.
  */
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { NodeRef } from '../domain/plan.js';
 import type { Logger } from '../logger.js';
@@ -59,25 +69,29 @@ export interface NodeLeasesOptions {
   readonly ttlMs?: number;
   /** @defaultValue LEASE_RENEW_MS */
   readonly renewEveryMs?: number;
-  /** How long acquire() retries before it gives up. @defaultValue ACQUIRE_WAIT_MS */
-  readonly waitMs?: number;
+  /** How long a sleeping acquire() waits for a wake before it looks again. @defaultValue RECHECK_MS */
+  readonly recheckMs?: number;
   /** Fed with the leases this process holds, by node and role. */
   readonly inFlight?: Metrics['nodeSlotsInFlight'];
+  /** Counts this process' attempts, taken or refused. */
+  readonly attempts?: Metrics['leaseAttempts'];
+}
+
+/** What a caller of acquire() hears while it waits. */
+export interface AcquireHooks {
+  /** The first attempt was refused: the caller is about to sleep until a lease frees. */
+  readonly onWait?: () => void;
+  /** The wait is over (leases taken, or the leases were closed); called once after onWait. */
+  readonly onWaitEnd?: () => void;
 }
 
 /** A lease not renewed for this long is dropped by the next acquire on its node. */
 export const LEASE_TTL_MS = 30_000;
 export const LEASE_RENEW_MS = 10_000;
-/**
- * How long acquire() waits for busy nodes. Bounded: a job waiting here holds a unit of its worker's
- * concurrency that a job of another source -> target pair could use. A caller that got nothing
- * hands its job back to the queue for BUSY_RECHECK_MS.
- */
-export const ACQUIRE_WAIT_MS = 1_000;
+/** A sleeper's safety-net look, when no release woke it (see the module comment). */
+export const RECHECK_MS = 2_000;
+/** How long a slot job handed back at shutdown waits in BullMQ's delayed set. */
 export const BUSY_RECHECK_MS = 250;
-/** Retries of a refused acquire: backing off from the first to the last, with jitter. */
-const FIRST_RETRY_MS = 10;
-const MAX_RETRY_MS = 100;
 
 // Both leases or neither. KEYS: source set, target set. ARGV: holder, ttl ms, source cap, target
 // cap (0: none). Returns {acquired 0/1, leases on the source, leases on the target}. A holder that
@@ -112,18 +126,52 @@ for i = 1, 2 do
 end
 return lapsed`;
 
+// KEYS: source set, target set. ARGV: holder, channel, message. Only a release that freed something
+// wakes the fleet's sleepers. Returns the leases freed.
+const RELEASE_SCRIPT = `
+local freed = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+if freed > 0 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return freed`;
+
 interface ScriptCommands {
   slotfleetLeaseAcquire(...args: (string | number)[]): Promise<[number, number, number]>;
   slotfleetLeaseRenew(...args: (string | number)[]): Promise<number>;
+  slotfleetLeaseRelease(...args: (string | number)[]): Promise<number>;
+}
+
+/**
+ * One acquire() between two attempts. Enlisted before its attempt is sent, so that a lease freed
+ * while the attempt is on its way wakes it (it then tries again at once) and is not lost.
+ */
+interface Sleeper {
+  /** Order of enlisting: a passed-on wake goes only to those enlisted before it began. */
+  readonly since: number;
+  readonly keys: readonly string[];
+  /** The stamp of the wake that came while the attempt was on its way. */
+  wokenBy?: number;
+  /** Set while asleep: ends the sleep (stamp: the wake's, none for a recheck or close()). */
+  resolve?: (stamp?: number) => void;
 }
 
 export class NodeLeases {
   private readonly scripts: ScriptCommands;
   private readonly ttlMs: number;
   private readonly renewEveryMs: number;
-  private readonly waitMs: number;
-  /** acquire() calls of this process sleeping on a node, woken when this process frees a lease there. */
-  private readonly sleepers = new Map<string, Set<() => void>>();
+  private readonly recheckMs: number;
+  /** This process' acquire() calls asleep on a node (set key), oldest first. */
+  private readonly sleepers = new Map<string, Set<Sleeper>>();
+  /**
+   * Nodes (set keys) this process last saw at their cap, with no release since: a new acquire() for
+   * one of them queues behind the sleepers already there instead of trying first.
+   */
+  private readonly knownFull = new Set<string>();
+  /** Orders falls asleep and wakes (see Sleeper.since). */
+  private clock = 0;
+  /** Names this process in its own PUBLISHes, which its subscriber then ignores. */
+  private readonly instance = randomUUID().slice(0, 8);
+  private subscriber?: Redis;
+  private subscribed?: Promise<void>;
+  private closed = false;
 
   constructor(
     private readonly redis: Redis,
@@ -133,14 +181,20 @@ export class NodeLeases {
   ) {
     this.ttlMs = options.ttlMs ?? LEASE_TTL_MS;
     this.renewEveryMs = options.renewEveryMs ?? LEASE_RENEW_MS;
-    this.waitMs = options.waitMs ?? ACQUIRE_WAIT_MS;
+    this.recheckMs = options.recheckMs ?? RECHECK_MS;
     redis.defineCommand('slotfleetLeaseAcquire', { numberOfKeys: 2, lua: ACQUIRE_SCRIPT });
     redis.defineCommand('slotfleetLeaseRenew', { numberOfKeys: 2, lua: RENEW_SCRIPT });
+    redis.defineCommand('slotfleetLeaseRelease', { numberOfKeys: 2, lua: RELEASE_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
   key(cluster: string, role: LeaseRole, nodeId: string): string {
     return `${this.prefix}:node-leases:${cluster}:${role}:${nodeId}`;
+  }
+
+  /** The channel every release that freed a lease publishes its two set keys on. */
+  private get channel(): string {
+    return `${this.prefix}:node-leases:freed`;
   }
 
   private keysOf(request: LeaseRequest): [string, string] {
@@ -159,6 +213,7 @@ export class NodeLeases {
       this.caps.perSource,
       this.caps.perTarget,
     );
+    this.options.attempts?.inc({ result: acquired === 1 ? 'taken' : 'refused' });
     return { acquired: acquired === 1, sourceSlotsInFlight, targetSlotsInFlight };
   }
 
@@ -169,10 +224,15 @@ export class NodeLeases {
     );
   }
 
-  /** Gives both leases back; idempotent, and never touches another holder's lease. */
+  /**
+   * Gives both leases back and wakes the fleet's sleepers on their nodes; idempotent, and never
+   * touches another holder's lease.
+   */
   async release(request: LeaseRequest): Promise<void> {
-    const [sourceKey, targetKey] = this.keysOf(request);
-    await this.redis.multi().zrem(sourceKey, request.holder).zrem(targetKey, request.holder).exec();
+    const keys = this.keysOf(request);
+    const message = [this.instance, ...keys].join('\n');
+    await this.scripts.slotfleetLeaseRelease(...keys, request.holder, this.channel, message);
+    this.wakeKeys(keys);
   }
 
   /** Leases currently held on a node in a role, expired ones not counted. */
@@ -183,43 +243,109 @@ export class NodeLeases {
   }
 
   /**
-   * Both leases for a slot job, waiting up to waitMs for them (retrying with backoff, at once when
-   * this process frees a lease on one of the nodes), renewed until released. Undefined when the
-   * nodes stayed busy: the caller hands the job back to the queue instead of holding on to it.
+   * Both leases for a slot job, renewed until released. When a node is at its cap this sleeps until
+   * a lease on it frees (see the module comment): no polling, and the caller is told (hooks) so that
+   * the wait does not take a unit of its worker's concurrency. Undefined only after close().
    */
-  async acquire(request: LeaseRequest, log: Logger): Promise<NodeLease | undefined> {
+  async acquire(
+    request: LeaseRequest,
+    log: Logger,
+    hooks: AcquireHooks = {},
+  ): Promise<NodeLease | undefined> {
     const startedAt = Date.now();
-    let retryMs = FIRST_RETRY_MS;
-    for (;;) {
-      const counts = await this.tryAcquire(request);
-      const waitedMs = Date.now() - startedAt;
-      if (counts.acquired) {
-        log.debug(
-          {
-            sourceSlotsInFlight: counts.sourceSlotsInFlight,
-            targetSlotsInFlight: counts.targetSlotsInFlight,
-            waitedMs,
-          },
-          'node leases taken',
-        );
-        return this.hold(request, { ...counts, acquired: true }, waitedMs, log);
+    const keys = this.keysOf(request);
+    const subscribed = this.subscribe(log);
+    let waiting = false;
+    /** The wake that ended the last sleep, if one did (not a recheck). */
+    let wokenBy: number | undefined;
+    try {
+      for (;;) {
+        if (this.closed) return undefined;
+        if (!waiting && keys.some((key) => this.knownFull.has(key) && this.sleepers.has(key))) {
+          // Others already wait for this node: behind them, woken in turn, instead of one more refusal.
+          waiting = true;
+          hooks.onWait?.();
+          await subscribed;
+          wokenBy = await this.sleep(keys);
+          continue;
+        }
+        const sleeper = this.enlist(keys);
+        let counts: LeaseCounts;
+        try {
+          counts = await this.tryAcquire(request);
+        } finally {
+          this.delist(sleeper);
+        }
+        const waitedMs = Date.now() - startedAt;
+        if (counts.acquired) {
+          // A wake meant for whoever could use the room: where room is left, the next one tries.
+          const wake = sleeper.wokenBy ?? wokenBy;
+          if (wake !== undefined) this.passOn(keys, counts, wake);
+          log.debug(
+            {
+              sourceSlotsInFlight: counts.sourceSlotsInFlight,
+              targetSlotsInFlight: counts.targetSlotsInFlight,
+              waitedMs,
+            },
+            'node leases taken',
+          );
+          return this.hold(request, { ...counts, acquired: true }, waitedMs, log);
+        }
+        this.noteFull(keys, counts);
+        if (!waiting) {
+          waiting = true;
+          hooks.onWait?.();
+          log.debug(
+            {
+              sourceSlotsInFlight: counts.sourceSlotsInFlight,
+              targetSlotsInFlight: counts.targetSlotsInFlight,
+              caps: this.caps,
+            },
+            'source or target at its cap of slots in flight: waiting for a lease to free',
+          );
+        }
+        if (wokenBy !== undefined) this.passOn(keys, counts, wokenBy);
+        if (sleeper.wokenBy !== undefined) {
+          // A lease freed while the attempt was on its way: look again at once.
+          wokenBy = sleeper.wokenBy;
+          continue;
+        }
+        await subscribed;
+        wokenBy = await this.sleep(keys);
       }
-      const leftMs = this.waitMs - waitedMs;
-      if (leftMs <= 0) {
-        log.debug(
-          {
-            sourceSlotsInFlight: counts.sourceSlotsInFlight,
-            targetSlotsInFlight: counts.targetSlotsInFlight,
-            caps: this.caps,
-            waitedMs,
-          },
-          'source or target at its cap of slots in flight',
-        );
-        return undefined;
-      }
-      await this.sleep(request, Math.min(leftMs, retryMs * (0.5 + Math.random() / 2)));
-      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+    } finally {
+      if (waiting) hooks.onWaitEnd?.();
     }
+  }
+
+  /** Stops every sleeping acquire() (they return undefined) and closes the subscriber connection. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const sleeping of [...this.sleepers.values()])
+      for (const sleeper of [...sleeping]) this.wake(sleeper);
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    await subscriber?.quit().catch(() => subscriber.disconnect());
+  }
+
+  /** Subscribes once to the fleet's releases; a failure leaves the rechecks to do the work. */
+  private subscribe(log: Logger): Promise<void> {
+    this.subscribed ??= (async () => {
+      const subscriber = this.redis.duplicate();
+      this.subscriber = subscriber;
+      // The control connection already reports outages; the subscriber reconnects and resubscribes.
+      subscriber.on('error', () => undefined);
+      subscriber.on('message', (_channel: string, message: string) => {
+        const [instance, ...keys] = message.split('\n');
+        if (instance !== this.instance) this.wakeKeys(keys);
+      });
+      try {
+        await subscriber.subscribe(this.channel);
+      } catch (error) {
+        log.warn({ err: (error as Error).message }, 'subscribing to node lease releases: rechecking instead');
+      }
+    })();
+    return this.subscribed;
   }
 
   private hold(
@@ -264,47 +390,105 @@ export class NodeLeases {
               { err: (error as Error).message, ttlMs: this.ttlMs },
               'releasing node leases: they lapse by themselves',
             );
+            this.wakeKeys(this.keysOf(request));
           }
           for (const role of Object.values(LeaseRole)) this.options.inFlight?.dec(labels(role));
-          this.wake(request);
         })();
         return released;
       },
     };
   }
 
-  private sleep(request: LeaseRequest, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const keys = this.keysOf(request);
-      const done = () => {
-        clearTimeout(timer);
-        for (const key of keys) {
-          const sleeping = this.sleepers.get(key);
-          sleeping?.delete(done);
-          if (sleeping?.size === 0) this.sleepers.delete(key);
-        }
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      for (const key of keys) {
-        let sleeping = this.sleepers.get(key);
-        if (!sleeping) {
-          sleeping = new Set();
-          this.sleepers.set(key, sleeping);
-        }
-        sleeping.add(done);
+  private enlist(keys: readonly string[]): Sleeper {
+    const sleeper: Sleeper = { since: ++this.clock, keys };
+    for (const key of keys) {
+      let sleeping = this.sleepers.get(key);
+      if (!sleeping) {
+        sleeping = new Set();
+        this.sleepers.set(key, sleeping);
       }
-    });
+      sleeping.add(sleeper);
+    }
+    return sleeper;
+  }
+
+  private delist(sleeper: Sleeper): void {
+    for (const key of sleeper.keys) {
+      const sleeping = this.sleepers.get(key);
+      sleeping?.delete(sleeper);
+      if (sleeping?.size === 0) this.sleepers.delete(key);
+    }
   }
 
   /**
-   * One lease freed on each node: the longest sleeper of each tries at once. Waking them all would
-   * send the control Redis one doomed attempt per sleeper.
+   * Sleeps until a wake on one of the keys, a recheck, or close().
+   * @returns the stamp of the wake that ended the sleep; undefined for a recheck or close().
    */
-  private wake(request: LeaseRequest): void {
-    for (const key of this.keysOf(request)) {
-      const longest = this.sleepers.get(key)?.values().next().value;
-      longest?.();
+  private sleep(keys: readonly string[]): Promise<number | undefined> {
+    const sleeper = this.enlist(keys);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.wake(sleeper), this.recheckMs * (0.75 + Math.random() / 2));
+      sleeper.resolve = (stamp) => {
+        clearTimeout(timer);
+        resolve(stamp);
+      };
+      if (this.closed) this.wake(sleeper);
+    });
+  }
+
+  private wake(sleeper: Sleeper, stamp?: number): void {
+    this.delist(sleeper);
+    if (sleeper.resolve) sleeper.resolve(stamp);
+    else sleeper.wokenBy ??= stamp;
+  }
+
+  /**
+   * A lease freed on these nodes: the sleeper enlisted longest on either tries at once (one freed
+   * lease, one attempt). Waking them all would send the control Redis one doomed attempt per sleeper.
+   */
+  private wakeKeys(keys: readonly string[]): void {
+    for (const key of keys) this.knownFull.delete(key);
+    const stamp = ++this.clock;
+    this.wakeOldest(keys, stamp);
+  }
+
+  /**
+   * A woken attempt was refused, or it succeeded and room is left. Where a node it was woken for
+   * still has room, the next sleeper of that node that does not need the full one (if any), enlisted
+   * since before the wake, tries instead: a sleeper that needs the full node would be refused too.
+   */
+  private passOn(keys: readonly [string, string], counts: LeaseCounts, stamp: number): void {
+    const room = [
+      this.caps.perSource === 0 || counts.sourceSlotsInFlight < this.caps.perSource,
+      this.caps.perTarget === 0 || counts.targetSlotsInFlight < this.caps.perTarget,
+    ];
+    this.wakeOldest(
+      keys.filter((_, index) => room[index]),
+      stamp,
+      keys.filter((_, index) => !room[index]),
+    );
+  }
+
+  /** Remembers which of the keys a refused attempt found at their cap. */
+  private noteFull(keys: readonly [string, string], counts: LeaseCounts): void {
+    const caps = [this.caps.perSource, this.caps.perTarget];
+    const inFlight = [counts.sourceSlotsInFlight, counts.targetSlotsInFlight];
+    keys.forEach((key, index) => {
+      if (caps[index]! > 0 && inFlight[index]! >= caps[index]!) this.knownFull.add(key);
+    });
+  }
+
+  private wakeOldest(keys: readonly string[], stamp: number, fullKeys: readonly string[] = []): void {
+    let oldest: Sleeper | undefined;
+    for (const key of keys) {
+      // Sets keep the order of enlisting: the first fitting one is that key's oldest.
+      for (const sleeper of this.sleepers.get(key) ?? []) {
+        if (sleeper.since >= stamp) break;
+        if (fullKeys.some((full) => sleeper.keys.includes(full))) continue;
+        if (oldest === undefined || sleeper.since < oldest.since) oldest = sleeper;
+        break;
+      }
     }
+    if (oldest) this.wake(oldest, stamp);
   }
 }
