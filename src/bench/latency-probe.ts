@@ -42,9 +42,18 @@ export interface ClientLatency {
 const SAMPLE_EVERY_MS = 20;
 const PING = encodeCommand(['PING']);
 
-/** Starts the probe on these ports; stop() ends it and returns what it saw. */
-export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<ClientLatency> } {
-  const child = fork(fileURLToPath(import.meta.url), ports.map(String), { stdio: 'inherit' });
+/**
+ * Starts the probe on these ports; stop() ends it and returns what it saw. everyMs: the PING interval
+ * (the tests' budget check samples more often than the bench).
+ */
+export function startLatencyProbes(
+  ports: readonly number[],
+  options: { readonly everyMs?: number } = {},
+): { stop(): Promise<ClientLatency> } {
+  // The built probe: this module in dist/, or the repo's dist/ when tests run src/ directly.
+  const built = import.meta.url.endsWith('.ts') ? '../../dist/bench/latency-probe.js' : import.meta.url;
+  const args = [...(options.everyMs ? [`--every=${options.everyMs}`] : []), ...ports.map(String)];
+  const child = fork(fileURLToPath(new URL(built, import.meta.url)), args, { stdio: 'inherit' });
   const result = new Promise<ClientLatency>((resolve, reject) => {
     child.once('message', (message) => {
       const answer = message as ClientLatency | { error: string };
@@ -72,7 +81,7 @@ export function startLatencyProbes(ports: readonly number[]): { stop(): Promise<
  * every SAMPLE_EVERY_MS on each, never two in flight on one. A connection that fails fails the probe:
  * a node it could not reach must not pass for one that answered fast.
  */
-function probe(ports: number[]): void {
+function probe(ports: number[], everyMs: number): void {
   const roundTripsMs = new Map<number, number[]>(ports.map((port) => [port, []]));
   let failure: Error | undefined;
   // Closing the connections rejects their PING in flight: that is the stop, not a failure.
@@ -97,7 +106,7 @@ function probe(ports: number[]): void {
         );
       };
       ping();
-      const timer = setInterval(ping, SAMPLE_EVERY_MS);
+      const timer = setInterval(ping, everyMs);
       return {
         connection,
         timer,
@@ -155,4 +164,11 @@ function percentile(roundTripsMs: readonly number[], fraction: number): number {
   return Math.round(ms * 10) / 10;
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) probe(process.argv.slice(2).map(Number));
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const args = process.argv.slice(2);
+  const every = args.find((arg) => arg.startsWith('--every='));
+  probe(
+    args.filter((arg) => arg !== every).map(Number),
+    every ? Number(every.slice('--every='.length)) : SAMPLE_EVERY_MS,
+  );
+}

@@ -479,6 +479,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       await logCommandStats('cluster', cluster.nodes);
       await logCommandStats('control', [control]);
     }
+    await logPaces(control, config.queuePrefix, stage);
     return {
       // Until the migration's own end (its record's last update), not until the poll that saw it.
       seconds: (Date.parse(final.updatedAt) - startedAtMs) / 1000,
@@ -814,6 +815,24 @@ function hotTagForSlot(slot: number): string {
     if (calculateSlot(tag) === slot) return tag;
   }
   throw new Error(`no tag found for slot ${slot}`);
+}
+
+/** The pace each source node ended at (src/shared/domain/pacing.ts), when the run was paced. */
+async function logPaces(control: RedisProcess, prefix: string, stage: Stage): Promise<void> {
+  const client = control.client();
+  try {
+    const keys = await client.keys(`${prefix}:pace:*`);
+    const paces = await Promise.all(
+      keys.map(async (key) => {
+        const [slots, batchKeys, latencyMs] = await client.hmget(key, 'slots', 'batchKeys', 'latencyMs');
+        const node = stage.masters.find((each) => key.endsWith(`:${each.id}`));
+        return `${node?.port ?? key}: ${slots} slots x ${batchKeys} keys (last wait ${latencyMs} ms)`;
+      }),
+    );
+    if (paces.length > 0) log(`  paces at the end: ${paces.sort().join('; ')}`);
+  } finally {
+    client.disconnect();
+  }
 }
 
 async function logCommandStats(group: string, servers: readonly RedisProcess[]): Promise<void> {

@@ -5,6 +5,8 @@
  *   slotfleet             the project's defaults, cold workers: no warm-up, and no SLOTFLEET_* setting
  *                         but the plumbing (cluster, control Redis, queue prefix, metrics port 0, log
  *                         level warn, so the workers do not log a line per slot). The headline row.
+ *   slotfleet-warm        the same defaults, with workers warmed up as slotfleet-tuned's are: what a
+ *                         standing fleet runs at, and against the headline, what a cold start costs.
  *   slotfleet-tuned       concurrency 32 and caps of 32 slots per source, 64 per target, with workers
  *                         warmed up by --warmup-slots slots moved there and back (untimed), as a
  *                         standing fleet's would be.
@@ -48,7 +50,7 @@ const BUDGET_PREFIX = 'slotfleet-budget-';
 export interface VariantOptions {
   /** --budgets, in ms. */
   readonly budgetsMs: readonly number[];
-  /** --warmup-slots, for slotfleet-tuned. */
+  /** --warmup-slots, for slotfleet-warm and slotfleet-tuned. */
   readonly warmupSlots: number;
   /** --worker-env, for every slotfleet variant. */
   readonly workerEnv: Readonly<Record<string, string>>;
@@ -65,6 +67,7 @@ export function allTools(options: VariantOptions): ToolVariant[] {
   });
   return [
     slotfleet(HEADLINE_TOOL, {}, 0),
+    slotfleet('slotfleet-warm', {}, options.warmupSlots),
     slotfleet('slotfleet-tuned', TUNED_WORKER_ENV, options.warmupSlots),
     ...[...options.budgetsMs]
       .sort((a, b) => a - b)
