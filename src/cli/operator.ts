@@ -51,7 +51,8 @@ export const OPERATOR_HELP: Record<string, string> = {
   resume: 'slotfleet resume ID [--json]',
   cancel: 'slotfleet cancel ID [--json]',
   limit:
-    'slotfleet limit ID [--keys-per-second N|none] [--bytes-per-second N|none] [--batch-keys N|none] [--json]',
+    'slotfleet limit ID [--keys-per-second N|none] [--bytes-per-second N|none] [--batch-keys N|none] ' +
+    '[--max-client-latency-ms N|none] [--json]',
 };
 
 /** The flags of `slotfleet limit` and the limit each sets. */
@@ -59,6 +60,7 @@ const LIMIT_FLAGS = {
   'keys-per-second': 'maxKeysPerSecond',
   'bytes-per-second': 'maxBytesPerSecond',
   'batch-keys': 'batchKeys',
+  'max-client-latency-ms': 'maxClientLatencyMs',
 } as const;
 
 export async function runOperatorCommand(name: string, args: string[], config: Config): Promise<number> {
@@ -78,6 +80,7 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       'keys-per-second': { type: 'string' },
       'bytes-per-second': { type: 'string' },
       'batch-keys': { type: 'string' },
+      'max-client-latency-ms': { type: 'string' },
     },
   });
   if (values.help) {
@@ -273,6 +276,7 @@ export function describeLimits(limits: MigrationView['limits']): string {
     limits?.maxKeysPerSecond ? `${limits.maxKeysPerSecond} keys/s per source` : undefined,
     limits?.maxBytesPerSecond ? `${limits.maxBytesPerSecond} bytes/s per source` : undefined,
     limits?.batchKeys ? `batches of ${limits.batchKeys} keys` : undefined,
+    limits?.maxClientLatencyMs ? `clients wait at most ${limits.maxClientLatencyMs} ms` : undefined,
   ].filter((part) => part !== undefined);
   return parts.length > 0 ? `  limits: ${parts.join(', ')}` : '';
 }

@@ -16,6 +16,9 @@ const LIMIT_DESCRIPTIONS: Record<LimitName, string> = {
     'bytes per second (MEMORY USAGE of the keys) moved off each source node, by the whole fleet; ' +
     'needs SLOTFLEET_BATCH_BYTES above 0 on the workers',
   batchKeys: "keys per MIGRATE for this migration, instead of the workers' SLOTFLEET_BATCH_KEYS",
+  maxClientLatencyMs:
+    'how long (ms) a client of a source node may wait because of this migration: the workers pace ' +
+    "their MIGRATEs to it; instead of the workers' SLOTFLEET_MAX_CLIENT_LATENCY_MS",
 };
 
 function limitSchema(name: LimitName) {
@@ -28,6 +31,7 @@ export const LimitsInput = Type.Object(
     maxKeysPerSecond: Type.Optional(limitSchema('maxKeysPerSecond')),
     maxBytesPerSecond: Type.Optional(limitSchema('maxBytesPerSecond')),
     batchKeys: Type.Optional(limitSchema('batchKeys')),
+    maxClientLatencyMs: Type.Optional(limitSchema('maxClientLatencyMs')),
   },
   { additionalProperties: false },
 );
@@ -38,6 +42,7 @@ export const LimitsPatchBody = Type.Object(
     maxKeysPerSecond: Type.Optional(Type.Union([limitSchema('maxKeysPerSecond'), Type.Null()])),
     maxBytesPerSecond: Type.Optional(Type.Union([limitSchema('maxBytesPerSecond'), Type.Null()])),
     batchKeys: Type.Optional(Type.Union([limitSchema('batchKeys'), Type.Null()])),
+    maxClientLatencyMs: Type.Optional(Type.Union([limitSchema('maxClientLatencyMs'), Type.Null()])),
   },
   { additionalProperties: false, minProperties: 1 },
 );
@@ -47,8 +52,12 @@ export const Limits = Type.Object(
     maxKeysPerSecond: Type.Union([Type.Integer(), Type.Null()]),
     maxBytesPerSecond: Type.Union([Type.Integer(), Type.Null()]),
     batchKeys: Type.Union([Type.Integer(), Type.Null()]),
+    maxClientLatencyMs: Type.Union([Type.Integer(), Type.Null()]),
   },
-  { description: "the migration's limits; null: no limit (rates), the workers' setting (batchKeys)" },
+  {
+    description:
+      "the migration's limits; null: no limit (rates), the workers' setting (batchKeys, maxClientLatencyMs)",
+  },
 );
 
 const LimitsOnCreate = Type.Optional(LimitsInput);

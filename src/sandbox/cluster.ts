@@ -29,7 +29,7 @@ const execFileAsync = promisify(execFile);
 /**
  * Exactly what slotfleet sends to cluster nodes, as ACL rules (the README lists the same): the
  * CLUSTER subcommands it reads topology and moves slots with, MIGRATE on the source (alone for a big
- * key, else inside the batch script, EVALSHA or EVAL, which also calls MEMORY USAGE), and on the
+ * key, else inside the batch script, EVALSHA or EVAL, which also calls MEMORY USAGE and TIME), and on the
  * target what MIGRATE ... AUTH2 runs there as this user (SELECT, RESTORE-ASKING); PING, INFO
  * (ioredis' ready check), DBSIZE (cluster detail), CLIENT SETNAME (connection names).
  */
@@ -47,6 +47,7 @@ export const SLOTFLEET_ACL_RULES = [
   '+evalsha',
   '+eval',
   '+memory|usage',
+  '+time',
   '+dump',
   '+asking',
   '+restore-asking',

@@ -2,6 +2,7 @@
  * Configuration, read once from the environment by loadConfig(). No other module reads
  * process.env: they receive the frozen Config (or the part of it they need).
  */
+import { LIMIT_RANGES } from './domain/migration.js';
 import { ErrorCode, SlotfleetError } from './errors.js';
 
 export interface RedisEndpoint {
@@ -72,6 +73,13 @@ export interface Config {
      * @defaultValue 8
      */
     readonly maxSlotsPerTarget: number;
+    /**
+     * How long a client of a source node may wait because of a migration, for migrations that set
+     * no limits.maxClientLatencyMs: the workers pace the slots draining per source and the keys per
+     * MIGRATE to it (src/shared/domain/pacing.ts), under the two caps above. 0: no pacing, the caps
+     * alone. @defaultValue 10
+     */
+    readonly maxClientLatencyMs: number;
   };
   readonly jobs: {
     /** Attempts per slot job before the slot is reported failed. @defaultValue 8 */
@@ -115,6 +123,7 @@ export const DEFAULTS = {
   metricsPort: 9464,
   maxSlotsPerSource: 4,
   maxSlotsPerTarget: 8,
+  maxClientLatencyMs: 10,
   jobAttempts: 8,
   jobBackoffMs: 500,
   jobLockMs: 30_000,
@@ -142,6 +151,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
   SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots in flight per source node, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots in flight per target node, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
+  SLOTFLEET_MAX_CLIENT_LATENCY_MS: `how long a client of a source may wait, for migrations that set none; 0: no pacing (default ${DEFAULTS.maxClientLatencyMs})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
   SLOTFLEET_JOB_LOCK_MS: `job lock; a dead worker's jobs resume within 1.5x this (default ${DEFAULTS.jobLockMs})`,
@@ -220,6 +230,13 @@ export function loadConfig(env: Environment): Config {
       metricsPort: integer(env, 'SLOTFLEET_METRICS_PORT', DEFAULTS.metricsPort, 0, 65535),
       maxSlotsPerSource: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_SOURCE', DEFAULTS.maxSlotsPerSource, 0, 1024),
       maxSlotsPerTarget: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_TARGET', DEFAULTS.maxSlotsPerTarget, 0, 1024),
+      maxClientLatencyMs: integer(
+        env,
+        'SLOTFLEET_MAX_CLIENT_LATENCY_MS',
+        DEFAULTS.maxClientLatencyMs,
+        0,
+        LIMIT_RANGES.maxClientLatencyMs.maximum,
+      ),
     },
     jobs: {
       attempts: integer(env, 'SLOTFLEET_JOB_ATTEMPTS', DEFAULTS.jobAttempts, 1, 1000),

@@ -25,6 +25,10 @@ export interface Metrics {
   readonly nodeSlotsInFlight: Gauge<'cluster' | 'node' | 'role'>;
   readonly slotsWaitingForLeases: Gauge;
   readonly leaseAttempts: Counter<'result'>;
+  readonly nodeClientLatency: Gauge<'cluster' | 'node'>;
+  readonly paceSlots: Gauge<'cluster' | 'node'>;
+  readonly paceBatchKeys: Gauge<'cluster' | 'node'>;
+  readonly paceBatches: Gauge<'cluster' | 'node'>;
   readonly migrateBatchDuration: Histogram<'cluster'>;
   readonly slotDuration: Histogram<'cluster'>;
   readonly finalizeDuration: Histogram<'cluster'>;
@@ -89,6 +93,30 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_node_lease_attempts_total',
       help: 'Attempts to take the node leases of a slot, by result (taken, refused: its source or target was at its cap). A refused attempt sleeps until a lease frees; about one refusal per slot is normal under the caps.',
       labelNames: ['result'],
+      registers,
+    }),
+    nodeClientLatency: new Gauge({
+      name: 'slotfleet_node_client_latency_seconds',
+      help: "What a client of a source node waited behind the migration's MIGRATEs, as this process measured it: the worst batch round trip of the last pacing window (see the README's pacing section).",
+      labelNames: ['cluster', 'node'],
+      registers,
+    }),
+    paceSlots: new Gauge({
+      name: 'slotfleet_pace_slots',
+      help: 'Slots the fleet drains from a source node at once, as paced to the client-latency budget (at most SLOTFLEET_MAX_SLOTS_PER_SOURCE).',
+      labelNames: ['cluster', 'node'],
+      registers,
+    }),
+    paceBatchKeys: new Gauge({
+      name: 'slotfleet_pace_batch_keys',
+      help: 'Keys per MIGRATE from a source node, as paced to the client-latency budget (at most the batch size set).',
+      labelNames: ['cluster', 'node'],
+      registers,
+    }),
+    paceBatches: new Gauge({
+      name: 'slotfleet_pace_batches',
+      help: 'MIGRATE batches of one slot in flight on a source node, as paced to the client-latency budget (at most SLOTFLEET_BATCHES_IN_FLIGHT).',
+      labelNames: ['cluster', 'node'],
       registers,
     }),
     migrateBatchDuration: new Histogram({

@@ -23,9 +23,12 @@ import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
 import {
   type AcquireHooks,
   BUSY_RECHECK_MS,
+  type LeaseRequest,
+  type NodeCaps,
   type NodeLease,
   type NodeLeases,
 } from '../shared/queue/node-leases.js';
+import type { Pacer } from './pacer.js';
 import { runRepair } from './repair.js';
 import {
   address,
@@ -56,6 +59,24 @@ export interface ProcessorDeps {
    * waiting job not count against its concurrency (see worker.ts).
    */
   readonly leaseWait?: AcquireHooks;
+  /** The workers' caps of slots draining per source and target (node leases). */
+  readonly nodeCaps?: NodeCaps;
+  readonly pacer?: Pacer;
+}
+
+/**
+ * For a migration with a client-latency budget, the source's cap of slots draining is its pace, read
+ * at every attempt (it moves while a job waits); otherwise the workers' caps hold.
+ */
+async function pacedCaps(deps: ProcessorDeps, data: SlotJobData): Promise<Pick<LeaseRequest, 'caps'>> {
+  const { pacer, nodeCaps } = deps;
+  if (!pacer || !nodeCaps) return {};
+  const limits = (await deps.limitsOf?.(data.migrationId)) ?? {};
+  if (limits.maxClientLatencyMs === undefined) return {};
+  const maxBatchKeys = limits.batchKeys ?? deps.settings.batchKeys;
+  return {
+    caps: () => ({ ...nodeCaps, perSource: pacer.pace(data.cluster, data.source, maxBatchKeys).slots }),
+  };
 }
 
 /** How long a paused slot job waits before it looks at the migration again. */
@@ -74,7 +95,7 @@ async function attemptSlot(
   control: MigrationControl,
   deps: ProcessorDeps,
   log: Logger,
-  lease: { acquire(): Promise<boolean>; release(): Promise<void> | undefined },
+  drainGate?: SlotEngineDeps['drainGate'],
 ): Promise<{ keysMoved: number; cancelled?: boolean }> {
   let adapter: ClusterAdapter;
   try {
@@ -87,6 +108,7 @@ async function attemptSlot(
     adapter,
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
+    ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
     const observation = await adapter.observeSlot(data.slot, data.source, data.target, {
@@ -104,14 +126,6 @@ async function attemptSlot(
     }
     log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
   }
-  if (!(await lease.acquire())) throw new NodesBusy();
-  // The wait for the leases can be long: the operator may have paused or cancelled meanwhile.
-  const controlNow = await deps.controlOf(data.migrationId);
-  if (controlNow !== control) {
-    await lease.release();
-    if (controlNow === MigrationControl.Pause) throw new PauseRequested();
-    return attemptSlot(phase, data, controlNow, deps, log, lease);
-  }
   const repairKind = data.repair?.kind;
   let keysMoved = 0;
   if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
@@ -127,8 +141,6 @@ async function attemptSlot(
     deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
     log.info({ keysMoved }, 'slot done');
   } else {
-    // Drained: the nodes are free for the next slot while the finalizer is added.
-    void lease.release();
     // Added before this job completes: a crash in between re-runs the (drained) migrate job,
     // which adds it then.
     await deps.enqueueFinalize(data);
@@ -204,19 +216,27 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
     // An attempt postponed by a pause (or by busy nodes) ends when the operator says, not when the
     // work is done: it is not timed, or the histogram would fill with short, meaningless durations.
     let postponed = false;
-    // Held while the migrate job drains: MIGRATE blocks the source (see node-leases.ts).
+    // Held while the slot's keys drain: MIGRATE blocks the source (see node-leases.ts). The slot's
+    // other steps need no lease: their commands share each node's writes with other slots'.
     let held: NodeLease | undefined;
-    const lease = {
+    const release = () => {
+      const releasing = held?.release();
+      held = undefined;
+      return releasing;
+    };
+    const drainGate: SlotEngineDeps['drainGate'] = deps.nodeLeases && {
       acquire: async () => {
-        if (!deps.nodeLeases) return true;
-        held = await deps.nodeLeases.acquire({ ...data, holder: `${job.id}@${token}` }, log, deps.leaseWait);
-        return held !== undefined;
+        const request = { ...data, holder: `${job.id}@${token}`, ...(await pacedCaps(deps, data)) };
+        held = await deps.nodeLeases!.acquire(request, log, deps.leaseWait);
+        if (!held) throw new NodesBusy();
+        // The wait can be long: the operator may have paused meanwhile. (A cancel does not matter
+        // here: the slot is MIGRATING, and a MIGRATING slot is finished.)
+        if ((await deps.controlOf(data.migrationId)) === MigrationControl.Pause) {
+          await release();
+          throw new PauseRequested();
+        }
       },
-      release: () => {
-        const releasing = held?.release();
-        held = undefined;
-        return releasing;
-      },
+      release,
     };
     try {
       const control = await deps.controlOf(data.migrationId);
@@ -224,7 +244,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
         postponed = true;
         return await postpone(job, token, log, false);
       }
-      return await attemptSlot(SlotPhase.Migrate, data, control, deps, log, lease);
+      return await attemptSlot(SlotPhase.Migrate, data, control, deps, log, drainGate);
     } catch (error) {
       if (error instanceof DelayedError) throw error;
       if (error instanceof PauseRequested || error instanceof NodesBusy) {
@@ -236,7 +256,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
       if (!isRetryable(error)) throw new UnrecoverableError(`${code}: ${message}`);
       throw error;
     } finally {
-      await lease.release();
+      await release();
       if (!postponed) stopTimer();
       deps.metrics.slotsInFlight.dec(inFlight);
     }
@@ -259,14 +279,13 @@ export function createFinalizeProcessor(deps: ProcessorDeps) {
     const control = await deps.controlOf(migrationId);
     if (control === MigrationControl.Pause) return await postpone(job, token, log, false);
     const stopTimer = deps.metrics.finalizeDuration.startTimer({ cluster });
-    const noLease = { acquire: async () => true, release: () => undefined };
     const outcomes = await Promise.allSettled(
       slots.map(async (data) => {
         const inFlight = { cluster: data.cluster, source: address(data.source) };
         deps.metrics.slotsInFlight.inc(inFlight);
         try {
           const slotLogger = slotLog(deps, data, SlotPhase.Finalize, attempt);
-          return await attemptSlot(SlotPhase.Finalize, data, control, deps, slotLogger, noLease);
+          return await attemptSlot(SlotPhase.Finalize, data, control, deps, slotLogger);
         } finally {
           deps.metrics.slotsInFlight.dec(inFlight);
         }

@@ -5,6 +5,7 @@
  * point because every run starts from a fresh observation of the cluster.
  */
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
+import type { MigrationLimits } from '../shared/domain/migration.js';
 import {
   afterAction,
   nextSlotAction,
@@ -20,6 +21,7 @@ import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
+import type { Pacer } from './pacer.js';
 
 export interface SlotEngineSettings {
   readonly batchKeys: number;
@@ -54,6 +56,17 @@ export interface SlotEngineDeps {
    * per second limits allow the next round (a token bucket shared by the fleet).
    */
   readonly throttle?: (data: SlotJobData, moved: { keys: number; bytes: number }) => Promise<void>;
+  /**
+   * Taken before a slot's keys drain, given back once they have: bounds the slots draining at once
+   * per source and target node across the fleet (node leases). acquire() may wait; it throws when
+   * the slot must not drain now (the worker is stopping, the migration was paused).
+   */
+  readonly drainGate?: { acquire(): Promise<void>; release(): Promise<void> | undefined };
+  /**
+   * Paces drains to a migration's client-latency budget (limits.maxClientLatencyMs): gives each
+   * batch's size and is told each batch's round trip. Unused for a migration without a budget.
+   */
+  readonly pacer?: Pacer;
   /** True when the operator paused the migration: draining stops after the batches in flight. */
   readonly isPaused?: () => Promise<boolean>;
   /** Called before each action is performed; tests use it to interrupt a slot between two steps. */
@@ -66,12 +79,6 @@ export class PauseRequested extends Error {
     super('migration paused');
     this.name = 'PauseRequested';
   }
-}
-
-export interface MigrationLimits {
-  readonly maxKeysPerSecond?: number;
-  readonly maxBytesPerSecond?: number;
-  readonly batchKeys?: number;
 }
 
 export interface SlotRunResult {
@@ -285,19 +292,38 @@ export async function drainSlot(
   deps: SlotEngineDeps,
   onSecondRound?: () => void,
 ): Promise<{ moved: number; unrecorded: number }> {
-  const { adapter, store, metrics, settings } = deps;
+  const { metrics } = deps;
   const labels = { cluster: data.cluster, source: address(data.source), target: address(data.target) };
   // Exported at zero before the first batch, so rate() and increase() see the first keys and timeouts.
   metrics.keysMigrated.inc(labels, 0);
   metrics.migrateTimeouts.inc(labels, 0);
+  await deps.drainGate?.acquire();
+  try {
+    return await drainRounds(data, deps, labels, onSecondRound);
+  } finally {
+    await deps.drainGate?.release();
+  }
+}
+
+async function drainRounds(
+  data: SlotJobData,
+  deps: SlotEngineDeps,
+  labels: { cluster: string; source: string; target: string },
+  onSecondRound?: () => void,
+): Promise<{ moved: number; unrecorded: number }> {
+  const { adapter, store, metrics, settings } = deps;
   let moved = 0;
   for (let round = 0; ; round++) {
     if (round === 1) onSecondRound?.();
     if (round > 0 && (await deps.isPaused?.())) throw new PauseRequested();
-    // The first round of a small slot needs one batch; later rounds send as many as allowed.
-    const batches = round === 0 ? 1 : settings.batchesInFlight;
     const limits = (await deps.limitsOf?.(data.migrationId)) ?? {};
-    const batchKeys = limits.batchKeys ?? settings.batchKeys;
+    const maxBatchKeys = limits.batchKeys ?? settings.batchKeys;
+    const budgetMs = limits.maxClientLatencyMs;
+    const pacer = budgetMs !== undefined ? deps.pacer : undefined;
+    const pace = pacer?.pace(data.cluster, data.source, maxBatchKeys);
+    const batchKeys = pace?.batchKeys ?? maxBatchKeys;
+    // The first round of a small slot needs one batch; later rounds send as many as allowed.
+    const batches = round === 0 ? 1 : (pace?.batches ?? settings.batchesInFlight);
     const results = await Promise.allSettled(
       Array.from({ length: batches }, async () => {
         const stopTimer = metrics.migrateBatchDuration.startTimer({ cluster: data.cluster });
@@ -321,6 +347,9 @@ export async function drainSlot(
     let firstError: unknown;
     for (const result of results) {
       if (result.status === 'fulfilled') {
+        if (pacer && result.value.ranUs) {
+          pacer.observe(data.cluster, data.source, result.value.ranUs, budgetMs!, maxBatchKeys);
+        }
         roundMoved += result.value.moved;
         roundBytes += result.value.bytes;
         if (!result.value.more) emptied = true;

@@ -19,8 +19,10 @@ import {
 import { finalizeJob, type SlotJobPolicy } from '../shared/queue/jobs.js';
 import { type MigrationRuntime, MigrationStore } from '../shared/queue/migration-store.js';
 import { type FinalizeJobData, QueueName, type SlotJobData } from '../shared/queue/names.js';
-import { NodeLeases } from '../shared/queue/node-leases.js';
+import { LeaseRole, NodeLeases } from '../shared/queue/node-leases.js';
+import { PaceStore } from '../shared/queue/pace-store.js';
 import { TokenBuckets } from '../shared/queue/token-bucket.js';
+import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
 import type { SlotEngineDeps } from './slot-engine.js';
 import { createThrottle, drainLimits } from './throttle.js';
@@ -91,14 +93,18 @@ export async function startWorker(
   const controlOf = async (migrationId: string): Promise<MigrationControl> =>
     handingBack ? MigrationControl.Pause : (await runtimeOf(migrationId)).control;
   const limitsOf = async (migrationId: string): Promise<MigrationLimits> =>
-    drainLimits((await runtimeOf(migrationId)).limits, config.worker.batchKeys);
+    withDefaultBudget(drainLimits((await runtimeOf(migrationId)).limits, config.worker.batchKeys));
+  const withDefaultBudget = (limits: MigrationLimits): MigrationLimits =>
+    limits.maxClientLatencyMs !== undefined || config.worker.maxClientLatencyMs === 0
+      ? limits
+      : { ...limits, maxClientLatencyMs: config.worker.maxClientLatencyMs };
   const buckets = new TokenBuckets(control, config.queuePrefix);
   const throttling: Pick<SlotEngineDeps, 'limitsOf' | 'throttle'> = {
     limitsOf,
     throttle: createThrottle({
       knownLimitsOf: (migrationId) => {
         const known = lastRuntime.get(migrationId);
-        return known && drainLimits(known.limits, config.worker.batchKeys);
+        return known && withDefaultBudget(drainLimits(known.limits, config.worker.batchKeys));
       },
       limitsOf,
       isPaused: async (migrationId) => (await controlOf(migrationId)) === MigrationControl.Pause,
@@ -123,6 +129,16 @@ export async function startWorker(
           { inFlight: metrics.nodeSlotsInFlight, attempts: metrics.leaseAttempts },
         )
       : undefined;
+  const pacer = nodeLeases
+    ? new Pacer({
+        maxSlots: maxSlotsPerSource,
+        maxBatches: config.worker.batchesInFlight,
+        store: new PaceStore(control, config.queuePrefix),
+        metrics,
+        log,
+        onFaster: (cluster, node) => nodeLeases.wakeNode(cluster, LeaseRole.Source, node.id),
+      })
+    : undefined;
   // A migrate job waiting for its node leases does not hold a unit of concurrency: the worker's
   // concurrency rises by one while it waits, so it fetches a job of a free node pair instead. At most
   // as many wait as run, so that one process does not hoard the queue's head.
@@ -154,7 +170,14 @@ export async function startWorker(
     settings: config.worker,
     log,
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
-    ...(nodeLeases ? { nodeLeases, leaseWait } : {}),
+    ...(nodeLeases && pacer
+      ? {
+          nodeLeases,
+          leaseWait,
+          pacer,
+          nodeCaps: { perSource: maxSlotsPerSource, perTarget: maxSlotsPerTarget },
+        }
+      : {}),
   };
   const workerOptions = {
     // Auto-pipelined: the completions of slots whose last replies arrived together leave in one write.
@@ -187,6 +210,7 @@ export async function startWorker(
       batchKeys: config.worker.batchKeys,
       maxSlotsPerSource,
       maxSlotsPerTarget,
+      maxClientLatencyMs: config.worker.maxClientLatencyMs,
       metricsPort,
     },
     'slotfleet worker ready',

@@ -167,6 +167,7 @@ describe('throttling', () => {
       expect(Object.keys(schema.properties).sort()).toEqual([
         'batchKeys',
         'maxBytesPerSecond',
+        'maxClientLatencyMs',
         'maxKeysPerSecond',
       ]);
       expect(schema.additionalProperties).toBe(false);
@@ -241,6 +242,7 @@ describe('throttling', () => {
       maxKeysPerSecond: KEYS_PER_SECOND,
       maxBytesPerSecond: 1024 ** 3,
       batchKeys: BATCH_KEYS,
+      maxClientLatencyMs: null,
     });
     expect((await patch(id, { batchKeys: 0 })).statusCode).toBe(400);
     const bytesCleared = await patch(id, { maxBytesPerSecond: null });
@@ -248,6 +250,7 @@ describe('throttling', () => {
       maxKeysPerSecond: KEYS_PER_SECOND,
       maxBytesPerSecond: null,
       batchKeys: BATCH_KEYS,
+      maxClientLatencyMs: null,
     });
 
     // Every key moved is counted twice: by the worker's counter when its batch lands, by the record
@@ -274,6 +277,7 @@ describe('throttling', () => {
         maxKeysPerSecond: KEYS_PER_SECOND,
         maxBytesPerSecond: null,
         batchKeys: BATCH_KEYS,
+        maxClientLatencyMs: null,
       });
       await sleep(150);
     }
@@ -299,6 +303,7 @@ describe('throttling', () => {
       maxKeysPerSecond: null,
       maxBytesPerSecond: null,
       batchKeys: BATCH_KEYS,
+      maxClientLatencyMs: null,
     });
 
     const final = await waitForMigration(stack, id, 60_000);

@@ -48,9 +48,18 @@ export interface MigrateOptions {
  *   ARGV: slot, count, byte budget (0: none), then MIGRATE's arguments up to KEYS.
  *   Reply: {keys in the batch, 1 if MIGRATE sent them (0: +NOKEY, they had expired), 1 if the slot
  *          may hold more keys, name of a key bigger than the budget (or false), bytes (of that key,
- *          or of the batch; 0 without a budget)}
+ *          or of the batch; 0 without a budget), then, for a batch sent, the source's TIME (seconds,
+ *          microseconds) when the script began and when it ended: how long the source served nobody.
+ *          TIME is asked with pcall: a user whose ACL rules predate pacing (no +time) still migrates,
+ *          without the times (false), and so without pacing}
  */
 const MIGRATE_BATCH_SCRIPT = `
+local function clock()
+  local time = redis.pcall('TIME')
+  if time.err then return {false, false} end
+  return time
+end
+local began = clock()
 local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], ARGV[2])
 if #keys == 0 then return {0, 0, 0} end
 local more = 0
@@ -79,8 +88,10 @@ for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'KEYS'
 for i = 1, #batch do args[#args + 1] = batch[i] end
 local reply = redis.call('MIGRATE', unpack(args))
-if type(reply) == 'table' and reply.ok == 'NOKEY' then return {#batch, 0, more} end
-return {#batch, 1, more, false, bytes}`;
+local ended = clock()
+local sent = 1
+if type(reply) == 'table' and reply.ok == 'NOKEY' then sent = 0 end
+return {#batch, sent, more, false, bytes, began[1], began[2], ended[1], ended[2]}`;
 
 /**
  * The source's key count in an observation made without COUNTKEYSINSLOT: not zero, so the state
@@ -119,6 +130,8 @@ export interface MigrateBatchResult {
   readonly more: boolean;
   /** The next key is bigger than the byte budget: nothing was sent; move it alone. */
   readonly bigKey?: { readonly name: Buffer; readonly bytes: number };
+  /** When the source ran the batch, by its own clock (µs): it served nobody else in between. */
+  readonly ranUs?: { readonly start: number; readonly end: number };
 }
 
 export class ClusterAdapter {
@@ -432,17 +445,22 @@ export class ClusterAdapter {
       (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
       options.timeoutMs + this.options.commandTimeoutMs,
     );
-    const [count, sent, more, bigKey, bytes] = reply;
+    const [count, sent, more, bigKey, bytes, beganS, beganUs, endedS, endedUs] = reply;
     // Lua's false arrives as a nil bulk reply (null).
     if (bigKey instanceof Buffer) {
       return { keys: 0, moved: 0, bytes: 0, more: true, bigKey: { name: bigKey, bytes: Number(bytes) } };
     }
     const moved = Number(sent) === 1 ? Number(count) : 0;
+    const microseconds = (seconds: unknown, micros: unknown) =>
+      Number(String(seconds)) * 1e6 + Number(String(micros));
     return {
       keys: Number(count),
       moved,
       bytes: moved > 0 ? Number(bytes ?? 0) : 0,
       more: Number(more) === 1,
+      ...(endedUs instanceof Buffer && beganUs instanceof Buffer
+        ? { ranUs: { start: microseconds(beganS, beganUs), end: microseconds(endedS, endedUs) } }
+        : {}),
     };
   }
 

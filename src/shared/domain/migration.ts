@@ -53,15 +53,23 @@ export function migrationState(
 /**
  * How fast an operator lets a migration go, set at creation or on a running migration (PATCH). The
  * rates hold per source node, for the whole fleet; batchKeys replaces the workers' SLOTFLEET_BATCH_KEYS
- * for this migration. Unset: no limit (rates), the worker's setting (batchKeys).
+ * for this migration; maxClientLatencyMs is how long a client of a source node may wait because of
+ * the migration (the workers pace their drains to it, see pacing.ts). Unset: no limit (rates), the
+ * worker's setting (batchKeys, maxClientLatencyMs).
  */
 export interface MigrationLimits {
   readonly maxKeysPerSecond?: number;
   readonly maxBytesPerSecond?: number;
   readonly batchKeys?: number;
+  readonly maxClientLatencyMs?: number;
 }
 
-export const LIMIT_NAMES = ['maxKeysPerSecond', 'maxBytesPerSecond', 'batchKeys'] as const;
+export const LIMIT_NAMES = [
+  'maxKeysPerSecond',
+  'maxBytesPerSecond',
+  'batchKeys',
+  'maxClientLatencyMs',
+] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
 /** A change of limits: a number sets one, null clears it, a missing name keeps it. */
@@ -77,4 +85,5 @@ export const LIMIT_RANGES: Readonly<
   maxKeysPerSecond: { minimum: 1, maximum: 10_000_000 },
   maxBytesPerSecond: { minimum: 1, maximum: 10 * 1024 ** 3 },
   batchKeys: { minimum: 1, maximum: 5_000 },
+  maxClientLatencyMs: { minimum: 1, maximum: 10_000 },
 };

@@ -365,6 +365,7 @@ export class MigrationStore {
         maxKeysPerSecond: parseLimit(meta.maxKeysPerSecond),
         maxBytesPerSecond: parseLimit(meta.maxBytesPerSecond),
         batchKeys: parseLimit(meta.batchKeys),
+        maxClientLatencyMs: parseLimit(meta.maxClientLatencyMs),
       },
     };
   }

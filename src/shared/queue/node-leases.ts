@@ -47,6 +47,8 @@ export interface LeaseRequest {
   readonly target: NodeRef;
   /** Unique per run of a job, e.g. `${jobId}@${lockToken}`. */
   readonly holder: string;
+  /** The caps for this request, asked at every attempt (a paced source's cap moves); default: the leases' own. */
+  readonly caps?: () => NodeCaps;
 }
 
 /** What the acquire script saw, once it was done: leases held on each node, ours included. */
@@ -197,6 +199,16 @@ export class NodeLeases {
     return `${this.prefix}:node-leases:freed`;
   }
 
+  private capsList(request: LeaseRequest): [number, number] {
+    const caps = request.caps?.() ?? this.caps;
+    return [caps.perSource, caps.perTarget];
+  }
+
+  /** A node's cap rose (its pace): its oldest sleeper in this process tries at once. */
+  wakeNode(cluster: string, role: LeaseRole, nodeId: string): void {
+    this.wakeKeys([this.key(cluster, role, nodeId)]);
+  }
+
   private keysOf(request: LeaseRequest): [string, string] {
     return [
       this.key(request.cluster, LeaseRole.Source, request.source.id),
@@ -210,8 +222,7 @@ export class NodeLeases {
       ...this.keysOf(request),
       request.holder,
       this.ttlMs,
-      this.caps.perSource,
-      this.caps.perTarget,
+      ...this.capsList(request),
     );
     this.options.attempts?.inc({ result: acquired === 1 ? 'taken' : 'refused' });
     return { acquired: acquired === 1, sourceSlotsInFlight, targetSlotsInFlight };
@@ -280,7 +291,7 @@ export class NodeLeases {
         if (counts.acquired) {
           // A wake meant for whoever could use the room: where room is left, the next one tries.
           const wake = sleeper.wokenBy ?? wokenBy;
-          if (wake !== undefined) this.passOn(keys, counts, wake);
+          if (wake !== undefined) this.passOn(keys, counts, wake, this.capsList(request));
           log.debug(
             {
               sourceSlotsInFlight: counts.sourceSlotsInFlight,
@@ -291,7 +302,7 @@ export class NodeLeases {
           );
           return this.hold(request, { ...counts, acquired: true }, waitedMs, log);
         }
-        this.noteFull(keys, counts);
+        this.noteFull(keys, counts, this.capsList(request));
         if (!waiting) {
           waiting = true;
           hooks.onWait?.();
@@ -304,7 +315,7 @@ export class NodeLeases {
             'source or target at its cap of slots in flight: waiting for a lease to free',
           );
         }
-        if (wokenBy !== undefined) this.passOn(keys, counts, wokenBy);
+        if (wokenBy !== undefined) this.passOn(keys, counts, wokenBy, this.capsList(request));
         if (sleeper.wokenBy !== undefined) {
           // A lease freed while the attempt was on its way: look again at once.
           wokenBy = sleeper.wokenBy;
@@ -457,10 +468,15 @@ export class NodeLeases {
    * still has room, the next sleeper of that node that does not need the full one (if any), enlisted
    * since before the wake, tries instead: a sleeper that needs the full node would be refused too.
    */
-  private passOn(keys: readonly [string, string], counts: LeaseCounts, stamp: number): void {
+  private passOn(
+    keys: readonly [string, string],
+    counts: LeaseCounts,
+    stamp: number,
+    [perSource, perTarget]: readonly [number, number],
+  ): void {
     const room = [
-      this.caps.perSource === 0 || counts.sourceSlotsInFlight < this.caps.perSource,
-      this.caps.perTarget === 0 || counts.targetSlotsInFlight < this.caps.perTarget,
+      perSource === 0 || counts.sourceSlotsInFlight < perSource,
+      perTarget === 0 || counts.targetSlotsInFlight < perTarget,
     ];
     this.wakeOldest(
       keys.filter((_, index) => room[index]),
@@ -470,8 +486,11 @@ export class NodeLeases {
   }
 
   /** Remembers which of the keys a refused attempt found at their cap. */
-  private noteFull(keys: readonly [string, string], counts: LeaseCounts): void {
-    const caps = [this.caps.perSource, this.caps.perTarget];
+  private noteFull(
+    keys: readonly [string, string],
+    counts: LeaseCounts,
+    caps: readonly [number, number],
+  ): void {
     const inFlight = [counts.sourceSlotsInFlight, counts.targetSlotsInFlight];
     keys.forEach((key, index) => {
       if (caps[index]! > 0 && inFlight[index]! >= caps[index]!) this.knownFull.add(key);

@@ -1,0 +1,115 @@
+/**
+ * Pacing: how hard the fleet drains one source node, so that the node's clients wait no longer than a
+ * migration's client-latency budget (limits.maxClientLatencyMs).
+ *
+ * What a client waits. MIGRATE is synchronous: the source serves nobody from the moment it starts a
+ * batch until the target has restored it, and it runs the batches queued on its connections back to
+ * back. A client's command that arrives meanwhile waits for what is ahead of it. A batch's round trip,
+ * as the worker sees it (from sending the batch to its reply), is that wait for a command sent at the
+ * same moment as the batch: the batches queued ahead of it, plus its own MIGRATE. So the worst batch
+ * round trip per window, over every worker draining the node, is the measure. It costs no command.
+ *
+ * The pace of a node is three numbers, each bounded by the workers' settings (the ceilings):
+ *   slots     - slots draining from the node at once, fleet-wide (the node lease cap of the source);
+ *   batches   - MIGRATE batches of one slot in flight at once (SLOTFLEET_BATCHES_IN_FLIGHT);
+ *   batchKeys - keys per MIGRATE.
+ * Once per window, from the worst wait of that window (AIMD, as TCP paces a link):
+ *   over the budget          - halve slots; at one slot, halve batches; at one batch, halve
+ *                              batchKeys (not below MIN_BATCH_KEYS). Fewer batches queued costs
+ *                              less speed than smaller ones, whose fixed cost is per batch;
+ *   under HEADROOM x budget  - the other way round: grow batchKeys by half up to its ceiling, then
+ *                              add a batch, then a slot;
+ *   in between               - keep the pace.
+ * Decrease is fast (a burst of waits is cut within a window), increase one step per window, so the
+ * pace settles just under the budget. A node starts slow (one slot, STARTING_BATCH_KEYS keys), as a
+ * TCP connection does: the first batches of a migration never hit clients with a ceiling-sized
+ * stall before anything was measured. Reaching 1000 keys takes 5 windows, each further slot one.
+ * The store keeps a node's pace between migrations (PACE_TTL_MS), so the next one starts where the
+ * last one ended.
+ */
+
+export interface Pace {
+  readonly slots: number;
+  readonly batches: number;
+  readonly batchKeys: number;
+}
+
+export interface PaceCeilings {
+  /** Slots draining per source at most (SLOTFLEET_MAX_SLOTS_PER_SOURCE; 0 there: no cap, see below). */
+  readonly slots: number;
+  /** Batches of a slot in flight at most (SLOTFLEET_BATCHES_IN_FLIGHT). */
+  readonly batches: number;
+  /** Keys per MIGRATE at most (the migration's batchKeys or SLOTFLEET_BATCH_KEYS). */
+  readonly batchKeys: number;
+}
+
+/** Smallest batch the pace goes down to: below it, a batch's fixed cost dominates its keys. */
+export const MIN_BATCH_KEYS = 16;
+/** Keys per MIGRATE of a node's first batches, before anything was measured. */
+export const STARTING_BATCH_KEYS = 128;
+/** Under this share of the budget, the pace may grow. */
+export const HEADROOM = 0.7;
+/** One decision per window per node, fleet-wide. */
+export const PACE_WINDOW_MS = 100;
+/** The slots ceiling when the workers set no cap on sources: pacing needs a bound to grow to. */
+export const UNCAPPED_SLOTS = 64;
+
+export const PaceChange = { Slower: 'slower', Faster: 'faster', Same: 'same' } as const;
+export type PaceChange = (typeof PaceChange)[keyof typeof PaceChange];
+
+/** Where a node starts: one slot, small batches. */
+export function initialPace(ceilings: PaceCeilings): Pace {
+  return { slots: 1, batches: 1, batchKeys: Math.min(STARTING_BATCH_KEYS, ceilings.batchKeys) };
+}
+
+/** The pace after one window whose worst client wait was observedMs. */
+export function nextPace(
+  pace: Pace,
+  observedMs: number,
+  budgetMs: number,
+  ceilings: PaceCeilings,
+): { pace: Pace; change: PaceChange } {
+  const maxSlots = slotsCeiling(ceilings);
+  const maxBatchKeys = ceilings.batchKeys;
+  const minBatchKeys = Math.min(MIN_BATCH_KEYS, maxBatchKeys);
+  // Ceilings lowered since the pace was set (PATCH of batchKeys, a new worker setting) hold at once.
+  const current = {
+    slots: clamp(pace.slots, 1, maxSlots),
+    batches: clamp(pace.batches, 1, ceilings.batches),
+    batchKeys: clamp(pace.batchKeys, minBatchKeys, maxBatchKeys),
+  };
+  if (observedMs > budgetMs) {
+    if (current.slots > 1) {
+      return { pace: { ...current, slots: Math.floor(current.slots / 2) }, change: PaceChange.Slower };
+    }
+    if (current.batches > 1) {
+      return { pace: { ...current, batches: Math.floor(current.batches / 2) }, change: PaceChange.Slower };
+    }
+    const batchKeys = Math.max(minBatchKeys, Math.floor(current.batchKeys / 2));
+    return {
+      pace: { ...current, batchKeys },
+      change: batchKeys < current.batchKeys ? PaceChange.Slower : PaceChange.Same,
+    };
+  }
+  if (observedMs < HEADROOM * budgetMs) {
+    if (current.batchKeys < maxBatchKeys) {
+      const batchKeys = Math.min(maxBatchKeys, Math.ceil(current.batchKeys * 1.5));
+      return { pace: { ...current, batchKeys }, change: PaceChange.Faster };
+    }
+    if (current.batches < ceilings.batches) {
+      return { pace: { ...current, batches: current.batches + 1 }, change: PaceChange.Faster };
+    }
+    if (current.slots < maxSlots) {
+      return { pace: { ...current, slots: current.slots + 1 }, change: PaceChange.Faster };
+    }
+  }
+  return { pace: current, change: PaceChange.Same };
+}
+
+export function slotsCeiling(ceilings: PaceCeilings): number {
+  return ceilings.slots > 0 ? ceilings.slots : UNCAPPED_SLOTS;
+}
+
+function clamp(value: number, low: number, high: number): number {
+  return Math.min(high, Math.max(low, value));
+}
