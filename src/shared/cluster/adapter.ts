@@ -421,6 +421,7 @@ export class ClusterAdapter {
       `MIGRATE ${keys.length} keys to ${target.host}:${target.port}`,
       (redis) => redis.call('MIGRATE', ...args),
       options.timeoutMs + this.options.commandTimeoutMs,
+      { immediate: true },
     );
     return reply === 'NOKEY' ? 0 : keys.length;
   }
@@ -444,6 +445,7 @@ export class ClusterAdapter {
       // The Buffer variant: a key named in the reply must come back byte for byte.
       (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
       options.timeoutMs + this.options.commandTimeoutMs,
+      { immediate: true },
     );
     const [count, sent, more, bigKey, bytes, beganS, beganUs, endedS, endedUs] = reply;
     // Lua's false arrives as a nil bulk reply (null).
@@ -624,23 +626,31 @@ export class ClusterAdapter {
     };
   }
 
+  /**
+   * immediate: the command does not wait in the node's command window. A MIGRATE batch gains nothing
+   * from company (it is a write of its own on the node's side), and a slot with one batch in flight
+   * would otherwise leave its source idle for the window between two batches.
+   */
   private async run<T>(
     node: Address,
     what: string,
     command: (redis: Redis) => Promise<T>,
     timeoutMs = this.options.commandTimeoutMs,
+    options: { readonly immediate?: boolean } = {},
   ): Promise<T> {
     const context = `${what} on ${node.host}:${node.port}`;
     let timer: NodeJS.Timeout | undefined;
     try {
       const reply = new Promise<T>((resolve, reject) => {
-        this.windowFor(node).sends.push(() => {
+        const send = () => {
           try {
             command(this.connection(node)).then(resolve, reject);
           } catch (error) {
             reject(error);
           }
-        });
+        };
+        if (options.immediate) send();
+        else this.windowFor(node).sends.push(send);
       });
       return await Promise.race([
         reply,
