@@ -13,11 +13,11 @@
  *   queuefloor 4096 BullMQ jobs with an empty processor through 2 worker processes at the default
  *              concurrency: what the queue alone costs in CPU (see queue-floor.ts)
  *
- * The tools (tools.ts): `slotfleet` is the project's defaults with cold workers, the headline row;
+ * The tools (tools.ts): `slotfleet` is the project's defaults with cold workers, the headline row
+ * (its client-latency budget is the default, 10 ms); `slotfleet-warm` the same on warmed-up workers;
  * `slotfleet-tuned` the bench's own settings with warmed-up workers; `slotfleet-budget-<N>` the
- * defaults with the migration's client-latency budget set to N ms (--budgets, none by default until
- * the API takes limits.maxClientLatencyMs); redis-cli with
- * pipeline 10 and 1000. The workers inherit no SLOTFLEET_* setting from the bench's environment:
+ * defaults with the migration's client-latency budget set to N ms (--budgets, 5 and 20 by default);
+ * redis-cli with pipeline 10 and 1000. The workers inherit no SLOTFLEET_* setting from the bench's environment:
  * the bench refuses to start with one set, so the defaults row shows the defaults.
  *
  * A slotfleet run is timed from its POST to the migration's own end (the last update of its record);
@@ -118,10 +118,9 @@ function parseOptions(): BenchOptions {
       scale: { type: 'string', default: '1' },
       // Default: every tool of allTools(), in its order.
       tools: { type: 'string' },
-      // Client-latency budgets (ms) of the slotfleet-budget-<N> variants, e.g. 2,5,10. None by
-      // default: the API does not take limits.maxClientLatencyMs yet (pacing is not built), and
-      // such a run fails with its 400.
-      budgets: { type: 'string', default: '' },
+      // Client-latency budgets (ms) of the slotfleet-budget-<N> variants, around the default 10 ms
+      // of the headline row.
+      budgets: { type: 'string', default: '5,20' },
       commandstats: { type: 'boolean', default: false },
       // Workers write V8 CPU profiles there (open them in Chrome DevTools).
       'cpu-prof-dir': { type: 'string' },
@@ -824,9 +823,15 @@ async function logPaces(control: RedisProcess, prefix: string, stage: Stage): Pr
     const keys = await client.keys(`${prefix}:pace:*`);
     const paces = await Promise.all(
       keys.map(async (key) => {
-        const [slots, batchKeys, latencyMs] = await client.hmget(key, 'slots', 'batchKeys', 'latencyMs');
+        const [slots, batches, batchKeys, latencyMs] = await client.hmget(
+          key,
+          'slots',
+          'batches',
+          'batchKeys',
+          'latencyMs',
+        );
         const node = stage.masters.find((each) => key.endsWith(`:${each.id}`));
-        return `${node?.port ?? key}: ${slots} slots x ${batchKeys} keys (last wait ${latencyMs} ms)`;
+        return `${node?.port ?? key}: ${slots} slots x ${batches} batches x ${batchKeys} keys (last wait ${latencyMs} ms)`;
       }),
     );
     if (paces.length > 0) log(`  paces at the end: ${paces.sort().join('; ')}`);

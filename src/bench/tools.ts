@@ -11,7 +11,8 @@
  *                         warmed up by --warmup-slots slots moved there and back (untimed), as a
  *                         standing fleet's would be.
  *   slotfleet-budget-<N>  the defaults, cold, with the migration posted with
- *                         `limits: { maxClientLatencyMs: N }`.
+ *                         `limits: { maxClientLatencyMs: N }` (the headline row runs at the
+ *                         workers' default, 10 ms).
  *   redis-cli-p10, redis-cli-p1000   `redis-cli --cluster` with --cluster-pipeline 10 or 1000.
  *
  * --worker-env applies to every slotfleet variant, after the variant's own settings.
