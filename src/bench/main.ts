@@ -729,9 +729,13 @@ async function warmUp(apiUrl: string, stage: Stage, count: number): Promise<void
   const slots: number[] = [];
   try {
     const view = parseClusterNodes(String(await client.call('CLUSTER', 'NODES')));
-    for (let slot = 0; slot < 16384 && slots.length < count; slot++) {
-      if (ownerOf(view, slot) === from.id && slot !== HOT_SLOT) slots.push(slot);
+    const owned: number[] = [];
+    for (let slot = 0; slot < 16384; slot++) {
+      if (ownerOf(view, slot) === from.id && slot !== HOT_SLOT) owned.push(slot);
     }
+    // One slot stays: a master that gives away its last one becomes a replica (Redis 7.0 replica
+    // migration), and could not take the slots back (the wide case's masters own 1365 each).
+    slots.push(...owned.slice(0, Math.min(count, owned.length - 1)));
   } finally {
     client.disconnect();
   }

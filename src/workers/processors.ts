@@ -224,10 +224,11 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
       held = undefined;
       return releasing;
     };
-    const drainGate: SlotEngineDeps['drainGate'] = deps.nodeLeases && {
+    const leases = deps.nodeLeases;
+    const drainGate: SlotEngineDeps['drainGate'] = leases && {
       acquire: async () => {
         const request = { ...data, holder: `${job.id}@${token}`, ...(await pacedCaps(deps, data)) };
-        held = await deps.nodeLeases!.acquire(request, log, deps.leaseWait);
+        held = await leases.acquire(request, log, deps.leaseWait);
         if (!held) throw new NodesBusy();
         // The wait can be long: the operator may have paused meanwhile. (A cancel does not matter
         // here: the slot is MIGRATING, and a MIGRATING slot is finished.)
