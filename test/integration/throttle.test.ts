@@ -252,6 +252,14 @@ describe('throttling', () => {
       batchKeys: BATCH_KEYS,
       maxClientLatencyMs: null,
     });
+    // The client-latency budget is set and cleared the same way (null: the workers' default).
+    expect((await patch(id, { maxClientLatencyMs: 0 })).statusCode).toBe(400);
+    expect((await patch(id, { maxClientLatencyMs: 25 })).json().limits).toMatchObject({
+      maxClientLatencyMs: 25,
+    });
+    expect((await patch(id, { maxClientLatencyMs: null })).json().limits).toMatchObject({
+      maxClientLatencyMs: null,
+    });
 
     // Every key moved is counted twice: by the worker's counter when its batch lands, by the record
     // a little later. Neither may run ahead of the bucket: one second of burst, the rate since the
@@ -297,13 +305,21 @@ describe('throttling', () => {
     expect(status.stdout).toContain(
       `limits: ${KEYS_PER_SECOND} keys/s per source, batches of ${BATCH_KEYS} keys`,
     );
-    const lifted = await cli(['limit', id, '--keys-per-second', 'none', '--json']);
+    const lifted = await cli([
+      'limit',
+      id,
+      '--keys-per-second',
+      'none',
+      '--max-client-latency-ms',
+      '30',
+      '--json',
+    ]);
     expect(lifted.code, lifted.stderr).toBe(0);
     expect(JSON.parse(lifted.stdout).limits).toEqual({
       maxKeysPerSecond: null,
       maxBytesPerSecond: null,
       batchKeys: BATCH_KEYS,
-      maxClientLatencyMs: null,
+      maxClientLatencyMs: 30,
     });
 
     const final = await waitForMigration(stack, id, 60_000);
