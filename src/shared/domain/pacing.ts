@@ -4,10 +4,11 @@
  *
  * What a client waits. MIGRATE is synchronous: the source serves nobody from the moment it starts a
  * batch until the target has restored it, and it runs the batches queued on its connections back to
- * back. A client's command that arrives meanwhile waits for what is ahead of it. A batch's round trip,
- * as the worker sees it (from sending the batch to its reply), is that wait for a command sent at the
- * same moment as the batch: the batches queued ahead of it, plus its own MIGRATE. So the worst batch
- * round trip per window, over every worker draining the node, is the measure. It costs no command.
+ * back. A client's command that arrives meanwhile waits for what is ahead of it. The batch script
+ * reads the source's clock (TIME) as it begins and as its MIGRATE returns; batches that ran back to
+ * back form a busy run, and a command that arrived as one began waited for all of it. So the longest
+ * busy run per window is the measure (src/workers/pacer.ts). It costs no command, and neither the
+ * network nor a busy worker process inflates it (a batch's round trip, as the worker sees it, does).
  *
  * The pace of a node is three numbers, each bounded by the workers' settings (the ceilings):
  *   slots     - slots draining from the node at once, fleet-wide (the node lease cap of the source);
@@ -21,7 +22,7 @@
  *                              add a batch, then a slot;
  *   in between               - keep the pace.
  * Decrease is fast (a burst of waits is cut within a window), increase one step per window, so the
- * pace settles just under the budget. A node starts slow (one slot, STARTING_BATCH_KEYS keys), as a
+ * pace settles just under the budget. A node starts slow (one slot, one batch, STARTING_BATCH_KEYS keys), as a
  * TCP connection does: the first batches of a migration never hit clients with a ceiling-sized
  * stall before anything was measured. Reaching 1000 keys takes 5 windows, each further slot one.
  * The store keeps a node's pace between migrations (PACE_TTL_MS), so the next one starts where the

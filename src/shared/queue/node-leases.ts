@@ -17,9 +17,9 @@
  * first run still drains counts twice, as it loads the nodes twice.
  *
  * Waiting does not spin. A refused acquire() sleeps until a lease on one of its nodes is freed: in
- * this process (release() wakes the longest sleeper of each node at once) or in another one (the
- * release script PUBLISHes the two set keys on <prefix>:node-leases:freed, and every process wakes
- * its longest sleeper of each). A woken sleeper that is refused again, while the node it was woken
+ * this process (release() wakes the sleeper waiting longest on either node at once) or in another
+ * one (the release script PUBLISHes the two set keys on <prefix>:node-leases:freed, and every
+ * process wakes its own longest sleeper of them). A woken sleeper that is refused again, while the node it was woken
  * for still has room (its other node is the full one), passes the wake on to the next sleeper of that
  * node, so a free source -> target pair starts at once. A sleeper also looks again every
  * RECHECK_MS: a safety net for a wake lost with the subscriber connection and for the leases of a

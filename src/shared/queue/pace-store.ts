@@ -6,13 +6,13 @@
  * Workers decide a new pace from what they measured and write it only if nobody wrote one since they
  * read theirs (version) and the last one is a window old: one decision per window per node,
  * fleet-wide, whichever worker reports first. The others adopt it from the reply. A hash left alone
- * for PACE_TTL_MS goes away, so a node's next migration starts again from the ceilings.
+ * for PACE_TTL_MS goes away, so a node's next migration starts slow again (pacing.ts initialPace).
  */
 import type { Redis } from 'ioredis';
 import { PACE_WINDOW_MS, type Pace } from '../domain/pacing.js';
 
 export interface StoredPace extends Pace {
-  /** 0: no pace stored; the node runs at its ceilings. */
+  /** How many decisions were stored; a worker's decision counts only if it was made from the latest. */
   readonly version: number;
   /** The worst client wait measured in the window that set this pace. */
   readonly latencyMs: number;
@@ -44,7 +44,7 @@ export class PaceStore {
   private readonly scripts: ScriptCommands;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
   ) {
     redis.defineCommand('slotfleetPaceDecide', { numberOfKeys: 1, lua: DECIDE_SCRIPT });
@@ -75,17 +75,6 @@ export class PaceStore {
       Math.round(latencyMs * 1000) / 1000,
       PACE_WINDOW_MS,
       PACE_TTL_MS,
-    );
-    return parseStored(reply);
-  }
-
-  async read(cluster: string, nodeId: string): Promise<StoredPace | undefined> {
-    const reply = await this.redis.hmget(
-      this.key(cluster, nodeId),
-      'version',
-      'slots',
-      'batchKeys',
-      'latencyMs',
     );
     return parseStored(reply);
   }
