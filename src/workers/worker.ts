@@ -180,8 +180,9 @@ export async function startWorker(
       : {}),
   };
   const workerOptions = {
-    // Auto-pipelined: the completions of slots whose last replies arrived together leave in one write.
-    connection: { ...connection, enableAutoPipelining: true },
+    // Not auto-pipelined: ioredis builds a Pipeline per flush and copies every defined script onto it,
+    // and BullMQ defines dozens, so each flush cost more CPU than the writes it saved (docs/performance.md).
+    connection: { ...connection, enableAutoPipelining: false },
     prefix: config.queuePrefix,
     concurrency: config.worker.concurrency,
     maxStalledCount: MAX_STALLED_COUNT,
