@@ -1,0 +1,265 @@
+/**
+ * The slot commands, sent through the node connections: SETSLOT, key counts and lists, MIGRATE and
+ * the batch script that picks a batch on the source itself, and the reads that compare a key's two
+ * copies after a BUSYKEY.
+ */
+import type { RedisEndpoint } from '../config.js';
+import { nodeAddress } from '../domain/topology.js';
+import type { NodeConnections } from './connections.js';
+import type { BatchLimits, MigrateBatchResult, MigrateOptions, NodeAddress } from './port.js';
+
+/**
+ * Runs on the source: the next keys of the slot (GETKEYSINSLOT) go to the target in one MIGRATE,
+ * without their names making a round trip through the worker. A script is atomic, so no key can be
+ * created or removed between the calls. With a byte budget, keys are taken while the sum of their
+ * MEMORY USAGE fits (about 0.5 us a key); a key bigger than the budget is not migrated here (a long
+ * script would make every other client of the source get BUSY) but named, to move alone.
+ *   ARGV: slot, count, byte budget (0: none), then MIGRATE's arguments up to KEYS.
+ *   Reply: {keys in the batch, 1 if MIGRATE sent them (0: +NOKEY, they had expired), 1 if the slot
+ *          may hold more keys, name of a key bigger than the budget (or false), bytes (of that key,
+ *          or of the batch; 0 without a budget), then, for a batch sent, the source's TIME (seconds,
+ *          microseconds) when the script began and when it ended: how long the source served nobody.
+ *          TIME is asked with pcall: a user whose ACL rules predate pacing (no +time) still migrates,
+ *          without the times (false), and so without pacing}
+ */
+const MIGRATE_BATCH_SCRIPT = `
+local function clock()
+  local time = redis.pcall('TIME')
+  if time.err then return {false, false} end
+  return time
+end
+local began = clock()
+local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', ARGV[1], ARGV[2])
+if #keys == 0 then return {0, 0, 0} end
+local more = 0
+if #keys == tonumber(ARGV[2]) then more = 1 end
+local budget = tonumber(ARGV[3])
+local batch = keys
+local bytes = 0
+if budget > 0 then
+  batch = {}
+  for i = 1, #keys do
+    local size = redis.call('MEMORY', 'USAGE', keys[i])
+    if size then
+      if size > budget and #batch == 0 then return {0, 0, 1, keys[i], size} end
+      if bytes + size > budget then
+        more = 1
+        break
+      end
+      bytes = bytes + size
+      batch[#batch + 1] = keys[i]
+    end
+  end
+  if #batch == 0 then return {0, 0, more} end
+end
+local args = {}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+args[#args + 1] = 'KEYS'
+for i = 1, #batch do args[#args + 1] = batch[i] end
+local reply = redis.call('MIGRATE', unpack(args))
+local ended = clock()
+local sent = 1
+if type(reply) == 'table' and reply.ok == 'NOKEY' then sent = 0 end
+return {#batch, sent, more, false, bytes, began[1], began[2], ended[1], ended[2]}`;
+
+/** Lua's unpack() is bounded by the C stack (LUAI_MAXCSTACK 8000): keys per script call stay below. */
+export const MAX_SCRIPT_BATCH_KEYS = 5_000;
+
+/** The scripts every node connection defines (NodeConnections' scripts option). */
+export const NODE_SCRIPTS = {
+  slotfleetMigrateBatch: { numberOfKeys: 0, lua: MIGRATE_BATCH_SCRIPT },
+} as const;
+
+interface ScriptCommands {
+  slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer | null)[]>;
+}
+
+interface BufferClusterCommand {
+  clusterBuffer(subcommand: 'GETKEYSINSLOT', slot: number, count: number): Promise<Buffer[]>;
+}
+
+export class SlotCommands {
+  constructor(
+    /** Its credentials go into MIGRATE (AUTH / AUTH2): the target asks the source for them. */
+    private readonly seed: RedisEndpoint,
+    private readonly connections: NodeConnections,
+    private readonly commandTimeoutMs: number,
+  ) {}
+
+  async countKeysInSlot(node: NodeAddress, slot: number): Promise<number> {
+    const count = await this.connections.run(node, `COUNTKEYSINSLOT ${slot}`, (redis) =>
+      redis.call('CLUSTER', 'COUNTKEYSINSLOT', slot),
+    );
+    return Number(count);
+  }
+
+  async getKeysInSlot(node: NodeAddress, slot: number, count: number): Promise<Buffer[]> {
+    // Not callBuffer: under auto-pipelining ioredis 5.9 drops its command name (autoPipelining.js
+    // re-adds it for `call` only). The generated clusterBuffer has no typing, hence the cast.
+    return this.connections.run(node, `GETKEYSINSLOT ${slot}`, (redis) =>
+      (redis as unknown as BufferClusterCommand).clusterBuffer('GETKEYSINSLOT', slot, count),
+    );
+  }
+
+  async setSlot(
+    node: NodeAddress,
+    slot: number,
+    subcommand: 'IMPORTING' | 'MIGRATING' | 'NODE',
+    nodeId: string,
+  ): Promise<void> {
+    await this.connections.run(node, `SETSLOT ${slot} ${subcommand} ${nodeId}`, (redis) =>
+      redis.call('CLUSTER', 'SETSLOT', slot, subcommand, nodeId),
+    );
+  }
+
+  async setSlotStable(node: NodeAddress, slot: number): Promise<void> {
+    await this.connections.run(node, `SETSLOT ${slot} STABLE`, (redis) =>
+      redis.call('CLUSTER', 'SETSLOT', slot, 'STABLE'),
+    );
+  }
+
+  async addSlot(node: NodeAddress, slot: number): Promise<void> {
+    await this.connections.run(node, `ADDSLOTS ${slot}`, (redis) => redis.call('CLUSTER', 'ADDSLOTS', slot));
+  }
+
+  /** MIGRATE host port "" 0 timeout [REPLACE] [AUTH2 user pass] KEYS ... */
+  async migrate(
+    source: NodeAddress,
+    target: NodeAddress,
+    keys: readonly Buffer[],
+    options: MigrateOptions,
+  ): Promise<number> {
+    if (keys.length === 0) return 0;
+    const args: (string | number | Buffer)[] = [...this.migrateArguments(target, options), 'KEYS', ...keys];
+    const reply = await this.connections.run(
+      source,
+      `MIGRATE ${keys.length} keys to ${nodeAddress(target)}`,
+      (redis) => redis.call('MIGRATE', ...args),
+      { timeoutMs: options.timeoutMs + this.commandTimeoutMs, immediate: true },
+    );
+    return reply === 'NOKEY' ? 0 : keys.length;
+  }
+
+  /**
+   * Moves the next batch of the slot's keys from the source to the target, chosen on the source
+   * itself (MIGRATE_BATCH_SCRIPT). The source blocks for the MIGRATE as it would for a plain one.
+   */
+  async migrateNextBatch(
+    source: NodeAddress,
+    target: NodeAddress,
+    slot: number,
+    limits: BatchLimits,
+    options: MigrateOptions,
+  ): Promise<MigrateBatchResult> {
+    const keys = Math.min(limits.maxKeys, MAX_SCRIPT_BATCH_KEYS);
+    const args = [slot, keys, limits.maxBytes, ...this.migrateArguments(target, options)];
+    const reply = await this.connections.run(
+      source,
+      `MIGRATE of up to ${keys} keys of slot ${slot} to ${nodeAddress(target)}`,
+      // The Buffer variant: a key named in the reply must come back byte for byte.
+      (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
+      { timeoutMs: options.timeoutMs + this.commandTimeoutMs, immediate: true },
+    );
+    const [count, sent, more, bigKey, bytes, beganS, beganUs, endedS, endedUs] = reply;
+    // Lua's false arrives as a nil bulk reply (null).
+    if (bigKey instanceof Buffer) {
+      return { keys: 0, moved: 0, bytes: 0, more: true, bigKey: { name: bigKey, bytes: Number(bytes) } };
+    }
+    const moved = Number(sent) === 1 ? Number(count) : 0;
+    const microseconds = (seconds: unknown, micros: unknown) =>
+      Number(String(seconds)) * 1e6 + Number(String(micros));
+    return {
+      keys: Number(count),
+      moved,
+      bytes: moved > 0 ? Number(bytes ?? 0) : 0,
+      more: Number(more) === 1,
+      ...(endedUs instanceof Buffer && beganUs instanceof Buffer
+        ? { ranUs: { start: microseconds(beganS, beganUs), end: microseconds(endedS, endedUs) } }
+        : {}),
+    };
+  }
+
+  /** DUMP of each key; asking: on a connection of its own (NodeConnections.privateCommands). */
+  async dumpKeys(
+    node: NodeAddress,
+    keys: readonly Buffer[],
+    options: { asking: boolean },
+  ): Promise<(Buffer | null)[]> {
+    const replies = await this.connections.privateCommands(
+      node,
+      `DUMP of ${keys.length} keys`,
+      keys.map((key) => ['DUMP', key]),
+      options,
+    );
+    return replies.map((reply) => (reply as Buffer | null) ?? null);
+  }
+
+  /**
+   * Each key's value in a canonical form (null where the node has none), for deciding whether two
+   * copies hold the same data when their DUMP payloads differ: RESTORE may pick another encoding
+   * (a small hashtable-encoded hash loads as a listpack, a set of integers as an intset), so equal
+   * values do not always DUMP alike. Types: string, list, set, zset, hash, stream (entries; groups
+   * by name and last delivered id). asking: as for dumpKeys.
+   */
+  async canonicalValues(
+    node: NodeAddress,
+    keys: readonly Buffer[],
+    options: { asking: boolean },
+  ): Promise<(string | null)[]> {
+    const reads: Record<string, (key: Buffer) => (string | Buffer | number)[][]> = {
+      string: (key) => [['GET', key]],
+      list: (key) => [['LRANGE', key, 0, -1]],
+      set: (key) => [['SMEMBERS', key]],
+      zset: (key) => [['ZRANGE', key, 0, -1, 'WITHSCORES']],
+      hash: (key) => [['HGETALL', key]],
+      stream: (key) => [
+        ['XRANGE', key, '-', '+'],
+        ['XINFO', 'GROUPS', key],
+      ],
+    };
+    const types = (
+      await this.connections.privateCommands(
+        node,
+        'TYPE',
+        keys.map((key) => ['TYPE', key]),
+        options,
+      )
+    ).map((reply) => String(reply));
+    const commands = keys.flatMap((key, index) => reads[types[index]!]?.(key) ?? []);
+    const replies = await this.connections.privateCommands(node, 'value reads', commands, options);
+    let next = 0;
+    return keys.map((_, index) => {
+      const type = types[index]!;
+      if (type === 'none') return null;
+      const read = reads[type];
+      if (!read) return `unsupported type ${type}`;
+      const parts = read(Buffer.alloc(0)).map(() => replies[next++]);
+      const order = type === 'set' ? 'members' : type === 'hash' ? 'pairs' : 'kept';
+      return JSON.stringify([type, ...parts.map((part) => canonical(part, order))]);
+    });
+  }
+
+  /** MIGRATE's arguments before KEYS: host port "" 0 timeout [REPLACE] [AUTH pass | AUTH2 user pass]. */
+  private migrateArguments(target: NodeAddress, options: MigrateOptions): (string | number)[] {
+    const args: (string | number)[] = [target.host, target.port, '', 0, options.timeoutMs];
+    if (options.replace) args.push('REPLACE');
+    if (this.seed.password !== undefined) {
+      if (this.seed.username !== undefined) args.push('AUTH2', this.seed.username, this.seed.password);
+      else args.push('AUTH', this.seed.password);
+    }
+    return args;
+  }
+}
+
+/** A reply as comparable data: Buffers as base64; a set's members and a hash's pairs sorted. */
+function canonical(reply: unknown, order: 'kept' | 'members' | 'pairs'): unknown {
+  const plain = (value: unknown): unknown =>
+    Buffer.isBuffer(value) ? value.toString('base64') : Array.isArray(value) ? value.map(plain) : value;
+  const value = plain(reply);
+  if (order === 'kept' || !Array.isArray(value)) return value;
+  if (order === 'members') return value.map(String).sort();
+  const pairs: string[] = [];
+  for (let index = 0; index + 1 < value.length; index += 2)
+    pairs.push(JSON.stringify([value[index], value[index + 1]]));
+  return pairs.sort();
+}

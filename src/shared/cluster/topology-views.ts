@@ -1,0 +1,154 @@
+/**
+ * CLUSTER NODES, read and parsed as little as possible. Redis 7.0 builds that reply from all 16384
+ * slots on every call and dozens of slot jobs ask each node at once, so the reads of a node are
+ * shared (one in flight, one queued for everyone who asks meanwhile), and each text is parsed once
+ * per shape: the whole view for planning, a slot index for the slot jobs.
+ */
+
+import type { RedisEndpoint } from '../config.js';
+import type { ClusterSnapshot } from '../domain/plan.js';
+import { snapshotFromViews } from '../domain/plan.js';
+import {
+  type ClusterNode,
+  indexSlotViews,
+  NodeRole,
+  type NodeView,
+  nodeAddress,
+  parseClusterNodes,
+  type SlotView,
+  type SlotViewIndex,
+} from '../domain/topology.js';
+import type { NodeConnections } from './connections.js';
+import { mapRedisError } from './error-map.js';
+import type { NodeAddress } from './port.js';
+
+/** A node's CLUSTER NODES reads: the one awaiting its reply, and the one waiting to be sent. */
+interface NodesReads {
+  answering?: Promise<void>;
+  queued?: Promise<string>;
+}
+
+export class TopologyViews {
+  private readonly nodesReads = new Map<string, NodesReads>();
+  /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
+  private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
+  private readonly slotIndexes = new Map<string, { text: string; index: SlotViewIndex }>();
+  private knownAddresses: NodeAddress[];
+
+  constructor(
+    private readonly clusterName: string,
+    private readonly seed: RedisEndpoint,
+    private readonly connections: NodeConnections,
+  ) {
+    this.knownAddresses = [{ host: seed.host, port: seed.port }];
+  }
+
+  /** The first address to try for a command that any node can answer. */
+  get anyAddress(): NodeAddress {
+    return this.knownAddresses[0]!;
+  }
+
+  /** CLUSTER NODES of one node, parsed. */
+  async readView(node: NodeAddress): Promise<NodeView> {
+    const text = await this.clusterNodesText(node);
+    const key = nodeAddress(node);
+    const parsed = this.parsedViews.get(key);
+    if (parsed?.text === text) return parsed.view;
+    const view = parseClusterNodes(text);
+    this.parsedViews.set(key, { text, view });
+    return view;
+  }
+
+  /** One node's opinion of one slot (owner, open state, epochs), read cheaply from CLUSTER NODES. */
+  async readSlotView(node: NodeAddress, slot: number): Promise<SlotView> {
+    const text = await this.clusterNodesText(node);
+    const key = nodeAddress(node);
+    const indexed = this.slotIndexes.get(key);
+    if (indexed?.text === text) return indexed.index.slotView(slot);
+    const index = indexSlotViews(text);
+    this.slotIndexes.set(key, { text, index });
+    return index.slotView(slot);
+  }
+
+  /** A view from the seed node, or from any node seen before if the seed does not answer. */
+  async readAnyView(): Promise<NodeView> {
+    let lastError: unknown;
+    for (const address of this.knownAddresses) {
+      try {
+        const view = await this.readView(address);
+        this.knownAddresses = uniqueAddresses([
+          address,
+          ...view.nodes.filter((node) => !node.failed).map((node) => ({ host: node.host, port: node.port })),
+          { host: this.seed.host, port: this.seed.port },
+        ]);
+        return view;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw mapRedisError(lastError, `cluster ${this.clusterName}: no node answered CLUSTER NODES`);
+  }
+
+  /** The masters reachable according to a fresh view, for finalization and checks. */
+  async masters(): Promise<ClusterNode[]> {
+    const view = await this.readAnyView();
+    return view.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
+  }
+
+  /** The seed's node list plus every reachable master's own open slots. */
+  async snapshot(): Promise<ClusterSnapshot> {
+    const seedView = await this.readAnyView();
+    const masters = seedView.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
+    const views = await Promise.all(masters.map((master) => this.readView(master)));
+    return snapshotFromViews(seedView, views);
+  }
+
+  /**
+   * CLUSTER NODES of one node, shared: the requests made before a read is written share it. That is
+   * still a fresh read for each of them: it is answered after every command whose reply they had
+   * already seen.
+   */
+  private clusterNodesText(node: NodeAddress): Promise<string> {
+    const key = nodeAddress(node);
+    let reads = this.nodesReads.get(key);
+    if (!reads) {
+      reads = {};
+      this.nodesReads.set(key, reads);
+    }
+    const state = reads;
+    if (state.queued) return state.queued;
+    // One read in flight per node: the next one leaves when it is answered, for everyone who asked
+    // meanwhile. Under load a node's view is then built once per round trip, not once per slot job.
+    const previous = state.answering ?? Promise.resolve();
+    const read: Promise<string> = previous.then(() => {
+      const sent = this.connections
+        .run(node, 'CLUSTER NODES', (redis) => {
+          // Written now: whoever asks from here on needs a read that leaves later.
+          if (state.queued === read) state.queued = undefined;
+          return redis.call('CLUSTER', 'NODES');
+        })
+        .then(String);
+      state.answering = sent.then(
+        () => undefined,
+        () => undefined,
+      );
+      return sent;
+    });
+    state.queued = read;
+    const forget = () => {
+      if (state.queued === read) state.queued = undefined;
+    };
+    read.then(forget, forget);
+    return read;
+  }
+}
+
+function uniqueAddresses(addresses: NodeAddress[]): NodeAddress[] {
+  const seen = new Set<string>();
+  return addresses.filter((address) => {
+    const key = nodeAddress(address);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
