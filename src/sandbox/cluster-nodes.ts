@@ -1,88 +1,56 @@
 /**
- * Parses CLUSTER NODES for the sandbox's own waits. Deliberately separate from the domain
- * topology parser: the harness must keep working while production code is being changed.
+ * CLUSTER NODES as the sandbox's waits read it. The text is parsed by the domain's parser, the one
+ * the workers trust; this module only adds what the waits ask about: how many slots a node owns, and
+ * whether the node that wrote the line sees it failing or still joining.
  */
+import type { SlotRange } from '../shared/domain/slots.js';
+import {
+  type ClusterNode,
+  isFlaggedFailing,
+  isJoining,
+  ownersOfSlots,
+  parseClusterNodes as parseNodeView,
+  slotCount,
+} from '../shared/domain/topology.js';
 
-export const SLOT_COUNT = 16_384;
+export { SLOT_COUNT } from '../shared/domain/slots.js';
 
-export interface ClusterNodeEntry {
-  id: string;
-  host: string;
-  port: number;
-  flags: string[];
-  role: 'master' | 'replica';
-  masterId: string | null;
-  /** Owned slots as inclusive ranges; MIGRATING/IMPORTING markers are left out. */
-  slotRanges: Array<[number, number]>;
-  slots: number;
-  myself: boolean;
+export interface ClusterNodeEntry
+  extends Pick<
+    ClusterNode,
+    'id' | 'host' | 'port' | 'flags' | 'role' | 'masterId' | 'myself' | 'linkConnected'
+  > {
+  /** Owned slots; MIGRATING/IMPORTING markers are left out. */
+  readonly slotRanges: readonly SlotRange[];
+  /** How many slots it owns. */
+  readonly slots: number;
   /** Flagged `fail` or `fail?` (pfail) by the node that produced this line. */
-  failing: boolean;
+  readonly failing: boolean;
   /** Still in handshake or without an address: not a cluster member yet. */
-  joining: boolean;
-  linkConnected: boolean;
+  readonly joining: boolean;
 }
 
-/**
- * `<id> <ip:port@cport[,hostname]> <flags> <master> <ping-sent> <pong-recv> <epoch> <link> <slot>...`
- */
+/** Every node one node's CLUSTER NODES lists, itself included. */
 export function parseClusterNodes(text: string): ClusterNodeEntry[] {
-  const entries: ClusterNodeEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.trim().split(' ');
-    if (fields.length < 8) continue;
-    const [id, address, flagText, master, , , , linkState, ...slotFields] = fields as [
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      ...string[],
-    ];
-    const hostPort = address.split('@')[0] ?? '';
-    const colon = hostPort.lastIndexOf(':');
-    const flags = flagText.split(',');
-    const slotRanges: Array<[number, number]> = [];
-    let slots = 0;
-    for (const field of slotFields) {
-      if (field.startsWith('[')) continue;
-      const [startText, endText] = field.split('-');
-      const start = Number(startText);
-      const end = endText === undefined ? start : Number(endText);
-      slotRanges.push([start, end]);
-      slots += end - start + 1;
-    }
-    entries.push({
-      id,
-      host: hostPort.slice(0, colon),
-      port: Number(hostPort.slice(colon + 1)),
-      flags,
-      role: flags.includes('master') ? 'master' : 'replica',
-      masterId: master === '-' ? null : master,
-      slotRanges,
-      slots,
-      myself: flags.includes('myself'),
-      failing: flags.includes('fail') || flags.includes('fail?'),
-      joining: flags.includes('handshake') || flags.includes('noaddr'),
-      linkConnected: linkState === 'connected',
-    });
-  }
-  return entries;
+  return parseNodeView(text).nodes.map((node) => ({
+    id: node.id,
+    host: node.host,
+    port: node.port,
+    flags: node.flags,
+    role: node.role,
+    masterId: node.masterId,
+    myself: node.myself,
+    linkConnected: node.linkConnected,
+    slotRanges: node.slots,
+    slots: slotCount(node),
+    failing: isFlaggedFailing(node),
+    joining: isJoining(node),
+  }));
 }
 
 /** Slot -> owning master id (or null) as seen by one node. */
-export function slotOwners(entries: ClusterNodeEntry[]): Array<string | null> {
-  const owners: Array<string | null> = new Array(SLOT_COUNT).fill(null);
-  for (const entry of entries) {
-    if (entry.role !== 'master') continue;
-    for (const [start, end] of entry.slotRanges) {
-      for (let slot = start; slot <= end; slot++) owners[slot] = entry.id;
-    }
-  }
-  return owners;
+export function slotOwners(entries: readonly ClusterNodeEntry[]): Array<string | null> {
+  return ownersOfSlots(entries.map(({ id, role, slotRanges }) => ({ id, role, slots: slotRanges })));
 }
 
 export function parseInfoField(info: string, field: string): string | undefined {

@@ -11,6 +11,8 @@
  */
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis } from 'ioredis';
+import { SLOT_COUNT } from '../shared/domain/slots.js';
+import { NodeRole, parseClusterNodes } from '../shared/domain/topology.js';
 import { SANDBOX_HOST } from './redis-process.js';
 import { encodeCommand, RespPipeline, type RespTarget } from './resp-pipeline.js';
 
@@ -341,21 +343,15 @@ async function readSlotOwners(
   } finally {
     connection.disconnect();
   }
-  const ownerBySlot = new Int32Array(16_384).fill(-1);
+  const ownerBySlot = new Int32Array(SLOT_COUNT).fill(-1);
   const addresses: Array<{ host: string; port: number }> = [];
-  for (const line of text.split('\n')) {
-    const fields = line.trim().split(' ');
-    const flags = (fields[2] ?? '').split(',');
-    if (fields.length < 8 || !flags.includes('master') || flags.includes('fail')) continue;
-    const slotFields = fields.slice(8).filter((field) => !field.startsWith('['));
-    if (slotFields.length === 0 && !options.includeEmptyMasters) continue;
-    const hostPort = (fields[1] ?? '').split('@')[0] ?? '';
-    const colon = hostPort.lastIndexOf(':');
-    const masterIndex =
-      addresses.push({ host: hostPort.slice(0, colon), port: Number(hostPort.slice(colon + 1)) }) - 1;
-    for (const field of slotFields) {
-      const [start, end] = field.split('-').map(Number);
-      for (let slot = start!; slot <= (end ?? start!); slot++) ownerBySlot[slot] = masterIndex;
+  for (const node of parseClusterNodes(text).nodes) {
+    // Only a confirmed `fail`: a master merely suspected (fail?) still serves its slots.
+    if (node.role !== NodeRole.Master || node.flags.includes('fail')) continue;
+    if (node.slots.length === 0 && !options.includeEmptyMasters) continue;
+    const masterIndex = addresses.push({ host: node.host, port: node.port }) - 1;
+    for (const range of node.slots) {
+      for (let slot = range.start; slot <= range.end; slot++) ownerBySlot[slot] = masterIndex;
     }
   }
   return { addresses, ownerBySlot };

@@ -73,9 +73,7 @@ export function parseClusterNodes(text: string): NodeView {
       masterId: master === '-' ? null : master,
       flags,
       myself,
-      failed: flags.some(
-        (flag) => flag === 'fail' || flag === 'fail?' || flag === 'noaddr' || flag === 'handshake',
-      ),
+      failed: isFlaggedFailing({ flags }) || isJoining({ flags }),
       linkConnected: linkState === 'connected',
       configEpoch: Number(epochText),
       slots,
@@ -84,6 +82,16 @@ export function parseClusterNodes(text: string): NodeView {
   const self = nodes.find((node) => node.myself);
   if (!self) throw malformed('no line is flagged myself');
   return { myself: self, nodes, importing, migrating };
+}
+
+/** Flagged `fail`, or `fail?` (pfail), by the node that wrote the line. */
+export function isFlaggedFailing(node: Pick<ClusterNode, 'flags'>): boolean {
+  return node.flags.includes('fail') || node.flags.includes('fail?');
+}
+
+/** Still in handshake, or without an address: not a member of the cluster yet. */
+export function isJoining(node: Pick<ClusterNode, 'flags'>): boolean {
+  return node.flags.includes('handshake') || node.flags.includes('noaddr');
 }
 
 /** What one node's CLUSTER NODES says about one slot: all a slot job needs to know from it. */
@@ -292,8 +300,15 @@ function openSlotIn(tokens: string, slot: number): { direction: '<' | '>'; peer:
 
 /** slot -> owner id (or null when no node serves it), as this view sees it. */
 export function slotOwners(view: NodeView): (string | null)[] {
+  return ownersOfSlots(view.nodes);
+}
+
+/** slotOwners for a list of nodes: a master listed later wins a slot two masters list. */
+export function ownersOfSlots(
+  nodes: readonly Pick<ClusterNode, 'id' | 'role' | 'slots'>[],
+): (string | null)[] {
   const owners: (string | null)[] = new Array(SLOT_COUNT).fill(null);
-  for (const node of view.nodes) {
+  for (const node of nodes) {
     if (node.role !== NodeRole.Master) continue;
     for (const range of node.slots) {
       for (let slot = range.start; slot <= range.end; slot++) owners[slot] = node.id;
