@@ -11,14 +11,16 @@
  *            MIGRATING is finished, so no slot is ever left with its keys split.
  */
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
-import type { ClusterAdapter } from '../shared/cluster/adapter.js';
+import { observeSlot } from '../shared/cluster/observe-slot.js';
+import type { ClusterPort } from '../shared/cluster/port.js';
 import { MigrationControl } from '../shared/domain/migration.js';
 import { FixKind } from '../shared/domain/planners/index.js';
 import { CancelDecision, cancelDecision, SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
+import { nodeAddress } from '../shared/domain/topology.js';
 import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
-import type { MigrationStore } from '../shared/queue/migration-store.js';
+import type { SlotRecords } from '../shared/queue/migration-store.js';
 import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
 import {
   type AcquireHooks,
@@ -28,30 +30,26 @@ import {
   type NodeLease,
   type NodeLeases,
 } from '../shared/queue/node-leases.js';
+import { type DrainSettings, PauseRequested } from './drain.js';
+import { moverFor } from './movers/slot-mover.js';
 import type { Pacer } from './pacer.js';
 import { runRepair } from './repair.js';
-import {
-  address,
-  driveSlot,
-  PauseRequested,
-  type SlotEngineDeps,
-  type SlotEngineSettings,
-} from './slot-engine.js';
+import type { SlotRunDeps } from './slot-run.js';
 
 export interface ProcessorDeps {
-  readonly adapterFor: (cluster: string) => ClusterAdapter;
-  readonly store: MigrationStore;
+  readonly adapterFor: (cluster: string) => ClusterPort;
+  readonly store: SlotRecords;
   readonly metrics: Metrics;
-  readonly settings: SlotEngineSettings;
+  readonly settings: DrainSettings;
   readonly log: Logger;
   /** The operator's current wish for a migration (cached briefly by the worker). */
   readonly controlOf: (migrationId: string) => Promise<MigrationControl>;
   /** Resolves once a finalize-slot job holding this drained slot was added. */
   readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
-  readonly beforeAction?: SlotEngineDeps['beforeAction'];
+  readonly beforeAction?: SlotRunDeps['beforeAction'];
   /** Passed on to the engine as they are (per-migration limits, the fleet-wide throttle). */
-  readonly limitsOf?: SlotEngineDeps['limitsOf'];
-  readonly throttle?: SlotEngineDeps['throttle'];
+  readonly limitsOf?: SlotRunDeps['limitsOf'];
+  readonly throttle?: SlotRunDeps['throttle'];
   /** Caps slots in flight per source and target node across the fleet; none: no cap. */
   readonly nodeLeases?: NodeLeases;
   /**
@@ -95,28 +93,28 @@ async function attemptSlot(
   control: MigrationControl,
   deps: ProcessorDeps,
   log: Logger,
-  drainGate?: SlotEngineDeps['drainGate'],
+  drainGate?: SlotRunDeps['drainGate'],
 ): Promise<{ keysMoved: number; cancelled?: boolean }> {
-  let adapter: ClusterAdapter;
+  let cluster: ClusterPort;
   try {
-    adapter = deps.adapterFor(data.cluster);
+    cluster = deps.adapterFor(data.cluster);
   } catch (error) {
     throw new SlotfleetError(ErrorCode.UnknownCluster, (error as Error).message);
   }
-  const engine: SlotEngineDeps = {
+  const engine: SlotRunDeps = {
     ...deps,
-    adapter,
+    cluster,
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
-    const observation = await adapter.observeSlot(data.slot, data.source, data.target, {
+    const observation = await observeSlot(cluster, data.slot, data.source, data.target, {
       includeOthers: false,
     });
     const decision = cancelDecision(observation);
     if (decision !== CancelDecision.Finish) {
-      if (decision === CancelDecision.UndoImport) await adapter.setSlotStable(data.target, data.slot);
+      if (decision === CancelDecision.UndoImport) await cluster.setSlotStable(data.target, data.slot);
       // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
       if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
@@ -132,9 +130,9 @@ async function attemptSlot(
     if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
     else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
   } else {
-    keysMoved = (await driveSlot(data, phase, engine)).keysMoved;
+    keysMoved = (await moverFor(data).moveSlot(data, phase, engine)).keysMoved;
     if (phase === SlotPhase.Finalize && data.repair) {
-      await Promise.all(data.repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
+      await Promise.all(data.repair.closeOn.map((node) => cluster.setSlotStable(node, data.slot)));
     }
   }
   if (phase === SlotPhase.Finalize) {
@@ -180,8 +178,8 @@ function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attem
   return deps.log.child({
     migrationId: data.migrationId,
     slot: data.slot,
-    source: address(data.source),
-    target: address(data.target),
+    source: nodeAddress(data.source),
+    target: nodeAddress(data.target),
     phase,
     attempt,
     ...(data.repair ? { repair: data.repair.kind } : {}),
@@ -211,7 +209,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
     const data = job.data;
     const log = slotLog(deps, data, SlotPhase.Migrate, job.attemptsMade + 1);
     const stopTimer = deps.metrics.slotDuration.startTimer({ cluster: data.cluster });
-    const inFlight = { cluster: data.cluster, source: address(data.source) };
+    const inFlight = { cluster: data.cluster, source: nodeAddress(data.source) };
     deps.metrics.slotsInFlight.inc(inFlight);
     // An attempt postponed by a pause (or by busy nodes) ends when the operator says, not when the
     // work is done: it is not timed, or the histogram would fill with short, meaningless durations.
@@ -225,7 +223,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
       return releasing;
     };
     const leases = deps.nodeLeases;
-    const drainGate: SlotEngineDeps['drainGate'] = leases && {
+    const drainGate: SlotRunDeps['drainGate'] = leases && {
       acquire: async () => {
         const request = { ...data, holder: `${job.id}@${token}`, ...(await pacedCaps(deps, data)) };
         held = await leases.acquire(request, log, deps.leaseWait);
@@ -282,7 +280,7 @@ export function createFinalizeProcessor(deps: ProcessorDeps) {
     const stopTimer = deps.metrics.finalizeDuration.startTimer({ cluster });
     const outcomes = await Promise.allSettled(
       slots.map(async (data) => {
-        const inFlight = { cluster: data.cluster, source: address(data.source) };
+        const inFlight = { cluster: data.cluster, source: nodeAddress(data.source) };
         deps.metrics.slotsInFlight.inc(inFlight);
         try {
           const slotLogger = slotLog(deps, data, SlotPhase.Finalize, attempt);

@@ -5,21 +5,22 @@
 import { FixKind } from '../shared/domain/planners/index.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { SlotJobData } from '../shared/queue/names.js';
-import { drainSlot, type SlotEngineDeps } from './slot-engine.js';
+import { drainSlot } from './drain.js';
+import type { SlotRunDeps } from './slot-run.js';
 
-export async function runRepair(data: SlotJobData, deps: SlotEngineDeps): Promise<{ keysMoved: number }> {
+export async function runRepair(data: SlotJobData, deps: SlotRunDeps): Promise<{ keysMoved: number }> {
   const repair = data.repair;
   if (!repair) throw new Error('runRepair called for a job that is not a repair');
-  const { adapter, log } = deps;
+  const { cluster, log } = deps;
   let keysMoved = 0;
   switch (repair.kind) {
     case FixKind.CloseStale:
       break;
     case FixKind.AssignUncovered: {
-      const view = await adapter.readSlotView(data.target, data.slot);
+      const view = await cluster.readSlotView(data.target, data.slot);
       if (view.owner === null) {
         log.info({ reason: repair.reason }, 'assigning uncovered slot');
-        await adapter.addSlot(data.target, data.slot);
+        await cluster.addSlot(data.target, data.slot);
       } else if (view.owner !== data.target.id) {
         throw new SlotfleetError(
           ErrorCode.OwnerChanged,
@@ -47,7 +48,7 @@ export async function runRepair(data: SlotJobData, deps: SlotEngineDeps): Promis
     keysMoved += drained.moved;
     await deps.store.addKeysMoved(data.migrationId, drained.unrecorded);
   }
-  await Promise.all(repair.closeOn.map((node) => adapter.setSlotStable(node, data.slot)));
+  await Promise.all(repair.closeOn.map((node) => cluster.setSlotStable(node, data.slot)));
   log.info({ kind: repair.kind, keysMoved, closed: repair.closeOn.length }, 'slot repaired');
   return { keysMoved };
 }

@@ -24,7 +24,7 @@ import { PaceStore } from '../shared/queue/pace-store.js';
 import { TokenBuckets } from '../shared/queue/token-bucket.js';
 import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
-import type { SlotEngineDeps } from './slot-engine.js';
+import type { SlotRunDeps } from './slot-run.js';
 import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
@@ -99,7 +99,7 @@ export async function startWorker(
       ? limits
       : { ...limits, maxClientLatencyMs: config.worker.maxClientLatencyMs };
   const buckets = new TokenBuckets(control, config.queuePrefix);
-  const throttling: Pick<SlotEngineDeps, 'limitsOf' | 'throttle'> = {
+  const throttling: Pick<SlotRunDeps, 'limitsOf' | 'throttle'> = {
     limitsOf,
     throttle: createThrottle({
       knownLimitsOf: (migrationId) => {

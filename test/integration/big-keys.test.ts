@@ -9,7 +9,7 @@ import type { NodeRef } from '../../src/shared/domain/plan.js';
 import { SlotPhase } from '../../src/shared/domain/slot-migration.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
-import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
+import { driveSlot, type SlotRunDeps } from '../../src/workers/slot-run.js';
 import { moveToNextMaster } from './support/one-slot.js';
 import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
@@ -69,8 +69,8 @@ describe('keys bigger than the batch byte budget', () => {
       }
       expect(Number(await source.call('MEMORY', 'USAGE', hashKey))).toBeGreaterThan(50_000_000);
 
-      const deps: SlotEngineDeps = {
-        adapter,
+      const deps: SlotRunDeps = {
+        cluster: adapter,
         store: new MigrationStore(controlClient, stack.config.queuePrefix),
         metrics: createMetrics({ defaultMetrics: false }),
         settings: {

@@ -12,7 +12,7 @@ import { ErrorCode, type SlotfleetError } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
-import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
+import { driveSlot, type SlotRunDeps } from '../../src/workers/slot-run.js';
 import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
 import { expectNoOpenSlots, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
@@ -35,9 +35,9 @@ describe('the error policy on real nodes', () => {
     await stack?.stop();
   });
 
-  function deps(migrateTimeoutMs = 5_000): SlotEngineDeps {
+  function deps(migrateTimeoutMs = 5_000): SlotRunDeps {
     return {
-      adapter,
+      cluster: adapter,
       store: new MigrationStore(controlClient, stack.config.queuePrefix),
       metrics,
       settings: { batchKeys: 10, batchesInFlight: 1, batchBytes: 0, migrateTimeoutMs },
@@ -71,7 +71,7 @@ describe('the error policy on real nodes', () => {
     }
   }
 
-  async function runToEnd(data: SlotJobData, engine: SlotEngineDeps) {
+  async function runToEnd(data: SlotJobData, engine: SlotRunDeps) {
     await driveSlot(data, SlotPhase.Migrate, engine);
     await driveSlot(data, SlotPhase.Finalize, engine);
   }

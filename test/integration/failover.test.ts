@@ -11,7 +11,7 @@ import { isRetryable } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
-import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
+import { driveSlot, type SlotRunDeps } from '../../src/workers/slot-run.js';
 import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
 import { expectNoOpenSlots, expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
@@ -34,9 +34,9 @@ describe('a failover in the middle of a slot migration', () => {
     await stack?.stop();
   });
 
-  function deps(): SlotEngineDeps {
+  function deps(): SlotRunDeps {
     return {
-      adapter,
+      cluster: adapter,
       store: new MigrationStore(controlClient, stack.config.queuePrefix),
       metrics: createMetrics({ defaultMetrics: false }),
       // Small batches, one in flight: the drain takes several rounds, so there is a middle.

@@ -9,7 +9,7 @@ import { ErrorCode, type SlotfleetError } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
-import { driveSlot, type SlotEngineDeps } from '../../src/workers/slot-engine.js';
+import { driveSlot, type SlotRunDeps } from '../../src/workers/slot-run.js';
 import { HookedAdapter, seedOneSlot } from './support/one-slot.js';
 import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
 
@@ -34,9 +34,9 @@ describe('interrupting a slot migration', () => {
     await stack?.stop();
   });
 
-  function deps(beforeAction?: SlotEngineDeps['beforeAction']): SlotEngineDeps {
+  function deps(beforeAction?: SlotRunDeps['beforeAction']): SlotRunDeps {
     return {
-      adapter,
+      cluster: adapter,
       store,
       metrics: createMetrics({ defaultMetrics: false }),
       // Small batches, one in flight: draining takes several rounds, so there is a "between".
@@ -59,7 +59,7 @@ describe('interrupting a slot migration', () => {
     };
   }
 
-  async function runToEnd(data: SlotJobData, beforeAction?: SlotEngineDeps['beforeAction']) {
+  async function runToEnd(data: SlotJobData, beforeAction?: SlotRunDeps['beforeAction']) {
     await driveSlot(data, SlotPhase.Migrate, deps(beforeAction));
     return driveSlot(data, SlotPhase.Finalize, deps(beforeAction));
   }

@@ -24,6 +24,14 @@ export function countSteps(steps: Iterable<string>): SlotStepCounts {
   return counts;
 }
 
+/**
+ * How a migration's slots move; chosen when it is created and recorded in it, so every worker runs
+ * its slots the same way. keys: key by key (SETSLOT IMPORTING/MIGRATING, MIGRATE batches, SETSLOT
+ * NODE), which every Redis and Valkey supports.
+ */
+export const MigrationEngine = { Keys: 'keys' } as const;
+export type MigrationEngine = (typeof MigrationEngine)[keyof typeof MigrationEngine];
+
 /** What an operator asked of a migration: run it, hold it, or stop it. */
 export const MigrationControl = { Run: 'run', Pause: 'pause', Cancel: 'cancel' } as const;
 export type MigrationControl = (typeof MigrationControl)[keyof typeof MigrationControl];

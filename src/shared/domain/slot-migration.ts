@@ -229,6 +229,33 @@ export function stepOf(observation: SlotObservation): SlotStep {
   return source.keys > 0 ? SlotStep.Draining : SlotStep.Migrating;
 }
 
+/** How far along a step is; draining and migrating are one stage (with and without keys left). */
+const STEP_RANK: Readonly<Record<SlotStep, number>> = {
+  [SlotStep.Pending]: 0,
+  [SlotStep.Importing]: 1,
+  [SlotStep.Migrating]: 2,
+  [SlotStep.Draining]: 2,
+  [SlotStep.Finalizing]: 3,
+  [SlotStep.Done]: 4,
+  [SlotStep.Failed]: 4,
+  [SlotStep.Cancelled]: 4,
+};
+
+/**
+ * Whether a predicted observation (afterAction) takes the slot back to an earlier step. Only
+ * ResetImport may: it closes a stale IMPORTING so that the slot is imported again from a successor.
+ * The cluster itself may move a slot back (a failover drops IMPORTING and MIGRATING); a prediction
+ * never should, so an engine that sees one has a bug and must stop rather than act on it.
+ */
+export function predictionRegresses(
+  before: SlotObservation,
+  after: SlotObservation,
+  action: SlotAction,
+): boolean {
+  if (action.kind === SlotActionKind.ResetImport) return false;
+  return STEP_RANK[stepOf(after)] < STEP_RANK[stepOf(before)];
+}
+
 function fail(code: ErrorCode, message: string): SlotAction {
   return { kind: SlotActionKind.Fail, code, message };
 }

@@ -5,6 +5,7 @@
  * control-Redis work: 3.6 s to enqueue 16384 slots against 1.7 s.)
  */
 import type { JobsOptions } from 'bullmq';
+import type { MigrationEngine } from '../domain/migration.js';
 import type { SlotMove } from '../domain/plan.js';
 import { type FinalizeJobData, finalizeJobId, migrateJobId, type SlotJobData } from './names.js';
 
@@ -29,7 +30,7 @@ export function slotJobData(
   migrationId: string,
   cluster: string,
   move: SlotMove,
-  options: { readonly replace?: boolean } = {},
+  options: { readonly replace?: boolean; readonly engine?: MigrationEngine } = {},
 ): SlotJobData {
   return {
     migrationId,
@@ -39,6 +40,7 @@ export function slotJobData(
     target: move.target,
     ...(move.repair ? { repair: move.repair } : {}),
     ...(options.replace ? { replace: true } : {}),
+    ...(options.engine ? { engine: options.engine } : {}),
   };
 }
 

@@ -17,6 +17,7 @@ import {
   type LimitName,
   type LimitsPatch,
   MigrationControl,
+  MigrationEngine,
   type MigrationLimits,
   type MigrationState,
   migrationState,
@@ -61,6 +62,8 @@ export interface MigrationRecord {
   readonly startedAt: string | null;
   /** The operator's limits; null: not set. */
   readonly limits: { readonly [name in LimitName]: number | null };
+  /** How its slots move. Records written before engines existed: keys. */
+  readonly engine: MigrationEngine;
 }
 
 /** What workers read between batches: the operator may change both on a running migration. */
@@ -124,7 +127,24 @@ interface ScriptCommands {
   slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
 }
 
-export class MigrationStore {
+/**
+ * What a slot's run writes to its migration's record: the part of the store the engine, the drain
+ * and the processors need, so the unit tests can keep it in memory.
+ */
+export interface SlotRecords {
+  /** @returns false when the slot had already ended done or cancelled, so nothing was written. */
+  setSlotStep(
+    id: string,
+    cluster: string,
+    slot: number,
+    step: SlotStep,
+    keysMoved?: number,
+  ): Promise<boolean>;
+  addKeysMoved(id: string, keys: number): Promise<void>;
+  recordSlotError(id: string, slot: number, error: { code: string; message: string }): Promise<void>;
+}
+
+export class MigrationStore implements SlotRecords {
   private readonly scripts: ScriptCommands;
 
   constructor(
@@ -221,6 +241,8 @@ export class MigrationStore {
     request: unknown;
     moves: readonly SlotMove[];
     limits?: MigrationLimits;
+    /** @defaultValue MigrationEngine.Keys */
+    engine?: MigrationEngine;
     now?: Date;
   }): Promise<void> {
     const now = (input.now ?? new Date()).toISOString();
@@ -236,6 +258,7 @@ export class MigrationStore {
       updatedAt: now,
       keysMoved: 0,
       slotsTotal: input.moves.length,
+      engine: input.engine ?? MigrationEngine.Keys,
       ...limitFields(input.limits ?? {}),
     });
     if (input.moves.length > 0) {
@@ -367,6 +390,7 @@ export class MigrationStore {
         batchKeys: parseLimit(meta.batchKeys),
         maxClientLatencyMs: parseLimit(meta.maxClientLatencyMs),
       },
+      engine: (meta.engine as MigrationEngine | undefined) ?? MigrationEngine.Keys,
     };
   }
 

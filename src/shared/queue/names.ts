@@ -1,5 +1,6 @@
 /** Queue names, job payloads and job ids: the contract between the producer and the workers. */
 import { createHash } from 'node:crypto';
+import type { MigrationEngine } from '../domain/migration.js';
 import type { NodeRef, SlotRepair } from '../domain/plan.js';
 
 export const QueueName = { MigrateSlot: 'migrate-slot', FinalizeSlot: 'finalize-slot' } as const;
@@ -19,6 +20,8 @@ export interface SlotJobData {
    * is overwritten (MIGRATE REPLACE) instead of failing the slot. Absent: false.
    */
   readonly replace?: boolean;
+  /** How the slot moves (its migration's engine). Absent: keys, as for jobs added before engines. */
+  readonly engine?: MigrationEngine;
 }
 
 /** Job ids dedupe for free: enqueueing the same slot of the same migration twice adds nothing. */
