@@ -3,6 +3,7 @@
  * process.env: they receive the frozen Config (or the part of it they need).
  */
 import { LIMIT_RANGES } from './domain/migration.js';
+import { nodeAddress } from './domain/topology.js';
 import { ErrorCode, SlotfleetError } from './errors.js';
 
 export interface RedisEndpoint {
@@ -295,7 +296,7 @@ export function parseRedisUrl(text: string, variable: string): RedisEndpoint {
 
 /** host:port of an endpoint: what logs and responses may show (never the credentials). */
 export function describeEndpoint(endpoint: RedisEndpoint): string {
-  return `${endpoint.host}:${endpoint.port}`;
+  return nodeAddress(endpoint);
 }
 
 function httpUrl(text: string, variable: string): string {

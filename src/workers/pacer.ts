@@ -21,6 +21,7 @@ import {
   slotsCeiling,
 } from '../shared/domain/pacing.js';
 import type { NodeRef } from '../shared/domain/plan.js';
+import { nodeAddress } from '../shared/domain/topology.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../shared/metrics.js';
 import type { PaceStore } from '../shared/queue/pace-store.js';
@@ -143,7 +144,7 @@ export class Pacer {
         windowStartedAt: Date.now(),
         runs: [],
         deciding: false,
-        labels: { cluster, node: `${source.host}:${source.port}` },
+        labels: { cluster, node: nodeAddress(source) },
       };
       this.nodes.set(key, state);
     }

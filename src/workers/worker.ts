@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
-import type { Config } from '../shared/config.js';
+import { type Config, describeEndpoint } from '../shared/config.js';
 import { MigrationControl, type MigrationLimits } from '../shared/domain/migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -315,7 +315,7 @@ function finalizeBatcher(
  * reconnect, and slot jobs in flight stop between two batches, their slot open but safe.
  */
 function watchControlConnection(control: Redis, config: Config, log: Logger): { isOngoing(): boolean } {
-  const address = `${config.control.host}:${config.control.port}`;
+  const address = describeEndpoint(config.control);
   let lostAt: number | undefined;
   let lastError: string | undefined;
   control.on('error', (error) => {

@@ -26,6 +26,7 @@ import {
 import type { SlotMove } from '../domain/plan.js';
 import { SlotStep } from '../domain/slot-migration.js';
 import { formatSlotRanges } from '../domain/slots.js';
+import { nodeAddress } from '../domain/topology.js';
 
 export interface SlotError {
   readonly slot: number;
@@ -81,8 +82,8 @@ export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
     groups.set(key, group);
   }
   return [...groups.values()].map(({ move, slots }) => ({
-    source: `${move.source.host}:${move.source.port}`,
-    target: `${move.target.host}:${move.target.port}`,
+    source: nodeAddress(move.source),
+    target: nodeAddress(move.target),
     sourceId: move.source.id,
     targetId: move.target.id,
     slots: formatSlotRanges(slots),

@@ -28,6 +28,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { NodeRef } from '../domain/plan.js';
+import { nodeAddress } from '../domain/topology.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 
@@ -367,7 +368,7 @@ export class NodeLeases {
   ): NodeLease {
     const labels = (role: LeaseRole) => {
       const node = role === LeaseRole.Source ? request.source : request.target;
-      return { cluster: request.cluster, node: `${node.host}:${node.port}`, role };
+      return { cluster: request.cluster, node: nodeAddress(node), role };
     };
     for (const role of Object.values(LeaseRole)) this.options.inFlight?.inc(labels(role));
     let renewing: Promise<void> | undefined;
