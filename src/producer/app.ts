@@ -7,14 +7,9 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Queue } from 'bullmq';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import type { Config } from '../shared/config.js';
+import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
-import type { MigrationStore } from '../shared/queue/migration-store.js';
-import type { ApiMetrics } from './api-metrics.js';
+import type { AppDeps } from './deps.js';
 import {
   BODY_LIMIT_BYTES,
   CONTROL_STORE_RETRY_AFTER_SECONDS,
@@ -29,25 +24,9 @@ import { useJsonBodies } from './json-body.js';
 import { registerQueueUi } from './queue-ui.js';
 import { registerClusterRoutes } from './routes/clusters.js';
 import { registerLimitRoutes } from './routes/limits.js';
-import { registerMigrationRoutes, type TypedApp } from './routes/migrations.js';
+import { registerMigrationRoutes } from './routes/migrations.js';
 import { registerStatusPage } from './routes/status-page.js';
 import { Health, MetricsText, Readiness } from './schemas.js';
-
-export interface AppDeps {
-  readonly config: Config;
-  readonly log: Logger;
-  readonly store: MigrationStore;
-  /** The migrate-slot queue the API adds jobs to. */
-  readonly migrateQueue: Queue;
-  /** Every slot queue, for the queue UI at /queues. */
-  readonly queues: readonly Queue[];
-  /** The adapter of a configured cluster, or undefined when no cluster has that name. */
-  readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
-  /** Resolves when the control Redis answers. */
-  readonly pingControl: () => Promise<void>;
-  /** This process's Prometheus metrics, served on GET /metrics. */
-  readonly metrics: Pick<ApiMetrics, 'render'>;
-}
 
 export { QUEUE_UI_PATH } from './queue-ui.js';
 
@@ -56,6 +35,7 @@ const MUTATING_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export function buildApp(deps: AppDeps) {
   const app = Fastify({
+    // Widened to fastify's logger type (pino's Logger is one), so that the app's type is TypedApp.
     loggerInstance: deps.log as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     // Unknown fields are an error, not silently dropped: a misspelt option must not be ignored.
@@ -64,13 +44,14 @@ export function buildApp(deps: AppDeps) {
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
     },
-    // A URL that is not valid percent-encoding, answered in the API's error shape.
+    // A URL that is not valid percent-encoding, answered in the API's error shape. fastify types this
+    // reply with a route's schema still unknown here, whose status() then takes no number: hence the cast.
     frameworkErrors: (error, request, reply) => {
       const body = errorBodyOf(error, request);
       return (reply as FastifyReply).status(body.statusCode).send(body);
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
-  useJsonBodies(app as unknown as FastifyInstance);
+  useJsonBodies(app);
 
   app.addSchema(ErrorResponse);
   app.register(swagger, {
@@ -111,7 +92,7 @@ export function buildApp(deps: AppDeps) {
   // Registered inside a plugin so that @fastify/swagger (a plugin loaded first) sees them too.
   app.register(async (open) => {
     // The status page shows addresses and progress, never credentials: open like /healthz.
-    registerStatusPage(open as unknown as TypedApp, deps);
+    registerStatusPage(open, deps);
     open.get(
       '/healthz',
       { schema: { description: 'Liveness: the process answers.', response: { 200: Health } } },
@@ -198,10 +179,10 @@ export function buildApp(deps: AppDeps) {
         }),
       });
     }
-    registerMigrationRoutes(v1 as unknown as TypedApp, deps);
-    registerLimitRoutes(v1 as unknown as TypedApp, deps);
-    registerClusterRoutes(v1 as unknown as TypedApp, deps);
-    await registerQueueUi(v1 as unknown as FastifyInstance, deps);
+    registerMigrationRoutes(v1, deps);
+    registerLimitRoutes(v1, deps);
+    registerClusterRoutes(v1, deps);
+    await registerQueueUi(v1, deps);
   });
   return app;
 }

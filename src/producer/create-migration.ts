@@ -11,7 +11,7 @@ import { formatSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import { groupMoves, type PlanGroup } from '../shared/queue/migration-store.js';
 import { newMigrationId } from '../shared/queue/names.js';
-import type { AppDeps } from './app.js';
+import type { AppDeps } from './deps.js';
 import { enqueueSlotMoves } from './enqueue.js';
 
 export interface CreateMigrationInput {

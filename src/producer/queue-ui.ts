@@ -10,7 +10,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCode } from '../shared/errors.js';
-import type { AppDeps } from './app.js';
+import type { AppDeps } from './deps.js';
 import { type ErrorBody, errorBodyOf, HttpError, HttpErrorCode, reasonPhrase } from './http-errors.js';
 
 /** Where bull-board is mounted. */

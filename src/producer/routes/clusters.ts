@@ -15,9 +15,10 @@ import { SLOT_COUNT } from '../../shared/domain/slots.js';
 import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import { groupMoves } from '../../shared/queue/migration-store.js';
-import type { AppDeps } from '../app.js';
 import { createIdempotently, preflight } from '../create-migration.js';
+import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
+import { clusterAdapter, idempotencyKey } from '../route-helpers.js';
 import {
   ClusterDetail,
   ClusterParams,
@@ -32,7 +33,6 @@ import {
   RebalanceBody,
   ReshardBody,
 } from '../schemas.js';
-import { clusterAdapter, idempotencyKey, type TypedApp } from './migrations.js';
 
 export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
   app.get(

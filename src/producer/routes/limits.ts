@@ -1,10 +1,10 @@
 /** PATCH /v1/migrations/:id: the limits of a migration, changed while it runs. */
 import { MigrationState } from '../../shared/domain/migration.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
+import { migrationSummary, requireRecord } from '../route-helpers.js';
 import { LimitsPatchBody, MigrationParams, MigrationSummary } from '../schemas.js';
-import { requireRecord, summary, type TypedApp } from './migrations.js';
 
 const ENDED: readonly MigrationState[] = [
   MigrationState.Done,
@@ -36,7 +36,7 @@ export function registerLimitRoutes(app: TypedApp, deps: AppDeps): void {
       }
       await deps.store.setLimits(record.id, request.body);
       request.log.info({ migrationId: record.id, limits: request.body }, 'migration limits changed');
-      return summary((await deps.store.get(record.id))!);
+      return migrationSummary((await deps.store.get(record.id))!);
     },
   );
 }

@@ -1,22 +1,14 @@
 /** Routes that create, list, read and control migrations. */
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type {
-  FastifyBaseLogger,
-  FastifyInstance,
-  FastifyRequest,
-  RawReplyDefaultExpression,
-  RawRequestDefaultExpression,
-  RawServerDefault,
-} from 'fastify';
 import { MigrationControl } from '../../shared/domain/migration.js';
 import { planExplicitMoves } from '../../shared/domain/plan.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
-import type { AppDeps } from '../app.js';
 import { assertSlotsFree, createIdempotently, preflight } from '../create-migration.js';
+import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
 import { migrationRate, remainingKeys } from '../remaining-keys.js';
+import { clusterAdapter, idempotencyKey, migrationSummary, requireRecord } from '../route-helpers.js';
 import {
   ClusterParams,
   CreateMigrationBody,
@@ -29,14 +21,6 @@ import {
   MigrationParams,
   MigrationSummary,
 } from '../schemas.js';
-
-export type TypedApp = FastifyInstance<
-  RawServerDefault,
-  RawRequestDefaultExpression,
-  RawReplyDefaultExpression,
-  FastifyBaseLogger,
-  TypeBoxTypeProvider
->;
 
 export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
   app.post(
@@ -113,7 +97,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       );
       const records = await Promise.all(page.ids.map((id) => deps.store.get(id)));
       return {
-        items: records.filter((record): record is MigrationRecord => record !== null).map(summary),
+        items: records.filter((record): record is MigrationRecord => record !== null).map(migrationSummary),
         next: page.next === null ? null : String(page.next),
       };
     },
@@ -134,7 +118,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       const keysRemaining = await remainingKeys(deps, record);
       const { keysPerSecond, etaSeconds } = migrationRate(record, keysRemaining);
       return {
-        ...summary(record),
+        ...migrationSummary(record),
         plan: [...record.plan],
         errors: [...record.errors],
         keysRemaining,
@@ -185,56 +169,8 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
         }
         await deps.store.setControl(record.id, control);
         request.log.info({ migrationId: record.id, control }, `migration ${name}`);
-        return summary((await deps.store.get(record.id))!);
+        return migrationSummary((await deps.store.get(record.id))!);
       },
     );
   }
-}
-
-export function summary(record: MigrationRecord) {
-  return {
-    id: record.id,
-    cluster: record.cluster,
-    kind: record.kind,
-    state: record.state,
-    control: record.control,
-    slotsTotal: record.slotsTotal,
-    slots: record.slots,
-    keysMoved: record.keysMoved,
-    createdAt: record.createdAt,
-    updatedAt: record.updatedAt,
-    startedAt: record.startedAt,
-    limits: record.limits,
-  };
-}
-
-export async function requireRecord(deps: AppDeps, id: string): Promise<MigrationRecord> {
-  const record = await deps.store.get(id);
-  if (!record) throw new SlotfleetError(ErrorCode.NotFound, `migration ${id} does not exist`);
-  return record;
-}
-
-export function idempotencyKey(request: FastifyRequest): string | undefined {
-  const header = request.headers['idempotency-key'];
-  if (header === undefined) return undefined;
-  const key = Array.isArray(header) ? header[0] : header;
-  if (!key || !/^[\x21-\x7e]{1,200}$/.test(key)) {
-    throw new SlotfleetError(
-      ErrorCode.InvalidRequest,
-      'Idempotency-Key must be 1 to 200 visible ASCII characters',
-    );
-  }
-  return key;
-}
-
-export function clusterAdapter(deps: AppDeps, cluster: string) {
-  const adapter = deps.adapterFor(cluster);
-  if (!adapter) {
-    const known = Object.keys(deps.config.clusters);
-    throw new SlotfleetError(
-      ErrorCode.UnknownCluster,
-      `cluster "${cluster}" is not configured (configured: ${known.length ? known.join(', ') : 'none; set SLOTFLEET_CLUSTER_URL'})`,
-    );
-  }
-  return adapter;
 }

@@ -8,11 +8,11 @@ import { ENDED_STEPS } from '../../shared/domain/migration.js';
 import { parseSlotRanges, SLOT_COUNT } from '../../shared/domain/slots.js';
 import { NodeRole, nodeAddress } from '../../shared/domain/topology.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
 import { migrationRate, remainingKeys } from '../remaining-keys.js';
+import { clusterAdapter } from '../route-helpers.js';
 import { ClusterParams, OpenSlot } from '../schemas.js';
-import { clusterAdapter, type TypedApp } from './migrations.js';
 
 /**
  * Owner colours. The page gives each master the first colour no other master has and keeps it while
