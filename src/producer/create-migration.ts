@@ -14,19 +14,25 @@ import { newMigrationId } from '../shared/queue/names.js';
 import type { AppDeps } from './deps.js';
 import { enqueueSlotMoves } from './enqueue.js';
 
-export interface CreateMigrationInput {
-  readonly cluster: string;
-  /** The route that asked: migrations, rebalance, reshard, drain, fix. */
-  readonly kind: string;
-  readonly request: unknown;
-  readonly moves: readonly SlotMove[];
+/**
+ * What starting a migration reads of the request body (see schemas.ts). The whole body is kept in the
+ * record and hashed for the Idempotency-Key, so a route passes its body, not just these fields.
+ */
+export interface MigrationRequest {
+  /** Overwrite keys the target holds with another value (MIGRATE REPLACE). @defaultValue false */
+  readonly replace?: boolean;
   /** Limits from the request body; PATCH /v1/migrations/:id changes them later. */
   readonly limits?: MigrationLimits;
 }
 
-/** replace: true in a request body (every route that moves keys accepts it). */
-function replaceRequested(body: unknown): boolean {
-  return typeof body === 'object' && body !== null && (body as { replace?: unknown }).replace === true;
+export interface CreateMigrationInput {
+  readonly cluster: string;
+  /** The route that asked: migrations, rebalance, reshard, drain, fix. */
+  readonly kind: string;
+  readonly request: MigrationRequest;
+  readonly moves: readonly SlotMove[];
+  /** Limits from the request body; PATCH /v1/migrations/:id changes them later. */
+  readonly limits?: MigrationLimits;
 }
 
 export interface CreatedMigration {
@@ -98,7 +104,7 @@ export function requestHash(kind: string, cluster: string, body: unknown): strin
  */
 export async function createIdempotently(
   deps: AppDeps,
-  request: { cluster: string; kind: string; body: unknown; idempotencyKey: string | undefined },
+  request: { cluster: string; kind: string; body: MigrationRequest; idempotencyKey: string | undefined },
   plan: () => Promise<readonly SlotMove[]>,
 ): Promise<CreatedMigration> {
   const { idempotencyKey } = request;
@@ -109,7 +115,7 @@ export async function createIdempotently(
   }
   try {
     const moves = await plan();
-    const limits = (request.body as { limits?: MigrationLimits } | null)?.limits;
+    const { limits } = request.body;
     const created = await createMigration(deps, {
       cluster: request.cluster,
       kind: request.kind,
@@ -158,7 +164,7 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       ...(input.limits ? { limits: input.limits } : {}),
     });
     await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs, {
-      replace: replaceRequested(input.request),
+      replace: input.request.replace === true,
     });
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly

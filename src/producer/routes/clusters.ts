@@ -1,6 +1,7 @@
 /** Routes that read clusters and plan migrations from intents: rebalance, reshard, drain, fix. */
 
-import { Type } from '@fastify/type-provider-typebox';
+import { type Static, type TSchema, Type } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import type { ClusterAdapter } from '../../shared/cluster/adapter.js';
 import type { ClusterSnapshot, SlotMove } from '../../shared/domain/plan.js';
 import {
@@ -15,7 +16,7 @@ import { SLOT_COUNT } from '../../shared/domain/slots.js';
 import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import { groupMoves } from '../../shared/queue/migration-store.js';
-import { createIdempotently, preflight } from '../create-migration.js';
+import { createIdempotently, type MigrationRequest, preflight } from '../create-migration.js';
 import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
 import { clusterAdapter, idempotencyKey } from '../route-helpers.js';
@@ -95,133 +96,67 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
     },
   );
 
-  const planRoutes = [
-    {
-      name: 'rebalance',
-      body: RebalanceBody,
-      description:
-        'Even out slots (by: "slots", redis-cli semantics) or keys (by: "keys") across masters by weight. ' +
-        'threshold (percent, default 2) below which nothing moves; useEmptyMasters lets empty masters take slots.',
-      plan: async (adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) => {
-        const by = (body.by as 'slots' | 'keys' | undefined) ?? 'slots';
-        const keysPerSlot = by === 'keys' ? await keysPerSlotOf(adapter, snapshot) : undefined;
-        return planRebalance(snapshot, {
-          ...(body.weights ? { weights: checkedWeights(body.weights) } : {}),
-          ...(body.threshold !== undefined ? { threshold: body.threshold as number } : {}),
-          ...(body.useEmptyMasters !== undefined ? { useEmptyMasters: body.useEmptyMasters as boolean } : {}),
-          by,
-          ...(keysPerSlot ? { keysPerSlot } : {}),
-        });
-      },
+  app.post(
+    '/v1/clusters/:cluster/rebalance',
+    planRouteOptions(
+      RebalanceBody,
+      'Even out slots (by: "slots", redis-cli semantics) or keys (by: "keys") across masters by weight. ' +
+        `threshold (percent, default 2) below which nothing moves; useEmptyMasters lets empty masters take slots. ${DRY_RUN}`,
+    ),
+    async (request, reply) => {
+      const answer = await planOrStart(deps, request, {
+        kind: 'rebalance',
+        cluster: request.params.cluster,
+        body: request.body,
+        plan: (adapter, snapshot) => rebalancePlan(adapter, snapshot, request.body),
+      });
+      return answer.dryRun ? reply.status(200).send(answer.preview) : reply.status(202).send(answer.created);
     },
-    {
-      name: 'reshard',
-      body: ReshardBody,
-      description:
-        'Move N slots (shared among the sources by what each holds) or explicit ranges from sources to one target.',
-      plan: async (_adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) => {
-        if ((body.slots === undefined) === (body.ranges === undefined)) {
-          throw new SlotfleetError(ErrorCode.InvalidRequest, 'give exactly one of slots (a count) or ranges');
-        }
-        return planReshard(snapshot, {
-          from: body.from as string[],
-          to: body.to as string,
-          ...(body.slots !== undefined ? { slots: body.slots as number } : {}),
-          ...(body.ranges !== undefined ? { ranges: body.ranges as string } : {}),
-        });
-      },
-    },
-    {
-      name: 'drain',
-      body: DrainBody,
-      description: 'Move every slot of a master to the other masters by weight, so it can be removed.',
-      plan: async (_adapter: ClusterAdapter, snapshot: ClusterSnapshot, body: Record<string, unknown>) =>
-        planDrain(snapshot, {
-          node: body.node as string,
-          ...(body.weights ? { weights: checkedWeights(body.weights) } : {}),
-        }),
-    },
-  ] as const;
+  );
 
-  for (const route of planRoutes) {
-    app.post(
-      `/v1/clusters/:cluster/${route.name}`,
-      {
-        schema: {
-          description: `${route.description} dryRun returns the plan and enqueues nothing.`,
-          params: ClusterParams,
-          headers: IdempotencyHeaders,
-          body: route.body,
-          response: {
-            200: PlanPreview,
-            202: MigrationCreated,
-            ...errorResponses(400, 401, 404, 409, 422, 503),
-          },
-        },
-      },
-      async (request, reply) => {
-        const { cluster } = request.params;
-        const body = request.body as Record<string, unknown>;
-        const adapter = clusterAdapter(deps, cluster);
-        const planNow = async () => {
-          const snapshot = await adapter.snapshot();
-          const moves = await route.plan(adapter, snapshot, body);
-          await preflight(
-            adapter,
-            snapshot,
-            moves.map((move) => move.slot),
-          );
-          return moves;
-        };
-        if (body.dryRun === true)
-          return reply.status(200).send(await preview(adapter, cluster, await planNow()));
-        const { dryRun: _dryRun, ...requestBody } = body;
-        const created = await createIdempotently(
-          deps,
-          { cluster, kind: route.name, body: requestBody, idempotencyKey: idempotencyKey(request) },
-          async () => {
-            const moves = await planNow();
-            if (moves.length === 0) {
-              throw new SlotfleetError(
-                ErrorCode.InvalidState,
-                `nothing to ${route.name}: the cluster already matches the request`,
-              );
-            }
-            return moves;
-          },
-        );
-        request.log.info(
-          { migrationId: created.id, cluster, kind: route.name, slots: created.slots },
-          'migration enqueued',
-        );
-        return reply.status(202).send({
-          id: created.id,
-          cluster,
-          slots: created.slots,
-          plan: created.plan,
-          ...(created.reused ? { reused: true } : {}),
-        });
-      },
-    );
-  }
+  app.post(
+    '/v1/clusters/:cluster/reshard',
+    planRouteOptions(
+      ReshardBody,
+      `Move N slots (shared among the sources by what each holds) or explicit ranges from sources to one target. ${DRY_RUN}`,
+    ),
+    async (request, reply) => {
+      const answer = await planOrStart(deps, request, {
+        kind: 'reshard',
+        cluster: request.params.cluster,
+        body: request.body,
+        plan: async (_adapter, snapshot) => reshardPlan(snapshot, request.body),
+      });
+      return answer.dryRun ? reply.status(200).send(answer.preview) : reply.status(202).send(answer.created);
+    },
+  );
+
+  app.post(
+    '/v1/clusters/:cluster/drain',
+    planRouteOptions(
+      DrainBody,
+      `Move every slot of a master to the other masters by weight, so it can be removed. ${DRY_RUN}`,
+    ),
+    async (request, reply) => {
+      const { node, weights } = request.body;
+      const answer = await planOrStart(deps, request, {
+        kind: 'drain',
+        cluster: request.params.cluster,
+        body: request.body,
+        plan: async (_adapter, snapshot) =>
+          planDrain(snapshot, { node, ...(weights ? { weights: checkedWeights(weights) } : {}) }),
+      });
+      return answer.dryRun ? reply.status(200).send(answer.preview) : reply.status(202).send(answer.created);
+    },
+  );
 
   app.post(
     '/v1/clusters/:cluster/fix',
-    {
-      schema: {
-        description:
-          'Repair open slots (IMPORTING/MIGRATING left by an interrupted move), uncovered slots and keys on a non-owner, ' +
-          "covering redis-cli's clusterManagerFixOpenSlot cases. What cannot be repaired safely is reported, not guessed.",
-        params: ClusterParams,
-        headers: IdempotencyHeaders,
-        body: FixBody,
-        response: {
-          200: PlanPreview,
-          202: MigrationCreated,
-          ...errorResponses(400, 401, 404, 409, 422, 503),
-        },
-      },
-    },
+    planRouteOptions(
+      FixBody,
+      'Repair open slots (IMPORTING/MIGRATING left by an interrupted move), uncovered slots and keys on a non-owner, ' +
+        "covering redis-cli's clusterManagerFixOpenSlot cases. What cannot be repaired safely is reported, not guessed.",
+    ),
     async (request, reply) => {
       const { cluster } = request.params;
       const adapter = clusterAdapter(deps, cluster);
@@ -255,14 +190,123 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
   );
 }
 
+/** What a planning route reads of its body besides its own fields. */
+interface PlanRequestBody extends MigrationRequest {
+  readonly dryRun?: boolean;
+}
+
+/** Ends the description of the intent routes (fix says what its dry run does in its own words). */
+const DRY_RUN = 'dryRun returns the plan and enqueues nothing.';
+
+/** Schema of a planning route: its body, and the answers every planning route gives (a plan or a migration). */
+function planRouteOptions<Body extends TSchema>(body: Body, description: string) {
+  return {
+    schema: {
+      description,
+      params: ClusterParams,
+      headers: IdempotencyHeaders,
+      body,
+      response: {
+        200: PlanPreview,
+        202: MigrationCreated,
+        ...errorResponses(400, 401, 404, 409, 422, 503),
+      },
+    },
+  };
+}
+
+/**
+ * Plans on a fresh snapshot after the pre-flight checks, then answers the plan (dryRun) or starts
+ * the migration. An Idempotency-Key request that repeats an earlier one does not plan again.
+ */
+async function planOrStart(
+  deps: AppDeps,
+  request: FastifyRequest,
+  route: {
+    readonly kind: string;
+    readonly cluster: string;
+    readonly body: PlanRequestBody;
+    readonly plan: (adapter: ClusterAdapter, snapshot: ClusterSnapshot) => Promise<readonly SlotMove[]>;
+  },
+) {
+  const { kind, cluster, body } = route;
+  const adapter = clusterAdapter(deps, cluster);
+  const planNow = async () => {
+    const snapshot = await adapter.snapshot();
+    const moves = await route.plan(adapter, snapshot);
+    await preflight(
+      adapter,
+      snapshot,
+      moves.map((move) => move.slot),
+    );
+    return moves;
+  };
+  if (body.dryRun === true)
+    return { dryRun: true, preview: await preview(adapter, cluster, await planNow()) } as const;
+  // Without dryRun, the same request with dryRun: false or without it hashes alike for the Idempotency-Key.
+  const { dryRun: _dryRun, ...requestBody } = body;
+  const created = await createIdempotently(
+    deps,
+    { cluster, kind, body: requestBody, idempotencyKey: idempotencyKey(request) },
+    async () => {
+      const moves = await planNow();
+      if (moves.length === 0) {
+        throw new SlotfleetError(
+          ErrorCode.InvalidState,
+          `nothing to ${kind}: the cluster already matches the request`,
+        );
+      }
+      return moves;
+    },
+  );
+  request.log.info({ migrationId: created.id, cluster, kind, slots: created.slots }, 'migration enqueued');
+  return {
+    dryRun: false,
+    created: {
+      id: created.id,
+      cluster,
+      slots: created.slots,
+      plan: created.plan,
+      ...(created.reused ? { reused: true } : {}),
+    },
+  } as const;
+}
+
+async function rebalancePlan(
+  adapter: ClusterAdapter,
+  snapshot: ClusterSnapshot,
+  body: Static<typeof RebalanceBody>,
+): Promise<SlotMove[]> {
+  const by = body.by ?? 'slots';
+  const keysPerSlot = by === 'keys' ? await keysPerSlotOf(adapter, snapshot) : undefined;
+  return planRebalance(snapshot, {
+    ...(body.weights ? { weights: checkedWeights(body.weights) } : {}),
+    ...(body.threshold !== undefined ? { threshold: body.threshold } : {}),
+    ...(body.useEmptyMasters !== undefined ? { useEmptyMasters: body.useEmptyMasters } : {}),
+    by,
+    ...(keysPerSlot ? { keysPerSlot } : {}),
+  });
+}
+
+function reshardPlan(snapshot: ClusterSnapshot, body: Static<typeof ReshardBody>): SlotMove[] {
+  if ((body.slots === undefined) === (body.ranges === undefined)) {
+    throw new SlotfleetError(ErrorCode.InvalidRequest, 'give exactly one of slots (a count) or ranges');
+  }
+  return planReshard(snapshot, {
+    from: body.from,
+    to: body.to,
+    ...(body.slots !== undefined ? { slots: body.slots } : {}),
+    ...(body.ranges !== undefined ? { ranges: body.ranges } : {}),
+  });
+}
+
 /**
  * Weights the planners can compute with: 0 (empty the node) or from MIN_WEIGHT up (the schema caps
  * them). planRebalance works in single precision, as redis-cli does: there, weights below about 1e-45
  * are 0, and a total of 0 left its balancing loop spinning forever on NaN.
  */
-function checkedWeights(weights: unknown): Record<string, number> {
-  const checked = weights as Record<string, number>;
-  for (const [reference, weight] of Object.entries(checked)) {
+function checkedWeights(weights: Readonly<Record<string, number>>): Readonly<Record<string, number>> {
+  for (const [reference, weight] of Object.entries(weights)) {
     if (weight !== 0 && weight < MIN_WEIGHT) {
       throw new SlotfleetError(
         ErrorCode.InvalidRequest,
@@ -270,7 +314,7 @@ function checkedWeights(weights: unknown): Record<string, number> {
       );
     }
   }
-  return checked;
+  return weights;
 }
 
 /** The plan grouped by source -> target with key counts, for dry runs. */
