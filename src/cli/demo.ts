@@ -14,8 +14,14 @@ import {
   verifyDataset,
 } from '../sandbox/index.js';
 import { loadConfig } from '../shared/config.js';
+import { MigrationState } from '../shared/domain/migration.js';
 import { formatSlotRanges } from '../shared/domain/slots.js';
+import { parseClusterNodes, slotOwners } from '../shared/domain/topology.js';
 import { createLogger } from '../shared/logger.js';
+import { ApiClient, refusalMessage } from './api-client.js';
+import { ExitCode } from './command-line.js';
+import type { MigrationCreatedView } from './migration-view.js';
+import { pollMigration, printProgress } from './progress.js';
 
 export interface DemoOptions {
   readonly keys: number;
@@ -24,17 +30,9 @@ export interface DemoOptions {
   readonly keep?: boolean;
 }
 
-interface MigrationView {
-  state: string;
-  slotsTotal: number;
-  slots: Record<string, number>;
-  keysMoved: number;
-  errors: { slot: number; code: string; message: string }[];
-}
-
 const say = (text: string) => process.stdout.write(`${text}\n`);
 
-export async function runDemo(options: DemoOptions): Promise<number> {
+export async function runDemo(options: DemoOptions): Promise<ExitCode> {
   const binaries = await requireRedisBinaries();
   const workDir = await mkdtemp(join(tmpdir(), 'slotfleet-demo-'));
   say(`slotfleet demo: redis-server ${binaries.version}; logs in ${workDir}`);
@@ -100,19 +98,19 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       `API on ${api.url}, ${options.workers} worker processes (pids ${workers.map((w) => w.pid).join(', ')})`,
     );
 
+    const client = new ApiClient(api.url, undefined);
     const moves = await quarterOntoNewMaster(cluster, added.id);
-    const response = await fetch(`${api.url}/v1/clusters/default/migrations`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ moves }),
-    });
-    const created = (await response.json()) as { id: string; slots: number; message?: string };
+    const response = await client.request('POST', '/v1/clusters/default/migrations', { moves });
     if (response.status !== 202)
-      throw new Error(`POST /v1/clusters/default/migrations: ${response.status} ${created.message}`);
+      throw new Error(`POST /v1/clusters/default/migrations: ${refusalMessage(response)}`);
+    const created = response.body as MigrationCreatedView;
     say(`migration ${created.id}: ${created.slots} slots to 127.0.0.1:${added.process.port}`);
 
     started = Date.now();
-    const final = await watch(api.url, created.id, started);
+    const final = await pollMigration(() => client.migration(created.id), {
+      intervalMs: 200,
+      onView: printProgress(process.stdout, 1_000),
+    });
     const elapsedSeconds = (Date.now() - started) / 1000;
 
     const verifyStarted = Date.now();
@@ -126,7 +124,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say('summary');
     say(`  migration   ${created.id}: ${final.state}`);
     say(
-      `  slots       ${final.slots.done ?? 0} done, ${final.slots.failed ?? 0} failed of ${final.slotsTotal}`,
+      `  slots       ${final.slots.done} done, ${final.slots.failed} failed, ${final.slots.cancelled} cancelled of ${final.slotsTotal}`,
     );
     say(
       `  keys moved  ${final.keysMoved.toLocaleString()} in ${elapsedSeconds.toFixed(1)} s (${Math.round(final.keysMoved / Math.max(elapsedSeconds, 0.001)).toLocaleString()} keys/s)`,
@@ -146,12 +144,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say(`  API docs    ${api.url}/docs`);
     say(`  queue UI    ${api.url}/queues`);
     say(`  metrics     ${api.url}/metrics (API), worker /metrics on their own ports (see ${workDir})`);
-    const ok = final.state === 'done' && verification.ok;
+    const ok = final.state === MigrationState.Done && verification.ok;
     if (options.keep) {
       say(`\n--keep: everything stays up (cluster seed ${cluster.seedUrl}); Ctrl-C stops it all`);
       await new Promise<void>(() => undefined);
     }
-    return ok ? 0 : 1;
+    return ok ? ExitCode.Ok : ExitCode.Failed;
   } finally {
     say('stopping everything the demo started');
     await cleanup();
@@ -163,7 +161,6 @@ export async function runDemo(options: DemoOptions): Promise<number> {
 /** A quarter of every master's slots (its last ones), so four masters end up even. */
 async function quarterOntoNewMaster(cluster: SandboxCluster, newMasterId: string) {
   const client = cluster.nodes[0]!.client();
-  const { parseClusterNodes, slotOwners } = await import('../shared/domain/topology.js');
   const owners = slotOwners(parseClusterNodes(String(await client.call('CLUSTER', 'NODES'))));
   client.disconnect();
   const byOwner = new Map<string, number[]>();
@@ -174,32 +171,6 @@ async function quarterOntoNewMaster(cluster: SandboxCluster, newMasterId: string
     owned.slice(owned.length - Math.floor(owned.length / 4)),
   );
   return [{ slots: formatSlotRanges(slots), target: newMasterId }];
-}
-
-async function watch(apiUrl: string, id: string, started: number): Promise<MigrationView> {
-  const interactive = process.stdout.isTTY;
-  let lastLine = 0;
-  for (;;) {
-    const view = (await (await fetch(`${apiUrl}/v1/migrations/${id}`)).json()) as MigrationView;
-    const done = view.slots.done ?? 0;
-    const elapsed = (Date.now() - started) / 1000;
-    const rate = view.keysMoved / Math.max(elapsed, 0.001);
-    const eta = done > 0 ? ((view.slotsTotal - done) * elapsed) / done : Number.NaN;
-    const width = 30;
-    const filled = Math.round((done / Math.max(view.slotsTotal, 1)) * width);
-    const line =
-      `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] slots ${done}/${view.slotsTotal}` +
-      `  keys ${view.keysMoved.toLocaleString()}  ${Math.round(rate).toLocaleString()} keys/s` +
-      `  ETA ${Number.isFinite(eta) ? `${eta.toFixed(1)} s` : '?'}`;
-    const ended = view.state === 'done' || view.state === 'failed';
-    if (interactive) process.stdout.write(`\r${line}${ended ? '\n' : ''}`);
-    else if (ended || Date.now() - lastLine > 1000) {
-      say(line);
-      lastLine = Date.now();
-    }
-    if (ended) return view;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 function seconds(since: number): string {

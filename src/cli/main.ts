@@ -3,10 +3,16 @@
  * The slotfleet command line. Each command reads the configuration once (loadConfig) and hands it
  * down; `demo` starts its own local servers and needs no configuration at all.
  */
-import { parseArgs } from 'node:util';
 import { ENVIRONMENT, loadConfig } from '../shared/config.js';
-import { SlotfleetError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import {
+  ExitCode,
+  failureReport,
+  packageVersion,
+  parseCommandLine,
+  positiveInteger,
+} from './command-line.js';
+import { OPERATOR_COMMANDS, runOperatorCommand } from './operator.js';
 
 const USAGE = `slotfleet: move Redis Cluster slots with a fleet of workers
 
@@ -18,6 +24,7 @@ Usage:
   slotfleet api                             run the HTTP API
   slotfleet worker                          run a worker (any number, on any host)
   slotfleet <command> --help
+  slotfleet --version
 
 Configuration (environment):
 ${Object.entries(ENVIRONMENT)
@@ -25,28 +32,13 @@ ${Object.entries(ENVIRONMENT)
   .join('\n')}
 `;
 
-type Command = (args: string[]) => Promise<number>;
-
-const operatorCommands = [
-  'rebalance',
-  'reshard',
-  'drain',
-  'fix',
-  'status',
-  'pause',
-  'resume',
-  'cancel',
-  'limit',
-];
+type Command = (args: string[]) => Promise<ExitCode>;
 
 const commands: Record<string, Command> = {
   ...Object.fromEntries(
-    operatorCommands.map((name) => [
+    OPERATOR_COMMANDS.map((name) => [
       name,
-      async (args: string[]) => {
-        const { runOperatorCommand } = await import('./operator.js');
-        return runOperatorCommand(name, args, loadConfig(process.env));
-      },
+      (args: string[]) => runOperatorCommand(name, args, loadConfig(process.env)),
     ]),
   ),
   api: async (args) => {
@@ -60,7 +52,7 @@ const commands: Record<string, Command> = {
       log.warn('no cluster configured: set SLOTFLEET_CLUSTER_URL (or SLOTFLEET_CLUSTERS)');
     }
     await untilSignal(log, config.shutdownTimeoutMs, () => api.close());
-    return 0;
+    return ExitCode.Ok;
   },
   worker: async (args) => {
     if (wantsHelp(args))
@@ -70,10 +62,10 @@ const commands: Record<string, Command> = {
     const { startWorker } = await import('../workers/worker.js');
     const worker = await startWorker(config, log);
     await untilSignal(log, config.shutdownTimeoutMs, () => worker.close());
-    return 0;
+    return ExitCode.Ok;
   },
   demo: async (args) => {
-    const { values } = parseArgs({
+    const { values } = parseCommandLine({
       args,
       options: {
         keys: { type: 'string', default: '200000' },
@@ -97,20 +89,15 @@ const commands: Record<string, Command> = {
   },
 };
 
+/** `api` and `worker` take no flags but --help: anything else is refused, not ignored. */
 function wantsHelp(args: string[]): boolean {
-  return args.includes('--help') || args.includes('-h');
+  const { values } = parseCommandLine({ args, options: { help: { type: 'boolean', short: 'h' } } });
+  return values.help === true;
 }
 
-function help(text: string): number {
+function help(text: string): ExitCode {
   process.stdout.write(`${text}\n`);
-  return 0;
-}
-
-function positiveInteger(text: string | undefined, flag: string): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1)
-    throw new SlotfleetError('INVALID_REQUEST', `${flag} must be a whole number above 0`);
-  return value;
+  return ExitCode.Ok;
 }
 
 /**
@@ -145,30 +132,30 @@ async function untilSignal(
   });
 }
 
-async function main(): Promise<number> {
+async function main(): Promise<ExitCode> {
   const [name, ...args] = process.argv.slice(2);
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(USAGE);
-    return name ? 0 : 2;
+    return name ? ExitCode.Ok : ExitCode.Usage;
   }
-  const command = commands[name];
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return ExitCode.Ok;
+  }
+  const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!command) {
-    process.stderr.write(`slotfleet: unknown command "${name}"\n\n${USAGE}`);
-    return 2;
+    process.stderr.write(`slotfleet: unknown command "${name}" (slotfleet --help lists them)\n`);
+    return ExitCode.Usage;
   }
-  return command(args);
+  try {
+    return await command(args);
+  } catch (error) {
+    const report = failureReport(error, name);
+    process.stderr.write(report.text);
+    return report.exitCode;
+  }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    const message =
-      error instanceof SlotfleetError
-        ? `${error.code}: ${error.message}`
-        : String((error as Error)?.stack ?? error);
-    process.stderr.write(`slotfleet: ${message}\n`);
-    process.exitCode = 1;
-  },
-);
+main().then((code) => {
+  process.exitCode = code;
+});

@@ -4,32 +4,19 @@
  * and nothing else; --wait follows the migration with a progress bar and exits non-zero unless it
  * ends done.
  */
-import { parseArgs } from 'node:util';
 import type { Config } from '../shared/config.js';
-
-interface PlanGroup {
-  source: string;
-  target: string;
-  slots: string;
-  slotCount: number;
-  keys?: number;
-}
-
-interface MigrationView {
-  id: string;
-  state: string;
-  slotsTotal: number;
-  slots: Record<string, number>;
-  keysMoved: number;
-  keysRemaining?: number | null;
-  keysPerSecond?: number;
-  etaSeconds?: number | null;
-  errors?: { slot: number; code: string; message: string }[];
-  limits?: Record<string, number | null>;
-}
-
-/** Exit codes: 0 done (or accepted without --wait), 1 failed or cancelled, 2 usage, 3 API refused. */
-export const ExitCode = { Ok: 0, Failed: 1, Usage: 2, Refused: 3 } as const;
+import { MigrationState } from '../shared/domain/migration.js';
+import { ApiClient, type ApiResponse, refusalMessage } from './api-client.js';
+import { ExitCode, parseCommandLine, UsageError } from './command-line.js';
+import type {
+  MigrationCreatedView,
+  MigrationListView,
+  MigrationSummaryView,
+  MigrationView,
+  PlanGroupView,
+  PlanPreviewView,
+} from './migration-view.js';
+import { pollMigration, printProgress } from './progress.js';
 
 const COMMON = {
   cluster: { type: 'string', default: 'default' },
@@ -39,7 +26,20 @@ const COMMON = {
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
-export const OPERATOR_HELP: Record<string, string> = {
+export const OPERATOR_COMMANDS = [
+  'rebalance',
+  'reshard',
+  'drain',
+  'fix',
+  'status',
+  'pause',
+  'resume',
+  'cancel',
+  'limit',
+] as const;
+export type OperatorCommand = (typeof OPERATOR_COMMANDS)[number];
+
+export const OPERATOR_HELP: Readonly<Record<OperatorCommand, string>> = {
   rebalance:
     'slotfleet rebalance [--weight NODE=W]... [--threshold PCT] [--use-empty-masters] [--by slots|keys] [--cluster NAME] [--dry-run] [--wait] [--json]',
   reshard:
@@ -63,8 +63,12 @@ const LIMIT_FLAGS = {
   'max-client-latency-ms': 'maxClientLatencyMs',
 } as const;
 
-export async function runOperatorCommand(name: string, args: string[], config: Config): Promise<number> {
-  const { values, positionals } = parseArgs({
+export async function runOperatorCommand(
+  name: OperatorCommand,
+  args: string[],
+  config: Config,
+): Promise<ExitCode> {
+  const { values, positionals } = parseCommandLine({
     args,
     allowPositionals: true,
     options: {
@@ -134,7 +138,7 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       if (response.status !== 200) return refused(response, values.json);
       if (values.json) return printJson(response.body);
       if (positionals[0]) out(describe(response.body as MigrationView));
-      else for (const item of (response.body as { items: MigrationView[] }).items) out(describe(item));
+      else for (const item of (response.body as MigrationListView).items) out(describe(item));
       return ExitCode.Ok;
     }
     case 'pause':
@@ -147,7 +151,7 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       );
       if (response.status !== 200) return refused(response, values.json);
       if (values.json) return printJson(response.body);
-      out(describe(response.body as MigrationView));
+      out(describe(response.body as MigrationSummaryView));
       return ExitCode.Ok;
     }
     case 'limit': {
@@ -158,10 +162,7 @@ export async function runOperatorCommand(name: string, args: string[], config: C
         // Checked here: Number('abc') is NaN, which JSON sends as null, which clears the limit.
         if (text === 'none') limits[limit] = null;
         else if (/^\d{1,16}$/.test(text)) limits[limit] = Number(text);
-        else {
-          process.stderr.write(`slotfleet: --${flag} takes a whole number, or none to clear the limit\n`);
-          return usage(name);
-        }
+        else throw new UsageError(`--${flag} takes a whole number, or none to clear the limit`);
       }
       if (positionals.length !== 1 || Object.keys(limits).length === 0) return usage(name);
       const response = await api.request(
@@ -171,117 +172,62 @@ export async function runOperatorCommand(name: string, args: string[], config: C
       );
       if (response.status !== 200) return refused(response, values.json);
       if (values.json) return printJson(response.body);
-      out(describe(response.body as MigrationView));
+      out(describe(response.body as MigrationSummaryView));
       return ExitCode.Ok;
     }
-    default:
-      return usage(name);
+    default: {
+      const never: never = name;
+      throw new Error(`unhandled operator command: ${never}`);
+    }
   }
   const response = await api.request('POST', path, body);
   if (response.status !== 200 && response.status !== 202) return refused(response, values.json);
-  const result = response.body as { id?: string; slots: number; keys?: number; plan: PlanGroup[] };
   if (response.status === 200) {
-    if (values.json) return printJson(result);
-    out(planTable(result.plan));
-    out(`${result.slots} slots, ${result.keys ?? '?'} keys (dry run: nothing enqueued)`);
+    const preview = response.body as PlanPreviewView;
+    if (values.json) return printJson(preview);
+    out(planTable(preview.plan));
+    out(`${preview.slots} slots, ${preview.keys} keys (dry run: nothing enqueued)`);
     return ExitCode.Ok;
   }
+  const result = response.body as MigrationCreatedView;
   if (!values.wait) {
     if (values.json) return printJson(result);
     out(`migration ${result.id}: ${result.slots} slots enqueued`);
     out(planTable(result.plan));
     return ExitCode.Ok;
   }
-  const final = await follow(api, result.id!, values.json);
+  const final = await pollMigration(() => api.migration(result.id), {
+    ...(values.json ? {} : { onView: printProgress(process.stderr, 2_000) }),
+  });
   if (values.json) printJson(final);
-  return final.state === 'done' ? ExitCode.Ok : ExitCode.Failed;
+  else out(describe(final));
+  return final.state === MigrationState.Done ? ExitCode.Ok : ExitCode.Failed;
 }
 
-class ApiClient {
-  constructor(
-    private readonly baseUrl: string,
-    private readonly token: string | undefined,
-  ) {}
-
-  async request(
-    method: 'GET' | 'POST' | 'PATCH',
-    path: string,
-    body?: unknown,
-  ): Promise<{ status: number; body: unknown }> {
-    const response = await fetch(`${this.baseUrl}${path}`, {
-      method,
-      headers: {
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    }).catch((error: Error) => {
-      throw new Error(`cannot reach the API at ${this.baseUrl} (SLOTFLEET_API_URL): ${error.message}`);
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : null };
-  }
-}
-
-async function follow(api: ApiClient, id: string, quiet: boolean): Promise<MigrationView> {
-  const interactive = process.stderr.isTTY && !quiet;
-  let lastLine = 0;
-  for (;;) {
-    const response = await api.request('GET', `/v1/migrations/${id}`);
-    if (response.status !== 200) throw new Error(`GET /v1/migrations/${id}: ${response.status}`);
-    const view = response.body as MigrationView;
-    const ended = ['done', 'failed', 'cancelled'].includes(view.state);
-    if (!quiet) {
-      const line = progressLine(view);
-      if (interactive) process.stderr.write(`\r${line}${ended ? '\n' : ''}`);
-      else if (ended || Date.now() - lastLine > 2_000) {
-        process.stderr.write(`${line}\n`);
-        lastLine = Date.now();
-      }
-    }
-    if (ended) {
-      if (!quiet) out(describe(view));
-      return view;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
-
-export function progressLine(view: MigrationView): string {
-  const done = (view.slots.done ?? 0) + (view.slots.cancelled ?? 0) + (view.slots.failed ?? 0);
-  const width = 30;
-  const filled = Math.round((done / Math.max(view.slotsTotal, 1)) * width);
-  const eta =
-    view.etaSeconds === null || view.etaSeconds === undefined ? '?' : `${view.etaSeconds.toFixed(0)} s`;
-  return (
-    `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${view.state} slots ${done}/${view.slotsTotal}` +
-    `  keys ${view.keysMoved.toLocaleString('en-US')}  ${Math.round(view.keysPerSecond ?? 0).toLocaleString('en-US')} keys/s  ETA ${eta}`
-  );
-}
-
-function describe(view: MigrationView): string {
+/** One line per migration; a summary (from a list, or a pause) has no errors to count. */
+function describe(view: MigrationSummaryView & Partial<Pick<MigrationView, 'errors'>>): string {
   const errors = view.errors?.length
     ? `, ${view.errors.length} slot errors (first: slot ${view.errors[0]!.slot} ${view.errors[0]!.code})`
     : '';
   return (
-    `${view.id}  ${view.state}  slots done ${view.slots.done ?? 0}/${view.slotsTotal}` +
-    ` (failed ${view.slots.failed ?? 0}, cancelled ${view.slots.cancelled ?? 0})  keys moved ${view.keysMoved}${errors}` +
+    `${view.id}  ${view.state}  slots done ${view.slots.done}/${view.slotsTotal}` +
+    ` (failed ${view.slots.failed}, cancelled ${view.slots.cancelled})  keys moved ${view.keysMoved}${errors}` +
     describeLimits(view.limits)
   );
 }
 
 /** "  limits: 1500 keys/s per source, batches of 100 keys", or nothing when no limit is set. */
-export function describeLimits(limits: MigrationView['limits']): string {
+export function describeLimits(limits: MigrationSummaryView['limits']): string {
   const parts = [
-    limits?.maxKeysPerSecond ? `${limits.maxKeysPerSecond} keys/s per source` : undefined,
-    limits?.maxBytesPerSecond ? `${limits.maxBytesPerSecond} bytes/s per source` : undefined,
-    limits?.batchKeys ? `batches of ${limits.batchKeys} keys` : undefined,
-    limits?.maxClientLatencyMs ? `clients wait at most ${limits.maxClientLatencyMs} ms` : undefined,
+    limits.maxKeysPerSecond ? `${limits.maxKeysPerSecond} keys/s per source` : undefined,
+    limits.maxBytesPerSecond ? `${limits.maxBytesPerSecond} bytes/s per source` : undefined,
+    limits.batchKeys ? `batches of ${limits.batchKeys} keys` : undefined,
+    limits.maxClientLatencyMs ? `clients wait at most ${limits.maxClientLatencyMs} ms` : undefined,
   ].filter((part) => part !== undefined);
   return parts.length > 0 ? `  limits: ${parts.join(', ')}` : '';
 }
 
-export function planTable(plan: readonly PlanGroup[]): string {
+export function planTable(plan: readonly PlanGroupView[]): string {
   const rows = [
     ['source', 'target', 'slots', 'keys'],
     ...plan.map((group) => [
@@ -312,23 +258,18 @@ function parseWeights(entries: string[]): Record<string, number> | undefined {
   );
 }
 
-function refused(response: { status: number; body: unknown }, json: boolean): number {
+function refused(response: ApiResponse, json: boolean): ExitCode {
   if (json) printJson(response.body);
-  else {
-    const error = response.body as { message?: string; code?: string } | null;
-    process.stderr.write(
-      `slotfleet: the API refused (${response.status} ${error?.code ?? ''}): ${error?.message ?? ''}\n`,
-    );
-  }
+  else process.stderr.write(`slotfleet: ${refusalMessage(response)}\n`);
   return ExitCode.Refused;
 }
 
-function usage(name: string): number {
-  process.stderr.write(`usage: ${OPERATOR_HELP[name] ?? 'slotfleet --help'}\n`);
+function usage(name: OperatorCommand): ExitCode {
+  process.stderr.write(`usage: ${OPERATOR_HELP[name]}\n`);
   return ExitCode.Usage;
 }
 
-function printJson(value: unknown): number {
+function printJson(value: unknown): ExitCode {
   out(JSON.stringify(value, null, 2));
   return ExitCode.Ok;
 }
