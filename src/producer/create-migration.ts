@@ -7,10 +7,10 @@ import { createHash } from 'node:crypto';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
 import type { MigrationLimits } from '../shared/domain/migration.js';
 import type { ClusterSnapshot, SlotMove } from '../shared/domain/plan.js';
-import { formatSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import { groupMoves, type PlanGroup } from '../shared/queue/migration-store.js';
 import { newMigrationId } from '../shared/queue/names.js';
+import { ConflictKind, conflictError } from './conflicts.js';
 import type { AppDeps } from './deps.js';
 import { enqueueSlotMoves } from './enqueue.js';
 
@@ -54,23 +54,12 @@ export async function preflight(
 ): Promise<void> {
   const states = await adapter.clusterStates();
   const notOk = [...states].filter(([, state]) => state !== 'ok');
-  if (notOk.length > 0) {
-    throw new SlotfleetError(
-      ErrorCode.ClusterNotReady,
-      `cluster is not ok: ${notOk.map(([node, state]) => `${node} reports cluster_state:${state}`).join(', ')}`,
-    );
-  }
+  if (notOk.length > 0) throw conflictError({ kind: ConflictKind.ClusterNotOk, states: notOk });
   // Only the slots this plan moves: other migrations may be changing other slots right now, and
   // gossip lags behind them.
   const moving = new Set(movingSlots);
   const disagreeing = (snapshot.disagreeingSlots ?? []).filter((slot) => moving.has(slot));
-  if (disagreeing.length > 0) {
-    throw new SlotfleetError(
-      ErrorCode.ClusterNotReady,
-      `masters disagree on the owner of slots ${formatSlotRanges(disagreeing)}: wait for the cluster to settle, or run fix`,
-      { details: { slots: formatSlotRanges(disagreeing) } },
-    );
-  }
+  if (disagreeing.length > 0) throw conflictError({ kind: ConflictKind.MastersDisagree, slots: disagreeing });
 }
 
 /** 409 naming the active migrations that hold any of these slots. */
@@ -80,14 +69,7 @@ export async function assertSlotsFree(
   slots: readonly number[],
 ): Promise<void> {
   const holders = await deps.store.holdersOf(cluster, slots);
-  if (holders.size === 0) return;
-  const held = formatSlotRanges(holders.keys());
-  const migrations = [...new Set(holders.values())];
-  throw new SlotfleetError(
-    ErrorCode.SlotConflict,
-    `slots ${held} belong to active migration ${migrations.join(', ')}: wait for it to end, or cancel it`,
-    { details: { slots: held, migrations } },
-  );
+  if (holders.size > 0) throw conflictError({ kind: ConflictKind.SlotsHeld, holders });
 }
 
 export function requestHash(kind: string, cluster: string, body: unknown): string {
@@ -141,18 +123,10 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
   try {
     const conflicts = await store.claimSlots(input.cluster, id, slots);
     if (conflicts.length > 0) {
-      const holders = [...new Set(conflicts.map((conflict) => conflict.migrationId))];
-      throw new SlotfleetError(
-        ErrorCode.SlotConflict,
-        `slots ${formatSlotRanges(conflicts.map((conflict) => conflict.slot))} belong to active migration ` +
-          `${holders.join(', ')}: wait for it to end, or cancel it`,
-        {
-          details: {
-            slots: formatSlotRanges(conflicts.map((conflict) => conflict.slot)),
-            migrations: holders,
-          },
-        },
-      );
+      throw conflictError({
+        kind: ConflictKind.SlotsHeld,
+        holders: conflicts.map((conflict) => [conflict.slot, conflict.migrationId] as const),
+      });
     }
     claimed = true;
     await store.create({
@@ -187,12 +161,7 @@ async function reuse(
       `Idempotency-Key "${key}" was used with a different request: use a new key for a new request`,
     );
   }
-  if (earlier.migrationId === null) {
-    throw new SlotfleetError(
-      ErrorCode.SlotConflict,
-      `a request with Idempotency-Key "${key}" is still being processed: retry in a moment`,
-    );
-  }
+  if (earlier.migrationId === null) throw conflictError({ kind: ConflictKind.IdempotencyKeyInFlight, key });
   const record = await deps.store.get(earlier.migrationId);
   if (!record)
     throw new SlotfleetError(ErrorCode.NotFound, `migration ${earlier.migrationId} no longer exists`);

@@ -1,9 +1,37 @@
-/** What several routes do alike: find the cluster or the migration a URL names, read headers, shape records. */
+/**
+ * What several routes do alike: find the cluster or the migration a URL names, refuse a migration that
+ * has ended, read the Idempotency-Key, shape a record as a summary.
+ */
 import type { FastifyRequest } from 'fastify';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
+import { MigrationState } from '../shared/domain/migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { MigrationRecord } from '../shared/queue/migration-store.js';
+import { ConflictKind, conflictError } from './conflicts.js';
 import type { AppDeps } from './deps.js';
+
+const ENDED_STATES: readonly MigrationState[] = [
+  MigrationState.Done,
+  MigrationState.Failed,
+  MigrationState.Cancelled,
+];
+
+/** Done, failed or cancelled: nothing will change it any more. */
+export function hasEnded(record: Pick<MigrationRecord, 'state'>): boolean {
+  return ENDED_STATES.includes(record.state);
+}
+
+/** 409 when the migration has ended; `consequence` says what the request cannot do, e.g. "nothing to pause". */
+export function assertNotEnded(record: MigrationRecord, consequence: string): void {
+  if (hasEnded(record)) {
+    throw conflictError({
+      kind: ConflictKind.MigrationEnded,
+      migrationId: record.id,
+      state: record.state,
+      consequence,
+    });
+  }
+}
 
 /** The fields of a record that every migration answer shows (MigrationSummary). */
 export function migrationSummary(record: MigrationRecord) {

@@ -16,6 +16,7 @@ import { SLOT_COUNT } from '../../shared/domain/slots.js';
 import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import { groupMoves } from '../../shared/queue/migration-store.js';
+import { ConflictKind, conflictError } from '../conflicts.js';
 import { createIdempotently, type MigrationRequest, preflight } from '../create-migration.js';
 import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
@@ -250,12 +251,7 @@ async function planOrStart(
     { cluster, kind, body: requestBody, idempotencyKey: idempotencyKey(request) },
     async () => {
       const moves = await planNow();
-      if (moves.length === 0) {
-        throw new SlotfleetError(
-          ErrorCode.InvalidState,
-          `nothing to ${kind}: the cluster already matches the request`,
-        );
-      }
+      if (moves.length === 0) throw conflictError({ kind: ConflictKind.NothingToDo, action: kind });
       return moves;
     },
   );

@@ -1,16 +1,8 @@
 /** PATCH /v1/migrations/:id: the limits of a migration, changed while it runs. */
-import { MigrationState } from '../../shared/domain/migration.js';
-import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
-import { migrationSummary, requireRecord } from '../route-helpers.js';
+import { assertNotEnded, migrationSummary, requireRecord } from '../route-helpers.js';
 import { LimitsPatchBody, MigrationParams, MigrationSummary } from '../schemas.js';
-
-const ENDED: readonly MigrationState[] = [
-  MigrationState.Done,
-  MigrationState.Failed,
-  MigrationState.Cancelled,
-];
 
 export function registerLimitRoutes(app: TypedApp, deps: AppDeps): void {
   app.patch(
@@ -28,12 +20,7 @@ export function registerLimitRoutes(app: TypedApp, deps: AppDeps): void {
     },
     async (request) => {
       const record = await requireRecord(deps, request.params.id);
-      if (ENDED.includes(record.state)) {
-        throw new SlotfleetError(
-          ErrorCode.InvalidState,
-          `migration ${record.id} has ended (${record.state}): its limits no longer apply`,
-        );
-      }
+      assertNotEnded(record, 'its limits no longer apply');
       await deps.store.setLimits(record.id, request.body);
       request.log.info({ migrationId: record.id, limits: request.body }, 'migration limits changed');
       return migrationSummary((await deps.store.get(record.id))!);

@@ -2,13 +2,19 @@
 import { MigrationControl } from '../../shared/domain/migration.js';
 import { planExplicitMoves } from '../../shared/domain/plan.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
-import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
+import { ConflictKind, conflictError } from '../conflicts.js';
 import { assertSlotsFree, createIdempotently, preflight } from '../create-migration.js';
 import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
 import { migrationRate, remainingKeys } from '../remaining-keys.js';
-import { clusterAdapter, idempotencyKey, migrationSummary, requireRecord } from '../route-helpers.js';
+import {
+  assertNotEnded,
+  clusterAdapter,
+  idempotencyKey,
+  migrationSummary,
+  requireRecord,
+} from '../route-helpers.js';
 import {
   ClusterParams,
   CreateMigrationBody,
@@ -155,17 +161,13 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       },
       async (request) => {
         const record = await requireRecord(deps, request.params.id);
-        if (['done', 'failed', 'cancelled'].includes(record.state)) {
-          throw new SlotfleetError(
-            ErrorCode.InvalidState,
-            `migration ${record.id} has ended (${record.state}): nothing to ${name}`,
-          );
-        }
+        assertNotEnded(record, `nothing to ${name}`);
         if (record.control === MigrationControl.Cancel && control !== MigrationControl.Cancel) {
-          throw new SlotfleetError(
-            ErrorCode.InvalidState,
-            `migration ${record.id} is being cancelled: it cannot ${name}`,
-          );
+          throw conflictError({
+            kind: ConflictKind.MigrationCancelling,
+            migrationId: record.id,
+            action: name,
+          });
         }
         await deps.store.setControl(record.id, control);
         request.log.info({ migrationId: record.id, control }, `migration ${name}`);

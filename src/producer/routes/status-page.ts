@@ -11,7 +11,7 @@ import type { MigrationRecord } from '../../shared/queue/migration-store.js';
 import type { AppDeps, TypedApp } from '../deps.js';
 import { errorResponses } from '../http-errors.js';
 import { migrationRate, remainingKeys } from '../remaining-keys.js';
-import { clusterAdapter } from '../route-helpers.js';
+import { clusterAdapter, hasEnded } from '../route-helpers.js';
 import { ClusterParams, OpenSlot } from '../schemas.js';
 
 /**
@@ -136,7 +136,7 @@ export function registerStatusPage(app: TypedApp, deps: AppDeps): void {
       const records = (await Promise.all(page.ids.map((id) => deps.store.get(id))))
         .filter((record): record is MigrationRecord => record?.cluster === cluster)
         .slice(0, RECENT_MIGRATIONS);
-      const active = records.filter((record) => !['done', 'failed', 'cancelled'].includes(record.state));
+      const active = records.filter((record) => !hasEnded(record));
       const moving: { slot: number; target: number }[] = [];
       for (const record of active) {
         const steps = await deps.store.slotSteps(record.id);
