@@ -27,7 +27,7 @@ import {
 const execFileAsync = promisify(execFile);
 
 /**
- * Exactly what slotfleet sends to cluster nodes, as ACL rules (the README lists the same): the
+ * Exactly what slotfleet sends to cluster nodes, as ACL rules (docs/operations.md lists the same): the
  * CLUSTER subcommands it reads topology and moves slots with, MIGRATE on the source (alone for a big
  * key, else inside the batch script, EVALSHA or EVAL, which also calls MEMORY USAGE and TIME), and on the
  * target what MIGRATE ... AUTH2 runs there as this user (SELECT, RESTORE-ASKING); PING, INFO

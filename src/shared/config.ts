@@ -133,7 +133,7 @@ export const DEFAULTS = {
   apiUrl: 'http://127.0.0.1:8080',
 } as const;
 
-/** Every variable loadConfig reads, with its meaning: the README's configuration table mirrors it. */
+/** Every variable loadConfig reads, with its meaning: docs/configuration.md mirrors it (test/unit/config-docs.test.ts checks). */
 export const ENVIRONMENT = {
   SLOTFLEET_CLUSTER_URL: 'URL of one node of the cluster named "default" (redis://[user:pass@]host:port)',
   SLOTFLEET_CLUSTERS: 'more clusters: "name=redis://host:port,other=redis://..."',

@@ -97,7 +97,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     nodeClientLatency: new Gauge({
       name: 'slotfleet_node_client_latency_seconds',
-      help: "What a client of a source node waited behind the migration's MIGRATEs, as this process measured it: the longest run of batches the source ran back to back in the last pacing window, by the source's own clock (see the README's pacing section).",
+      help: "What a client of a source node waited behind the migration's MIGRATEs, as this process measured it: the longest run of batches the source ran back to back in the last pacing window, by the source's own clock (see docs/operations.md, pacing).",
       labelNames: ['cluster', 'node'],
       registers,
     }),
