@@ -15,7 +15,13 @@ describe('docs/metrics.md', () => {
     const doc = await readFile('docs/metrics.md', 'utf8');
     // The table's first column: | `slotfleet_...` |
     const listed = [...doc.matchAll(/^\| `(slotfleet_\w+)` \|/gm)].map((match) => match[1]!).sort();
-    expect(listed.filter((name) => !defined.includes(name)), 'listed but not defined').toEqual([]);
-    expect(defined.filter((name) => !listed.includes(name)), 'defined but not listed').toEqual([]);
+    expect(
+      listed.filter((name) => !defined.includes(name)),
+      'listed but not defined',
+    ).toEqual([]);
+    expect(
+      defined.filter((name) => !listed.includes(name)),
+      'defined but not listed',
+    ).toEqual([]);
   });
 });
