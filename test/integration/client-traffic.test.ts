@@ -29,7 +29,7 @@ import {
   verifyDataset,
 } from '../../src/sandbox/index.js';
 import { parseSlotRanges } from '../../src/shared/domain/slots.js';
-import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
+import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 const TRAFFIC_KEYS = 2_000;
 const KEYS_PER_SLOT = 10;
@@ -228,16 +228,12 @@ describe('client traffic during a rebalance', () => {
     expect(plan.every((group) => group.targetId === added.id)).toBe(true);
     const operationsBefore = operations;
 
-    let final: { state: string; errors: unknown[]; slots: Record<string, number> } | undefined;
-    while (Date.now() - started < TRAFFIC_CAP_MS) {
-      const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
-      const view = response.json();
-      if (['done', 'failed', 'cancelled'].includes(view.state)) {
-        final = view;
-        break;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    // Past the traffic cap, undefined: the assertion below says so, after the traffic has stopped.
+    const final = await waitForMigration(
+      stack,
+      id,
+      Math.max(0, TRAFFIC_CAP_MS - (Date.now() - started)),
+    ).catch(() => undefined);
     ended = true;
     await Promise.all(traffic);
     const statsAfter = await errorStats();

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MigrationView } from '../../src/cli/migration-view.js';
 import {
   type DatasetManifest,
   seedDataset,
@@ -28,13 +29,6 @@ const CONTROL_PASSWORD = 'control-secret-5f0c2e9a';
 const OUTAGE_MS = 7_000;
 /** Slots the second outage loses at least, as seen done by the API before it. */
 const LOST_SLOTS = 100;
-
-interface MigrationView {
-  state: string;
-  slotsTotal: number;
-  keysMoved: number;
-  slots: Record<string, number>;
-}
 
 describe('control Redis outage in the middle of a migration', () => {
   let stack: Stack;

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import calculateSlot from 'cluster-key-slot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MigrationView } from '../../src/cli/migration-view.js';
 import {
   type DatasetManifest,
   seedDataset,
@@ -27,7 +28,7 @@ import {
 } from '../../src/sandbox/index.js';
 import { migrateJobId, QueueName } from '../../src/shared/queue/names.js';
 import { slotsOf } from './support/slots.js';
-import { expectOwnersEverywhere, type Stack, startStack } from './support/stack.js';
+import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 /** Short, so a killed worker's slot is running again within 1.5 x this. */
 const JOB_LOCK_MS = 3_000;
@@ -50,13 +51,6 @@ interface WatchedWorker {
   /** Every JSON log line so far, parsed. */
   readonly events: LogEvent[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-interface MigrationView {
-  state: string;
-  slotsTotal: number;
-  slots: Record<string, number>;
-  errors: unknown[];
 }
 
 describe('workers killed or stopped in the middle of a slot', () => {
@@ -129,17 +123,6 @@ describe('workers killed or stopped in the middle of a slot', () => {
     const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
     expect(response.statusCode, response.body).toBe(200);
     return response.json();
-  }
-
-  async function waitForEnd(id: string, timeoutMs = 180_000): Promise<MigrationView> {
-    return until(
-      `migration ${id} to end`,
-      async () => {
-        const view = await readMigration(id);
-        return ['done', 'failed', 'cancelled'].includes(view.state) ? view : undefined;
-      },
-      timeoutMs,
-    );
   }
 
   /**
@@ -301,7 +284,7 @@ describe('workers killed or stopped in the middle of a slot', () => {
       await ready(spawnWorker());
     }
 
-    const final = await waitForEnd(id);
+    const final = await waitForMigration(stack, id, 180_000);
     expect(final).toMatchObject({ state: 'done', errors: [] });
     expect(final.slots.done).toBe(sourceOf.size);
     for (const { worker, slot } of killed) {
@@ -339,7 +322,7 @@ describe('workers killed or stopped in the middle of a slot', () => {
       said('shutdown deadline passed: exiting; jobs in flight go to other workers when their lock expires'),
     ).toBe(false);
 
-    const final = await waitForEnd(id);
+    const final = await waitForMigration(stack, id, 180_000);
     expect(final).toMatchObject({ state: 'done', errors: [] });
     expect(final.slots.done).toBe(slots.length);
     const finishers = drainedBy(id, victim.slot);
@@ -365,7 +348,7 @@ describe('workers killed or stopped in the middle of a slot', () => {
     expect(hurried.events.some((event) => event.msg.startsWith('shutdown deadline passed'))).toBe(true);
     await ready(spawnWorker());
 
-    const final = await waitForEnd(id);
+    const final = await waitForMigration(stack, id, 180_000);
     expect(final).toMatchObject({ state: 'done', errors: [] });
     expect(final.slots.done).toBe(slots.length);
     expect(drainedBy(id, victim.slot)).toEqual([workers.at(-1)!.name]);

@@ -18,6 +18,7 @@ import { Writable } from 'node:stream';
 import { inspect } from 'node:util';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollMigration } from '../../src/cli/progress.js';
 import {
   type DatasetManifest,
   redisUrl,
@@ -28,6 +29,7 @@ import {
   verifyDataset,
 } from '../../src/sandbox/index.js';
 import { ClusterAdapter } from '../../src/shared/cluster/adapter.js';
+import type { MigrationState } from '../../src/shared/domain/migration.js';
 import { SlotfleetError } from '../../src/shared/errors.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../../src/shared/queue/connections.js';
@@ -52,7 +54,7 @@ const auth = { authorization: `Bearer ${TOKEN}` };
 /** The fields of API responses this test reads. */
 interface ApiBody {
   readonly id: string;
-  readonly state: string;
+  readonly state: MigrationState;
   readonly code: string;
   readonly items: readonly { readonly id: string }[];
 }
@@ -194,18 +196,19 @@ describe('secrets stay secret', () => {
     });
     expect(created.status, created.text).toBe(202);
     const id: string = created.json().id;
-    let state = 'pending';
-    for (let round = 0; round < 600 && !['done', 'failed', 'cancelled'].includes(state); round++) {
-      state = (await api('GET', `/v1/migrations/${id}`)).json().state;
-      await api('GET', '/v1/migrations?limit=5');
-      await api('GET', '/v1/clusters');
-      await api('GET', '/v1/clusters/default');
-      await api('GET', '/status.json');
-      await api('GET', '/metrics');
-      await api('GET', '/queues/api/queues?activeQueue=migrate-slot&status=active&page=1');
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    expect(state).toBe('done');
+    const final = await pollMigration(async () => (await api('GET', `/v1/migrations/${id}`)).json(), {
+      intervalMs: 200,
+      timeoutMs: 150_000,
+      onView: async () => {
+        await api('GET', '/v1/migrations?limit=5');
+        await api('GET', '/v1/clusters');
+        await api('GET', '/v1/clusters/default');
+        await api('GET', '/status.json');
+        await api('GET', '/metrics');
+        await api('GET', '/queues/api/queues?activeQueue=migrate-slot&status=active&page=1');
+      },
+    });
+    expect(final.state).toBe('done');
     await api('GET', '/queues/api/queues?activeQueue=migrate-slot&status=failed&page=1');
     await api('GET', '/queues/api/queues?activeQueue=finalize-slot&status=completed&page=1');
     await api('GET', '/docs/json');

@@ -6,6 +6,8 @@
 import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { expect } from 'vitest';
+import type { MigrationView } from '../../../src/cli/migration-view.js';
+import { pollMigration } from '../../../src/cli/progress.js';
 import { createApi } from '../../../src/producer/server.js';
 import {
   type ControlRedisOptions,
@@ -138,22 +140,20 @@ function isAlive(pid: number): boolean {
 }
 
 /** Polls GET /v1/migrations/:id until the migration ends; returns the final record. */
-export async function waitForMigration(
+export function waitForMigration(
   stack: Stack,
   id: string,
   timeoutMs = 60_000,
   headers: Record<string, string> = {},
-): Promise<{ state: string; keysMoved: number; slots: Record<string, number>; errors: unknown[] }> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}`, headers });
-    last = response.json();
-    const state = (last as { state: string }).state;
-    if (state === 'done' || state === 'failed' || state === 'cancelled') return last as never;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`migration ${id} did not end within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+): Promise<MigrationView> {
+  return pollMigration(
+    async () => {
+      const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}`, headers });
+      expect(response.statusCode, response.body).toBe(200);
+      return response.json<MigrationView>();
+    },
+    { intervalMs: 100, timeoutMs },
+  );
 }
 
 /** Every running node's own view (replicas included). */
