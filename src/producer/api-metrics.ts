@@ -7,7 +7,7 @@
  * waits at most READ_DEADLINE_MS for a new one: a slow cluster delays the numbers, not the scrape.
  * A number that cannot be read is left out (no sample), never reported as a stale or zero value.
  */
-import { MigrationState } from '../shared/domain/migration.js';
+import { migrationHasEnded } from '../shared/domain/migration.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics } from '../shared/metrics.js';
 import { type RemainingKeysDeps, remainingKeys } from './remaining-keys.js';
@@ -34,12 +34,6 @@ export const REFRESH_MS = 2_000;
 const READ_DEADLINE_MS = 3_000;
 /** Migrations looked at, newest first: an older one still running is not reported. */
 const RECENT_MIGRATIONS = 50;
-
-const ENDED_STATES: ReadonlySet<string> = new Set([
-  MigrationState.Done,
-  MigrationState.Failed,
-  MigrationState.Cancelled,
-]);
 
 export class ApiMetrics {
   readonly metrics: Metrics = createMetrics();
@@ -105,7 +99,7 @@ export class ApiMetrics {
         if (this.ended.has(id)) continue;
         const record = await this.sources.store.get(id);
         if (record === null) continue;
-        if (ENDED_STATES.has(record.state)) {
+        if (migrationHasEnded(record.state)) {
           this.ended.add(id);
           continue;
         }

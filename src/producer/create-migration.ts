@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import type { MigrationLimits } from '../shared/domain/migration.js';
+import { MigrationEngine, type MigrationLimits } from '../shared/domain/migration.js';
 import type { ClusterSnapshot, SlotMove } from '../shared/domain/plan.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import { groupMoves, type PlanGroup } from '../shared/queue/migration-store.js';
@@ -135,10 +135,12 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       kind: input.kind,
       request: input.request,
       moves: input.moves,
+      engine: MigrationEngine.Keys,
       ...(input.limits ? { limits: input.limits } : {}),
     });
     await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs, {
       replace: input.request.replace === true,
+      engine: MigrationEngine.Keys,
     });
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly

@@ -12,7 +12,7 @@ export async function enqueueSlotMoves(
   cluster: string,
   moves: readonly SlotMove[],
   policy: SlotJobPolicy,
-  options: { readonly replace?: boolean } = {},
+  options: Parameters<typeof slotJobData>[3] = {},
 ): Promise<void> {
   // Round-robin over source -> target pairs: with per-node caps, every pair has jobs near the head.
   const jobs = interleaveByPair(moves).map((move) =>

@@ -3,7 +3,7 @@
  * not ended. Read by GET /v1/migrations/:id and by the API's /metrics (slotfleet_keys_remaining).
  */
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import { ENDED_STEPS } from '../shared/domain/migration.js';
+import { ENDED_STEPS, migrationHasEnded } from '../shared/domain/migration.js';
 import { SlotStep } from '../shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../shared/domain/slots.js';
 import type { MigrationRecord, MigrationStore } from '../shared/queue/migration-store.js';
@@ -117,7 +117,7 @@ export function migrationRate(
   nowMs = Date.now(),
 ): { keysPerSecond: number; etaSeconds: number | null } {
   const startedMs = record.startedAt ? Date.parse(record.startedAt) : null;
-  const ended = ['done', 'failed', 'cancelled'].includes(record.state);
+  const ended = migrationHasEnded(record.state);
   const untilMs = ended ? Date.parse(record.updatedAt) : nowMs;
   const elapsedSeconds = startedMs === null ? 0 : Math.max((untilMs - startedMs) / 1000, 0.001);
   const keysPerSecond = startedMs === null ? 0 : record.keysMoved / elapsedSeconds;

@@ -4,21 +4,15 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import { MigrationState } from '../shared/domain/migration.js';
+import { migrationHasEnded } from '../shared/domain/migration.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { MigrationRecord } from '../shared/queue/migration-store.js';
 import { ConflictKind, conflictError } from './conflicts.js';
 import type { AppDeps } from './deps.js';
 
-const ENDED_STATES: readonly MigrationState[] = [
-  MigrationState.Done,
-  MigrationState.Failed,
-  MigrationState.Cancelled,
-];
-
 /** Done, failed or cancelled: nothing will change it any more. */
 export function hasEnded(record: Pick<MigrationRecord, 'state'>): boolean {
-  return ENDED_STATES.includes(record.state);
+  return migrationHasEnded(record.state);
 }
 
 /** 409 when the migration has ended; `consequence` says what the request cannot do, e.g. "nothing to pause". */
@@ -48,6 +42,7 @@ export function migrationSummary(record: MigrationRecord) {
     updatedAt: record.updatedAt,
     startedAt: record.startedAt,
     limits: record.limits,
+    engine: record.engine,
   };
 }
 

@@ -5,7 +5,7 @@
  * whole request, these cap each field.
  */
 import { Type } from '@fastify/type-provider-typebox';
-import { LIMIT_RANGES, type LimitName } from '../shared/domain/migration.js';
+import { LIMIT_RANGES, type LimitName, MigrationEngine } from '../shared/domain/migration.js';
 import { SLOT_STEPS } from '../shared/domain/slot-migration.js';
 import { SLOT_COUNT } from '../shared/domain/slots.js';
 import { explainPattern } from './http-errors.js';
@@ -213,6 +213,10 @@ export const MigrationSummary = Type.Object({
   updatedAt: Type.String(),
   startedAt: Type.Union([Type.String(), Type.Null()]),
   limits: Limits,
+  // One literal per MigrationEngine (a mapped array would lose the literal types).
+  engine: Type.Union([Type.Literal(MigrationEngine.Keys)], {
+    description: 'how its slots move: keys (SETSLOT and MIGRATE batches, key by key)',
+  }),
 });
 
 export const Migration = Type.Object({

@@ -3,8 +3,11 @@
  * new empty master, pause/resume/cancel while it runs, Idempotency-Key, overlap refused with 409,
  * fix of a slot left open by an interrupted move, drain a master to zero, auth, and OpenAPI.
  */
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DatasetManifest, seedDataset, verifyDataset } from '../../src/sandbox/index.js';
+import { ConnectionRole, controlConnectionOptions } from '../../src/shared/queue/connections.js';
+import { migrateJobId, QueueName } from '../../src/shared/queue/names.js';
 import { allViews, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -168,7 +171,8 @@ describe('plans, control and safety of the API', () => {
 
     expect((await inject('POST', `/v1/migrations/${id}/resume`)).statusCode).toBe(200);
     const final = await waitForMigration(stack, id, 180_000, auth);
-    expect(final).toMatchObject({ state: 'done', errors: [] });
+    // The engine is chosen when the migration is created and recorded with it.
+    expect(final).toMatchObject({ state: 'done', errors: [], engine: 'keys' });
     const detail = (await inject('GET', '/v1/clusters/default')).json();
     const newMaster = detail.masters.find((master: { id: string }) => master.id === added.id);
     expect(newMaster.slots).toBeGreaterThanOrEqual(4095);
@@ -222,10 +226,18 @@ describe('plans, control and safety of the API', () => {
     const preview = await inject('POST', '/v1/clusters/default/fix', { dryRun: true });
     expect(preview.statusCode, preview.body).toBe(200);
     expect(preview.json().slots).toBe(1);
-    const fix = await inject('POST', '/v1/clusters/default/fix', {});
+    // replace: true reaches the repair job (a key the owner holds with another value is overwritten).
+    const fix = await inject('POST', '/v1/clusters/default/fix', { replace: true });
     expect(fix.statusCode, fix.body).toBe(202);
     const final = await waitForMigration(stack, fix.json().id, 60_000, auth);
     expect(final).toMatchObject({ state: 'done', errors: [] });
+    const queue = new Queue(QueueName.MigrateSlot, {
+      connection: controlConnectionOptions(stack.config.control, ConnectionRole.Worker),
+      prefix: stack.config.queuePrefix,
+    });
+    const job = await queue.getJob(migrateJobId(fix.json().id, slot));
+    await queue.close();
+    expect(job?.data).toMatchObject({ slot, replace: true, engine: 'keys' });
     await expectIntactAndClosed();
     expect((await slotsOf(stack.cluster, target.id)).includes(slot)).toBe(true);
   });

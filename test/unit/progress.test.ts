@@ -31,6 +31,7 @@ function view(state: MigrationState, overrides: Partial<MigrationView> = {}): Mi
     updatedAt: '2026-01-01T00:00:01.000Z',
     startedAt: '2026-01-01T00:00:00.000Z',
     limits: { maxKeysPerSecond: null, maxBytesPerSecond: null, batchKeys: null, maxClientLatencyMs: null },
+    engine: 'keys',
     plan: [],
     errors: [],
     keysRemaining: 10,

@@ -179,7 +179,12 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
       }
       const created = await createIdempotently(
         deps,
-        { cluster, kind: 'fix', body: {}, idempotencyKey: idempotencyKey(request) },
+        {
+          cluster,
+          kind: 'fix',
+          body: request.body.replace === undefined ? {} : { replace: request.body.replace },
+          idempotencyKey: idempotencyKey(request),
+        },
         async () => moves,
       );
       request.log.info(

@@ -38,6 +38,17 @@ export type MigrationControl = (typeof MigrationControl)[keyof typeof MigrationC
 
 export const ENDED_STEPS: readonly SlotStep[] = [SlotStep.Done, SlotStep.Failed, SlotStep.Cancelled];
 
+/** Done, failed or cancelled: nothing will change the migration any more. */
+export const ENDED_STATES: readonly MigrationState[] = [
+  MigrationState.Done,
+  MigrationState.Failed,
+  MigrationState.Cancelled,
+];
+
+export function migrationHasEnded(state: MigrationState): boolean {
+  return ENDED_STATES.includes(state);
+}
+
 /**
  * Once every slot has ended: failed if any slot failed, cancelled if any was cancelled, else done.
  * Before that: paused while the operator holds it, pending while no slot has started, else running.
