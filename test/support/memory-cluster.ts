@@ -678,7 +678,7 @@ export class MemoryCluster implements ClusterPort {
 
   /**
    * Everything that is not as expected once gossip has settled: a node (replicas included) naming
-   * another owner for a slot, or holding a slot open.
+   * another owner for one of these slots, or holding one of them open.
    */
   disagreements(expectedOwners: ReadonlyMap<number, string>): string[] {
     this.settle();
@@ -687,9 +687,11 @@ export class MemoryCluster implements ClusterPort {
       for (const [slot, owner] of expectedOwners) {
         const seen = node.owners[slot];
         if (seen !== owner) problems.push(`${node.address} sees slot ${slot} owned by ${seen}, not ${owner}`);
+        const importing = node.importing.get(slot);
+        if (importing) problems.push(`${node.address} imports slot ${slot} from ${importing}`);
+        const migrating = node.migrating.get(slot);
+        if (migrating) problems.push(`${node.address} migrates slot ${slot} to ${migrating}`);
       }
-      if (node.importing.size > 0) problems.push(`${node.address} imports ${[...node.importing.keys()]}`);
-      if (node.migrating.size > 0) problems.push(`${node.address} migrates ${[...node.migrating.keys()]}`);
     }
     return problems;
   }
