@@ -272,6 +272,10 @@ describe('client traffic during a rebalance', () => {
           if (value.join(',') !== expected.join(',')) lost.push(`${key.name} has ${value.length} elements`);
           break;
         }
+        default: {
+          const never: never = key.kind;
+          throw new Error(`unhandled key kind: ${never}`);
+        }
       }
     }
     expect(lost.slice(0, 10)).toEqual([]);
