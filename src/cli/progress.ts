@@ -1,30 +1,10 @@
 /**
  * Following a migration until it ends: the one poller of GET /v1/migrations/:id, used by
- * `slotfleet ... --wait`, the demo and the tests, and the progress line they print.
- *
- * Which states end a migration is decided by an exhaustive switch over the domain's states: a state
- * added there fails to compile here until it is classed, so no copy of the list can miss one.
+ * `slotfleet ... --wait`, the demo and the tests, and the progress line they print. Which states end
+ * a migration is the domain's word (migrationHasEnded), not a list kept here.
  */
-import { MigrationState } from '../shared/domain/migration.js';
+import { type MigrationState, migrationHasEnded } from '../shared/domain/migration.js';
 import type { MigrationView } from './migration-view.js';
-
-/** Done, failed or cancelled: nothing will change any more. */
-export function isEndState(state: MigrationState): boolean {
-  switch (state) {
-    case MigrationState.Done:
-    case MigrationState.Failed:
-    case MigrationState.Cancelled:
-      return true;
-    case MigrationState.Pending:
-    case MigrationState.Running:
-    case MigrationState.Paused:
-      return false;
-    default: {
-      const never: never = state;
-      throw new Error(`unhandled migration state: ${never}`);
-    }
-  }
-}
 
 export interface PollOptions<View> {
   /** Pause between two reads. @defaultValue 250 */
@@ -49,7 +29,7 @@ export async function pollMigration<View extends { readonly state: MigrationStat
   for (;;) {
     const view = await read();
     await options.onView?.(view);
-    if (isEndState(view.state)) return view;
+    if (migrationHasEnded(view.state)) return view;
     if (Date.now() >= deadline) {
       throw new Error(
         `the migration did not end within ${options.timeoutMs} ms; last: ${JSON.stringify(view)}`,
@@ -88,7 +68,7 @@ export function printProgress(
   let lastPrintedMs = 0;
   return (view) => {
     const line = progressLine(view);
-    const ended = isEndState(view.state);
+    const ended = migrationHasEnded(view.state);
     if (stream.isTTY) stream.write(`\r${line}${ended ? '\n' : ''}`);
     else if (ended || Date.now() - lastPrintedMs > everyMs) {
       stream.write(`${line}\n`);

@@ -5,7 +5,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { ApiClient, ApiRefusedError } from '../../src/cli/api-client.js';
 import type { MigrationView } from '../../src/cli/migration-view.js';
-import { isEndState, pollMigration, printProgress, progressLine } from '../../src/cli/progress.js';
+import { pollMigration, printProgress, progressLine } from '../../src/cli/progress.js';
 import { MigrationState } from '../../src/shared/domain/migration.js';
 
 function view(state: MigrationState, overrides: Partial<MigrationView> = {}): MigrationView {
@@ -52,18 +52,28 @@ function scriptedApi(answers: readonly { status: number; body: unknown }[]) {
   return { api: new ApiClient('http://api.test', 'token', fetchFn), requests };
 }
 
-const END_STATES = new Set<MigrationState>([
-  MigrationState.Done,
-  MigrationState.Failed,
-  MigrationState.Cancelled,
-]);
+/** Every state of the domain, and whether the poller stops at it. */
+const STOPS_AT: Record<MigrationState, boolean> = {
+  pending: false,
+  running: false,
+  paused: false,
+  done: true,
+  failed: true,
+  cancelled: true,
+};
 
-describe('isEndState', () => {
-  it.each(Object.values(MigrationState))('%s', (state) => {
-    expect(isEndState(state)).toBe(END_STATES.has(state));
+describe('the states the poller stops at', () => {
+  it.each(Object.values(MigrationState))('%s', async (state) => {
+    const { api, requests } = scriptedApi([
+      { status: 200, body: view(state) },
+      { status: 200, body: view(MigrationState.Done) },
+    ]);
+    const final = await pollMigration(() => api.migration('m1'), { intervalMs: 0 });
+    expect(final.state).toBe(STOPS_AT[state] ? state : MigrationState.Done);
+    expect(requests).toHaveLength(STOPS_AT[state] ? 1 : 2);
   });
 
-  it("classes the API's states, which are the domain's", () => {
+  it("are classed for every state of the API, which are the domain's", () => {
     expectTypeOf<MigrationView['state']>().toEqualTypeOf<MigrationState>();
   });
 });
