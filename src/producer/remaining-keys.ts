@@ -3,7 +3,7 @@
  * not ended. Read by GET /v1/migrations/:id and by the API's /metrics (slotfleet_keys_remaining).
  */
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import { ENDED_STEPS, migrationHasEnded } from '../shared/domain/migration.js';
+import { ENDED_STEPS, migrationHasEnded, slotHasEnded } from '../shared/domain/migration.js';
 import { SlotStep } from '../shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../shared/domain/slots.js';
 import type { MigrationRecord, MigrationStore } from '../shared/queue/migration-store.js';
@@ -74,7 +74,7 @@ async function countRemainingKeys(
       const toCount: number[] = [];
       for (const slot of parseSlotRanges(group.slots)) {
         const step = steps.get(slot);
-        if (ENDED_STEPS.includes(step as never)) {
+        if (slotHasEnded(step)) {
           pendingCounts.delete(slot);
           continue;
         }

@@ -4,7 +4,7 @@
  * GET /status.json every second; that endpoint is the whole data model of the page.
  */
 import { Type } from '@fastify/type-provider-typebox';
-import { ENDED_STEPS } from '../../shared/domain/migration.js';
+import { ENDED_STEPS, slotHasEnded } from '../../shared/domain/migration.js';
 import { parseSlotRanges, SLOT_COUNT } from '../../shared/domain/slots.js';
 import { NodeRole, nodeAddress } from '../../shared/domain/topology.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
@@ -143,7 +143,7 @@ export function registerStatusPage(app: TypedApp, deps: AppDeps): void {
         for (const group of record.plan) {
           const target = indexOf.get(group.targetId) ?? -1;
           for (const slot of parseSlotRanges(group.slots)) {
-            if (!ENDED_STEPS.includes(steps.get(slot) as never)) moving.push({ slot, target });
+            if (!slotHasEnded(steps.get(slot))) moving.push({ slot, target });
           }
         }
       }

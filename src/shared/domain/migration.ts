@@ -49,6 +49,11 @@ export function migrationHasEnded(state: MigrationState): boolean {
   return ENDED_STATES.includes(state);
 }
 
+/** A slot step after which nothing moves the slot any more; false for a slot with no step. */
+export function slotHasEnded(step: SlotStep | undefined): boolean {
+  return step !== undefined && ENDED_STEPS.includes(step);
+}
+
 /**
  * Once every slot has ended: failed if any slot failed, cancelled if any was cancelled, else done.
  * Before that: paused while the operator holds it, pending while no slot has started, else running.

@@ -395,9 +395,10 @@ export class MigrationStore implements SlotRecords {
     };
   }
 
-  async slotSteps(id: string): Promise<Map<number, string>> {
+  /** Each slot's recorded step (only SET_STEP_SCRIPT and create() write them, always a SlotStep). */
+  async slotSteps(id: string): Promise<Map<number, SlotStep>> {
     const all = await this.redis.hgetall(this.key(id, 'slots'));
-    return new Map(Object.entries(all).map(([slot, step]) => [Number(slot), step]));
+    return new Map(Object.entries(all).map(([slot, step]) => [Number(slot), step as SlotStep]));
   }
 }
 
