@@ -80,8 +80,17 @@ function replicaOf(master: { id: string }): MemoryNode {
 describe('a slot move on the in-memory cluster', () => {
   it('moves every key with its value and TTL, counts them, and leaves every node agreeing', async () => {
     const seeded = seedSlot(cluster, { tag: 'plain' });
-    const result = await runToEnd(seeded.data);
-    expect(result).toEqual({ keysMoved: 60, step: SlotStep.Done });
+    // The migrate job ends drained: the source holds no key, both sides still open.
+    const drained = await driveSlot(seeded.data, SlotPhase.Migrate, deps());
+    expect(drained).toEqual({ keysMoved: 60, step: SlotStep.Migrating });
+    expect(cluster.node(seeded.data.source.id).countKeysInSlot(seeded.slot)).toBe(0);
+    expect(cluster.node(seeded.data.source.id).slotView(seeded.slot)).toMatchObject({
+      owner: seeded.data.source.id,
+      migratingTo: seeded.data.target.id,
+    });
+    expect(cluster.callsOf('migrateNextBatch')).toHaveLength(9);
+    const result = await driveSlot(seeded.data, SlotPhase.Finalize, deps());
+    expect(result).toEqual({ keysMoved: 0, step: SlotStep.Done });
     expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
     expect(store.record(MIGRATION_ID)).toMatchObject({ keysMoved: 60, errors: new Map() });
     expect(store.stepOf(MIGRATION_ID, seeded.slot)).toBe(SlotStep.Done);
