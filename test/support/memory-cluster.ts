@@ -406,8 +406,9 @@ export class MemoryNode {
       this.setMaster(ownerId);
     }
     if (ownerId === this.id && this.importing.has(slot)) {
-      // The import is closed with a new config epoch, above every epoch this node knows, so that
-      // its claim wins; then every node hears of it at once (clusterBroadcastPong).
+      // The import is closed with a new config epoch above every epoch this node knows, unless it
+      // holds the highest already, so that its claim wins; then every node hears of it at once
+      // (clusterBroadcastPong).
       this.bumpConfigEpochWithoutConsensus();
       this.importing.delete(slot);
       this.changed();
