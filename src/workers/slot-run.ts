@@ -28,7 +28,7 @@ import {
   stepOf,
 } from '../shared/domain/slot-migration.js';
 import { nodeAddress } from '../shared/domain/topology.js';
-import { ErrorCode, SlotfleetError } from '../shared/errors.js';
+import { ErrorCode, errorCodeOf, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { SlotRecords } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
@@ -142,8 +142,9 @@ export class SlotRun {
         fresh = true;
         continue;
       }
-      observation = await this.perform(action, observation, step);
-      fresh = false;
+      const predicted = await this.perform(action, observation, step);
+      fresh = predicted === undefined;
+      observation = predicted ?? (await this.observe({ includeOthers }));
     }
     throw new SlotfleetError(
       ErrorCode.NotConverged,
@@ -152,15 +153,16 @@ export class SlotRun {
   }
 
   /**
-   * Performs one action and returns the observation it leads to (a prediction). AssignSource also
-   * sends AssignOthers when that is what follows: assigning the other masters is as safe once the
-   * target claimed the slot with the higher epoch, and saves a round trip per slot.
+   * Performs one action and returns the observation it leads to (a prediction), or undefined when
+   * only a fresh look can tell. AssignSource also sends AssignOthers when that is what follows:
+   * assigning the other masters is as safe once the target claimed the slot with the higher epoch,
+   * and saves a round trip per slot.
    */
   private async perform(
     action: SlotAction,
     observation: SlotObservation,
     step: SlotStep,
-  ): Promise<SlotObservation> {
+  ): Promise<SlotObservation | undefined> {
     const { cluster } = this.deps;
     const { data } = this;
     switch (action.kind) {
@@ -190,14 +192,29 @@ export class SlotRun {
         const assigned = this.predict(observation, action);
         const following = nextSlotAction(assigned, this.phase);
         const others = following.kind === SlotActionKind.AssignOthers ? following : undefined;
-        const sourceAssigned = cluster.setSlotNode(data.source, data.slot, data.target.id);
+        // A source giving away its last slot may hear the target's claim first and turn into its
+        // replica (Redis 7.0 replica migration), which refuses SETSLOT with READONLY ("Please use
+        // SETSLOT only with masters"). Nothing is wrong: a fresh look shows the slot settled.
+        const sourceAssigned = cluster.setSlotNode(data.source, data.slot, data.target.id).then(
+          () => true,
+          (error: unknown) => {
+            if (errorCodeOf(error) === ErrorCode.ReadOnly) return false;
+            throw error;
+          },
+        );
         // Awaited below; a throwing beforeAction must not leave its rejection unhandled.
         sourceAssigned.catch(() => undefined);
         if (others) await this.deps.beforeAction?.(others, assigned);
-        await Promise.all([
+        const [onSource] = await Promise.all([
           sourceAssigned,
           others ? this.assignOthers(observation, others.nodeIds) : undefined,
         ]);
+        if (!onSource) {
+          this.log.info(
+            'the source turned replica before its SETSLOT NODE (its last slot left): looking again',
+          );
+          return undefined;
+        }
         return others ? this.predict(assigned, others) : assigned;
       }
       case SlotActionKind.AssignOthers:
