@@ -38,7 +38,16 @@ export interface SlotRunDeps extends DrainDeps {
   readonly store: SlotRecords;
   /** Called before each action is performed; tests use it to interrupt a slot between two steps. */
   readonly beforeAction?: (action: SlotAction, observation: SlotObservation) => void | Promise<void>;
+  /**
+   * How long a finalizer waits in place for config epochs (or the target's view of the owner) to
+   * settle, and how often it looks, before it fails the attempt as NOT_CONVERGED and hands the slot
+   * back to BullMQ's retries. @defaultValue EPOCH_WAIT
+   */
+  readonly epochWait?: { readonly waitMs: number; readonly pollMs: number };
 }
+
+/** The finalizer's wait for gossip: long enough for a few cluster-bus PINGs, short of a job's lock. */
+export const EPOCH_WAIT = { waitMs: 5_000, pollMs: 50 } as const;
 
 export interface SlotRunResult {
   readonly keysMoved: number;
@@ -47,9 +56,6 @@ export interface SlotRunResult {
 
 /** More actions than any honest run needs: a guard against a cluster that keeps changing under us. */
 const MAX_ACTIONS = 64;
-/** How long a finalizer waits in place for config epochs to settle before handing back to BullMQ. */
-const EPOCH_WAIT_MS = 5_000;
-const EPOCH_POLL_MS = 50;
 /** Successors adopted in one observation at most (a source and a target both failing over). */
 const MAX_ADOPTIONS = 2;
 
@@ -99,7 +105,8 @@ export class SlotRun {
     }
     let fresh = true;
     let verified = false;
-    const epochDeadline = Date.now() + EPOCH_WAIT_MS;
+    const epochWait = this.deps.epochWait ?? EPOCH_WAIT;
+    const epochDeadline = Date.now() + epochWait.waitMs;
     let performed = 0;
     while (performed < MAX_ACTIONS) {
       const step = stepOf(observation);
@@ -126,7 +133,7 @@ export class SlotRun {
           this.recordInBackground(step);
           if (Date.now() > epochDeadline) throw new SlotfleetError(ErrorCode.NotConverged, action.reason);
           this.log.debug({ reason: action.reason }, 'waiting for the cluster to agree');
-          await new Promise((resolve) => setTimeout(resolve, EPOCH_POLL_MS));
+          await new Promise((resolve) => setTimeout(resolve, epochWait.pollMs));
           observation = await this.observe({ includeOthers });
           fresh = true;
           continue;

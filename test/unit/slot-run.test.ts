@@ -292,6 +292,30 @@ describe('config epochs (rule 2: the target is assigned only when its epoch ends
   );
 });
 
+describe('config epochs that do not settle', () => {
+  it('the finalizer gives up after its wait with NOT_CONVERGED, having claimed nothing, and a retry finishes', async () => {
+    const seeded = seedSlot(cluster, { tag: tagServedBy(cluster, 7000, 'epoch-stuck') });
+    const { source, target } = seeded.data;
+    await driveSlot(seeded.data, SlotPhase.Migrate, deps());
+    // The target hears nothing for far longer than the finalizer waits.
+    cluster.isolate(target.id, { forMs: 60_000 });
+    cluster.bumpEpoch(source.id);
+    const epochWait = { waitMs: 100, pollMs: 10 };
+    const failure = await rejection(driveSlot(seeded.data, SlotPhase.Finalize, { ...deps(), epochWait }));
+    expect(failure).toMatchObject({ code: ErrorCode.NotConverged });
+    expect(isRetryable(failure)).toBe(true);
+    // Nothing was assigned: the slot is still open and safe (clients follow ASK to the target).
+    expect(cluster.callsOf('setSlotNode')).toEqual([]);
+    expect(cluster.node(source.id).migrating.get(seeded.data.slot)).toBe(target.id);
+    cluster.heal(target.id);
+    cluster.settle();
+    expect(await driveSlot(seeded.data, SlotPhase.Finalize, { ...deps(), epochWait })).toMatchObject({
+      step: SlotStep.Done,
+    });
+    expect(movedProblems(cluster, seeded, target.id)).toEqual([]);
+  });
+});
+
 describe('a failover in the middle of a slot move', () => {
   /** When the failover happens. */
   const Moment = {
