@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import {
   afterAction,
   nextSlotAction,
+  predictionRegresses,
+  SlotActionKind,
   type SlotObservation,
   SlotPhase,
+  SlotStep,
   stepOf,
 } from '../../src/shared/domain/slot-migration.js';
 
@@ -238,5 +241,34 @@ describe('stepOf', () => {
     [observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }), 'finalizing'],
   ])('%#', (observation, step) => {
     expect(stepOf(observation)).toBe(step);
+  });
+});
+
+describe('predictionRegresses: a predicted step never goes back, except by ResetImport', () => {
+  const pending = observe({});
+  const importing = observe({ target: { importingFrom: S } });
+  const draining = observe({ target: { importingFrom: S }, source: { migratingTo: T } });
+  const finalizing = observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } });
+
+  it.each([
+    ['SetImporting from pending', pending, { kind: SlotActionKind.SetImporting }, false],
+    ['SetMigrating from importing', importing, { kind: SlotActionKind.SetMigrating }, false],
+    ['MigrateKeys from draining', draining, { kind: SlotActionKind.MigrateKeys }, false],
+    ['AssignSource from finalizing', finalizing, { kind: SlotActionKind.AssignSource }, false],
+    [
+      'ResetImport from importing (allowed going back)',
+      importing,
+      { kind: SlotActionKind.ResetImport },
+      false,
+    ],
+  ] as const)('%s: %s', (_name, before, action, regresses) => {
+    expect(predictionRegresses(before, afterAction(before, action), action)).toBe(regresses);
+  });
+
+  it('flags a prediction that takes a draining slot back to pending', () => {
+    const action = { kind: SlotActionKind.MigrateKeys } as const;
+    expect(stepOf(draining)).toBe(SlotStep.Draining);
+    expect(stepOf(pending)).toBe(SlotStep.Pending);
+    expect(predictionRegresses(draining, pending, action)).toBe(true);
   });
 });
