@@ -1,12 +1,14 @@
 /**
  * A real Redis Cluster of loopback redis-server processes.
  *
- * Nothing here trusts what it asked for: redis-cli picks which ports become replicas, gossip
- * takes a while to spread a MEET or a failover, so every operation ends by polling CLUSTER
- * INFO and CLUSTER NODES on every responsive node until they agree, within a deadline.
+ * It is built the way `redis-cli --cluster create` builds one (the same slot split, a distinct config
+ * epoch per node, then CLUSTER REPLICATE), with one difference that only changes how soon it is ready:
+ * redis-cli has each node MEET the first one and lets gossip introduce the rest, polling once a
+ * second; here every pair of nodes MEETs directly, and a node added later is MET by every node, so
+ * nobody waits for gossip to introduce anyone. Roles still spread by gossip, and nothing here trusts
+ * what it asked for: every operation ends by polling CLUSTER INFO and CLUSTER NODES on every
+ * responsive node until they agree, within a deadline.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import {
   type ClusterNodeEntry,
   parseClusterNodes,
@@ -23,8 +25,6 @@ import {
   sleep,
   withAdminConnection,
 } from './redis-process.js';
-
-const execFileAsync = promisify(execFile);
 
 /**
  * Exactly what slotfleet sends to cluster nodes, as ACL rules (docs/operations.md lists the same): the
@@ -59,7 +59,7 @@ export const SLOTFLEET_ACL_RULES = [
 ].join(' ');
 
 export interface SandboxClusterOptions {
-  /** Masters created by `redis-cli --cluster create` (it refuses fewer than 3). @defaultValue 3 */
+  /** Masters, at least 3 (as `redis-cli --cluster create` requires). @defaultValue 3 */
   masters?: number;
   /** @defaultValue 1 */
   replicasPerMaster?: number;
@@ -67,7 +67,7 @@ export interface SandboxClusterOptions {
   password?: string;
   /**
    * ACL mode instead of `password`: the `default` user is off on every node, and this user is the
-   * one replication (`masteruser`), `redis-cli --cluster create` and every sandbox connection use.
+   * one replication (`masteruser`) and every sandbox connection use.
    */
   aclUser?: AclUser;
   /** More users on every node (with `aclUser`), e.g. `{ ..., rules: SLOTFLEET_ACL_RULES }`. */
@@ -136,13 +136,13 @@ export class SandboxCluster {
     const replicasPerMaster = options.replicasPerMaster ?? 1;
     if (!Number.isInteger(masterCount) || masterCount < MINIMUM_MASTERS) {
       throw new Error(
-        `a sandbox cluster needs at least ${MINIMUM_MASTERS} masters (redis-cli --cluster create)`,
+        `a sandbox cluster needs at least ${MINIMUM_MASTERS} masters (as redis-cli --cluster create does)`,
       );
     }
     if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
       throw new Error(`replicasPerMaster must be a non-negative integer, got ${replicasPerMaster}`);
     }
-    const { cliPath } = await requireRedisBinaries();
+    await requireRedisBinaries();
     if (options.password !== undefined && options.aclUser !== undefined) {
       throw new Error('give a sandbox cluster either password or aclUser, not both');
     }
@@ -156,8 +156,8 @@ export class SandboxCluster {
       );
       const failure = started.find((result) => result.status === 'rejected');
       if (failure !== undefined) throw failure.reason;
-      await cluster.create(cliPath, replicasPerMaster);
       await Promise.all(cluster.nodes.map((node) => cluster.learnId(node)));
+      await cluster.create(masterCount, options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);
       await cluster.waitForConsensus(options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);
       const topology = await cluster.topology();
       const firstMaster = topology
@@ -410,27 +410,53 @@ export class SandboxCluster {
     return node;
   }
 
-  private async create(cliPath: string, replicasPerMaster: number): Promise<void> {
-    const args = [
-      '--cluster',
-      'create',
-      ...this.nodes.map((node) => `${SANDBOX_HOST}:${node.port}`),
-      '--cluster-replicas',
-      String(replicasPerMaster),
-      '--cluster-yes',
-    ];
-    if (this.username !== undefined) args.push('--user', this.username);
-    // From the environment rather than -a: a password in argv is visible to every local user (ps).
-    const env = this.password === undefined ? process.env : { ...process.env, REDISCLI_AUTH: this.password };
-    try {
-      await execFileAsync(cliPath, args, { env, timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
-    } catch (error) {
-      const output = error as { stdout?: string; stderr?: string };
-      throw new Error(
-        `redis-cli --cluster create failed: ${error instanceof Error ? error.message : String(error)}\n${output.stdout ?? ''}${output.stderr ?? ''}`,
-        { cause: error },
-      );
-    }
+  /**
+   * What `redis-cli --cluster create` does (clusterManagerCommandCreate), but for the MEETs: the first
+   * `masterCount` nodes take redis-cli's slot split, every node gets its own config epoch (1, 2, ...)
+   * while it still knows only itself, and the rest replicate the masters in turn once they know them.
+   */
+  private async create(masterCount: number, timeoutMs: number): Promise<void> {
+    const masters = this.nodes.slice(0, masterCount);
+    const replicas = this.nodes.slice(masterCount);
+    // SET-CONFIG-EPOCH only works on a node that knows no other: before any MEET. Distinct epochs
+    // spare the masters an epoch collision to resolve (what redis-cli's "Assign a different config
+    // epoch to each node" is for).
+    await Promise.all(
+      this.nodes.map((node, index) =>
+        withAdminConnection(node, (connection) => connection.cluster('SET-CONFIG-EPOCH', index + 1)),
+      ),
+    );
+    await Promise.all(
+      masters.map((node, index) => {
+        const { first, last } = redisCliSlotRange(index, masterCount);
+        return withAdminConnection(node, (connection) => connection.cluster('ADDSLOTSRANGE', first, last));
+      }),
+    );
+    await Promise.all(
+      this.nodes.flatMap((node, index) =>
+        this.nodes
+          .slice(index + 1)
+          .map((other) =>
+            withAdminConnection(node, (connection) => connection.cluster('MEET', other.host, other.port)),
+          ),
+      ),
+    );
+    // CLUSTER REPLICATE needs the replica to know its master by id: every handshake done first.
+    await this.waitUntil(timeoutMs, 'every node to know every other', async () => {
+      for (const view of await this.readViews()) {
+        const known = view.entries.filter((entry) => !entry.joining).length;
+        if (known < this.nodes.length)
+          return `node ${describe(view.node)} knows ${known} of ${this.nodes.length} nodes`;
+      }
+      return null;
+    });
+    await Promise.all(
+      replicas.map((node, index) =>
+        withAdminConnection(node, (connection) =>
+          connection.cluster('REPLICATE', this.idOf(masters[index % masterCount]!)),
+        ),
+      ),
+    );
   }
 
   private async learnId(node: RedisProcess): Promise<string> {
@@ -439,10 +465,15 @@ export class SandboxCluster {
     return id;
   }
 
+  /** Every responsive node MEETs the new one, so it is known everywhere without waiting for gossip. */
   private async meet(node: RedisProcess): Promise<void> {
-    const introducer = this.nodes.find((candidate) => candidate !== node && candidate.isResponsive);
-    if (introducer === undefined) throw new Error('no responsive node to introduce the new node');
-    await withAdminConnection(introducer, (connection) => connection.cluster('MEET', node.host, node.port));
+    const introducers = this.nodes.filter((candidate) => candidate !== node && candidate.isResponsive);
+    if (introducers.length === 0) throw new Error('no responsive node to introduce the new node');
+    await Promise.all(
+      introducers.map((introducer) =>
+        withAdminConnection(introducer, (connection) => connection.cluster('MEET', node.host, node.port)),
+      ),
+    );
   }
 
   private portOf(id: string): number {
@@ -549,6 +580,25 @@ export class SandboxCluster {
   private label(id: string): string {
     const port = [...this.idsByPort].find(([, knownId]) => knownId === id)?.[0];
     return port === undefined ? id : `${id} (${SANDBOX_HOST}:${port})`;
+  }
+}
+
+/**
+ * The slots redis-cli gives the master at `index` of `masterCount` (clusterManagerCommandCreate): an
+ * equal share rounded to the nearest slot as it goes, the last master taking the remainder. For 3:
+ * 0-5460, 5461-10922, 10923-16383.
+ */
+export function redisCliSlotRange(index: number, masterCount: number): { first: number; last: number } {
+  const perMaster = SLOT_COUNT / masterCount;
+  let first = 0;
+  let cursor = 0;
+  for (let master = 0; ; master++) {
+    let last = Math.round(cursor + perMaster - 1);
+    if (last > SLOT_COUNT - 1 || master === masterCount - 1) last = SLOT_COUNT - 1;
+    if (last < first) last = first;
+    if (master === index) return { first, last };
+    first = last + 1;
+    cursor += perMaster;
   }
 }
 

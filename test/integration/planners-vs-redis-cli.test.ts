@@ -27,7 +27,7 @@ interface Case {
   readonly options: (ids: Ids) => RebalanceOptions;
 }
 
-/** The three masters redis-cli created, by port (A lowest), and the empty master added after. */
+/** The three masters of redis-cli's split, by port (A lowest), and the empty master added after. */
 interface Ids {
   readonly A: string;
   readonly B: string;
@@ -225,7 +225,7 @@ describe('planRebalance vs redis-cli --cluster rebalance --cluster-simulate', ()
     },
   ];
 
-  it('matches redis-cli on the balanced cluster redis-cli created', async () => {
+  it('matches redis-cli on the balanced split redis-cli --cluster create makes', async () => {
     for (const testCase of balanced) await compare(testCase);
   });
 

@@ -72,6 +72,16 @@ describe('sandbox cluster', () => {
       expect(cluster.process(node.id).port).toBe(node.port);
     }
     expect(cluster.seedUrl).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+    // The split `redis-cli --cluster create` makes: planners-vs-redis-cli compares against it.
+    const seed = cluster.process(masters[0]!.id).client();
+    try {
+      const ranges = ((await seed.call('CLUSTER', 'SLOTS')) as [number, number][])
+        .map(([first, last]) => `${first}-${last}`)
+        .sort((left, right) => Number.parseInt(left, 10) - Number.parseInt(right, 10));
+      expect(ranges).toEqual(['0-5460', '5461-10922', '10923-16383']);
+    } finally {
+      seed.disconnect();
+    }
   });
 
   it('seeds a mixed dataset and verifies every key, value and TTL', async () => {
