@@ -58,15 +58,29 @@ export interface Stack {
 let prefixCounter = 0;
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const control = await startControlRedis(
-    options.controlAccess ??
-      (options.controlPassword === undefined ? {} : { password: options.controlPassword }),
-  );
-  const cluster = await SandboxCluster.start({
-    masters: options.masters ?? 3,
-    replicasPerMaster: options.replicasPerMaster ?? 1,
-    ...options.clusterAccess,
-  });
+  // Side by side: most of a cluster's start is waiting (see SandboxCluster.start).
+  const [startedControl, startedCluster] = await Promise.allSettled([
+    startControlRedis(
+      options.controlAccess ??
+        (options.controlPassword === undefined ? {} : { password: options.controlPassword }),
+    ),
+    SandboxCluster.start({
+      masters: options.masters ?? 3,
+      replicasPerMaster: options.replicasPerMaster ?? 1,
+      ...options.clusterAccess,
+    }),
+  ]);
+  if (startedControl.status === 'rejected' || startedCluster.status === 'rejected') {
+    if (startedControl.status === 'fulfilled') {
+      await startedControl.value.stop();
+      await startedControl.value.removeDir();
+    }
+    if (startedCluster.status === 'fulfilled') await startedCluster.value.stop();
+    const [failure] = [startedControl, startedCluster].filter((result) => result.status === 'rejected');
+    throw failure?.reason;
+  }
+  const control = startedControl.value;
+  const cluster = startedCluster.value;
   const env: Record<string, string> = {
     SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
     SLOTFLEET_CONTROL_URL: control.url,
