@@ -36,6 +36,15 @@ const SHUTDOWN_TIMEOUT_MS = 15_000;
 /** Keys in each hot slot: 60 batches of 50. */
 const HOT_KEYS = 3_000;
 const HOT_SLOTS_PER_MASTER = 3;
+/**
+ * Slots draining per source and per target, whole fleet, with no pacing below that (a client-latency
+ * budget of 0): more than all the workers here can hold at once, dead ones included (two processes
+ * of 4 jobs each, plus two killed ones). A killed worker's node leases lapse only LEASE_TTL_MS (30 s)
+ * after its last renewal (node-leases.test.ts shows that); under the default caps, or the pace a
+ * source starts at, they would hold a node full until then, and each migration here would wait them
+ * out. What this file is about, jobs coming back to other workers, does not depend on the caps.
+ */
+const SLOTS_PER_NODE = 16;
 
 interface LogEvent {
   readonly msg: string;
@@ -212,6 +221,9 @@ describe('workers killed or stopped in the middle of a slot', () => {
         SLOTFLEET_BATCHES_IN_FLIGHT: '1',
         SLOTFLEET_JOB_LOCK_MS: String(JOB_LOCK_MS),
         SLOTFLEET_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+        SLOTFLEET_MAX_SLOTS_PER_SOURCE: String(SLOTS_PER_NODE),
+        SLOTFLEET_MAX_SLOTS_PER_TARGET: String(SLOTS_PER_NODE),
+        SLOTFLEET_MAX_CLIENT_LATENCY_MS: '0',
       },
     });
     logDir = await mkdtemp(join(tmpdir(), 'slotfleet-crash-'));
