@@ -251,11 +251,20 @@ export class SandboxCluster {
   }
 
   async addEmptyMaster(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ id: string; process: RedisProcess }> {
-    const node = await this.startNode();
-    const id = await this.learnId(node);
-    await this.meet(node);
+    const [added] = await this.addEmptyMasters(1, timeoutMs);
+    return added!;
+  }
+
+  /** Adds `count` empty masters at once: they start side by side and join in one wait. */
+  async addEmptyMasters(
+    count: number,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  ): Promise<{ id: string; process: RedisProcess }[]> {
+    const added = await Promise.all(Array.from({ length: count }, () => this.startNode()));
+    const ids = await Promise.all(added.map((node) => this.learnId(node)));
+    await this.meet(added, timeoutMs);
     await this.waitForConsensus(timeoutMs);
-    return { id, process: node };
+    return added.map((node, index) => ({ id: ids[index]!, process: node }));
   }
 
   async addReplica(
@@ -264,10 +273,12 @@ export class SandboxCluster {
   ): Promise<{ id: string; process: RedisProcess }> {
     const node = await this.startNode();
     const id = await this.learnId(node);
-    await this.meet(node);
+    await this.meet([node], timeoutMs);
     // CLUSTER REPLICATE needs the new node to know the master, i.e. the MEET to have spread.
     await this.waitForConsensus(timeoutMs);
     await withAdminConnection(node, (connection) => connection.cluster('REPLICATE', masterId));
+    const others = this.nodes.filter((other) => other !== node && other.isResponsive);
+    await this.announce([node], others, timeoutMs);
     await this.waitUntil(timeoutMs, `node ${id} to replicate ${masterId}`, async () => {
       const views = await this.readViews();
       for (const view of views) {
@@ -432,24 +443,12 @@ export class SandboxCluster {
         return withAdminConnection(node, (connection) => connection.cluster('ADDSLOTSRANGE', first, last));
       }),
     );
-    await Promise.all(
-      this.nodes.flatMap((node, index) =>
-        this.nodes
-          .slice(index + 1)
-          .map((other) =>
-            withAdminConnection(node, (connection) => connection.cluster('MEET', other.host, other.port)),
-          ),
-      ),
+    await this.meetPairs(
+      this.nodes.flatMap((node, index) => this.nodes.slice(index + 1).map((other) => [node, other] as const)),
     );
     // CLUSTER REPLICATE needs the replica to know its master by id: every handshake done first.
-    await this.waitUntil(timeoutMs, 'every node to know every other', async () => {
-      for (const view of await this.readViews()) {
-        const known = view.entries.filter((entry) => !entry.joining).length;
-        if (known < this.nodes.length)
-          return `node ${describe(view.node)} knows ${known} of ${this.nodes.length} nodes`;
-      }
-      return null;
-    });
+    await this.waitForHandshakes(timeoutMs);
+    await this.announce(masters, this.nodes, timeoutMs);
     await Promise.all(
       replicas.map((node, index) =>
         withAdminConnection(node, (connection) =>
@@ -457,6 +456,7 @@ export class SandboxCluster {
         ),
       ),
     );
+    await this.announce(replicas, this.nodes, timeoutMs);
   }
 
   private async learnId(node: RedisProcess): Promise<string> {
@@ -465,15 +465,70 @@ export class SandboxCluster {
     return id;
   }
 
-  /** Every responsive node MEETs the new one, so it is known everywhere without waiting for gossip. */
-  private async meet(node: RedisProcess): Promise<void> {
-    const introducers = this.nodes.filter((candidate) => candidate !== node && candidate.isResponsive);
-    if (introducers.length === 0) throw new Error('no responsive node to introduce the new node');
-    await Promise.all(
-      introducers.map((introducer) =>
-        withAdminConnection(introducer, (connection) => connection.cluster('MEET', node.host, node.port)),
+  /**
+   * Every responsive node MEETs each new one (the new ones each other once), so they are known
+   * everywhere without waiting for gossip; then the others announce themselves to the new ones.
+   */
+  private async meet(added: readonly RedisProcess[], timeoutMs: number): Promise<void> {
+    const others = this.nodes.filter((node) => !added.includes(node) && node.isResponsive);
+    if (others.length === 0) throw new Error('no responsive node to introduce the new node');
+    await this.meetPairs(
+      added.flatMap((node, index) =>
+        [...others, ...added.slice(0, index)].map((introducer) => [introducer, node] as const),
       ),
     );
+    await this.waitForHandshakes(timeoutMs);
+    await this.announce(others, added, timeoutMs);
+  }
+
+  /** CLUSTER MEET, sent to the first node of each pair, of the second. */
+  private async meetPairs(pairs: readonly (readonly [RedisProcess, RedisProcess])[]): Promise<void> {
+    await Promise.all(
+      pairs.map(([from, to]) =>
+        withAdminConnection(from, (connection) => connection.cluster('MEET', to.host, to.port)),
+      ),
+    );
+  }
+
+  /**
+   * Until every responsive node knows every other one by its id, and none still waits for an
+   * answer to a MEET (a handshake) from one of them.
+   */
+  private async waitForHandshakes(timeoutMs: number): Promise<void> {
+    const responsive = this.nodes.filter((node) => node.isResponsive);
+    const addresses = new Set(responsive.map(describe));
+    await this.waitUntil(timeoutMs, 'every node to know every other', async () => {
+      for (const view of await this.readViews()) {
+        for (const node of responsive) {
+          const entry = view.entries.find((candidate) => candidate.id === this.idOf(node));
+          if (entry === undefined || entry.joining)
+            return `node ${describe(view.node)} does not know node ${describe(node)} yet`;
+        }
+        const pending = view.entries.filter(
+          (entry) => entry.joining && addresses.has(`${entry.host}:${entry.port}`),
+        );
+        if (pending.length > 0) return `node ${describe(view.node)} has ${pending.length} MEETs unanswered`;
+      }
+      return null;
+    });
+  }
+
+  /**
+   * A MEET to a node that already knows the sender makes it read the sender's header at once: the
+   * slots it serves, its role and master (cluster.c drops the extra handshake when the answer names
+   * a known node). Otherwise that waits for their next ping, up to half the node timeout, and a fresh
+   * master that has not heard of enough slot owners within its first 2 s also reports
+   * cluster_state:fail for a node timeout more (its rejoin delay after being in a minority).
+   */
+  private async announce(
+    from: readonly RedisProcess[],
+    to: readonly RedisProcess[],
+    timeoutMs: number,
+  ): Promise<void> {
+    await this.meetPairs(
+      from.flatMap((sender) => to.filter((node) => node !== sender).map((node) => [sender, node] as const)),
+    );
+    await this.waitForHandshakes(timeoutMs);
   }
 
   private portOf(id: string): number {
