@@ -32,6 +32,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
+import { Queue } from 'bullmq';
 import calculateSlot from 'cluster-key-slot';
 import { startApi } from '../producer/server.js';
 import {
@@ -46,9 +47,11 @@ import {
   stopProcesses,
   verifyDataset,
 } from '../sandbox/index.js';
-import { loadConfig } from '../shared/config.js';
+import { type Config, loadConfig } from '../shared/config.js';
 import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
 import { createLogger } from '../shared/logger.js';
+import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
+import { QueueName } from '../shared/queue/names.js';
 import {
   CASE_NAMES,
   expectedKeysMoved,
@@ -400,12 +403,10 @@ async function prepareStage(spec: MigrationCase): Promise<Stage> {
     const masters = (await cluster.masters())
       .sort((a, b) => a.port - b.port)
       .map(({ id, port }) => ({ id, port }));
-    // One at a time: each waits until every node knows the new one, so the next MEET meets a settled cluster.
-    const added: MasterRef[] = [];
-    for (let index = 0; index < spec.addedMasters; index++) {
-      const master = await cluster.addEmptyMaster(CONSENSUS_TIMEOUT_MS);
-      added.push({ id: master.id, port: master.process.port });
-    }
+    // Together: every node MEETs each new one, and the wait for consensus is one.
+    const added: MasterRef[] = (
+      spec.addedMasters > 0 ? await cluster.addEmptyMasters(spec.addedMasters, CONSENSUS_TIMEOUT_MS) : []
+    ).map((master) => ({ id: master.id, port: master.process.port }));
     const roles: Record<number, NodeRole> = {};
     if (hot) {
       const ownerId = await ownerOfSlot(cluster, HOT_SLOT);
@@ -451,7 +452,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
     api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
     const apiUrl = api.url;
     await untilReady(apiUrl);
-    workers = await startWorkers(tool, options, {
+    workers = await startWorkers(tool, options, config, {
       SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
       SLOTFLEET_CONTROL_URL: control.url,
       SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
@@ -695,6 +696,7 @@ async function runQueueFloorCase(options: BenchOptions) {
 async function startWorkers(
   tool: SlotfleetVariant,
   options: BenchOptions,
+  config: Config,
   run: { SLOTFLEET_CLUSTER_URL: string; SLOTFLEET_CONTROL_URL: string; SLOTFLEET_QUEUE_PREFIX: string },
 ): Promise<ChildProcess[]> {
   const workers = spawnWorkerProcesses({
@@ -702,9 +704,44 @@ async function startWorkers(
     nodeArgs: options.workerNodeArgs,
     env: { ...run, ...WORKER_PLUMBING, ...tool.workerEnv },
   });
-  // A worker is ready when its BullMQ workers connected; give them a moment (not timed).
-  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  try {
+    await untilWorkersConnected(config, workers);
+  } catch (error) {
+    await stopProcesses(workers);
+    throw error;
+  }
   return workers;
+}
+
+/**
+ * A worker process is ready when its BullMQ workers connected, which it does last (untimed): until
+ * both queues count one blocking connection per process.
+ */
+async function untilWorkersConnected(config: Config, workers: readonly ChildProcess[]): Promise<void> {
+  const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map(
+    (name) =>
+      new Queue(name, {
+        connection: controlConnectionOptions(config.control, ConnectionRole.Worker),
+        prefix: config.queuePrefix,
+      }),
+  );
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const counts = await Promise.all(queues.map((queue) => queue.getWorkersCount()));
+      if (counts.every((count) => count >= workers.length)) return;
+      const exited = workers.find((worker) => worker.exitCode !== null || worker.signalCode !== null);
+      if (exited)
+        throw new Error(
+          `a worker process exited (${exited.exitCode ?? exited.signalCode}) before it connected`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(`the workers did not connect within 30 s: ${counts.join(', ')} of ${workers.length}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await Promise.all(queues.map((queue) => queue.close()));
+  }
 }
 
 function parseWorkerEnv(text: string): Record<string, string> {
