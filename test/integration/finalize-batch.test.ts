@@ -46,7 +46,15 @@ describe('finalizer batches', () => {
   let stack: Stack;
 
   beforeAll(async () => {
-    stack = await startStack({ workers: 0, replicasPerMaster: 0 });
+    stack = await startStack({
+      workers: 0,
+      replicasPerMaster: 0,
+      // No client-latency pacing: a source starts paced at one slot at a time, so the second test's
+      // two slots would drain one after the other, and land in one finalizer batch only when the
+      // second finished within the batch's 20 ms (a race it lost about one run in three). The caps
+      // (4 slots per source) let them drain at once, as the barrier below means them to.
+      env: { SLOTFLEET_MAX_CLIENT_LATENCY_MS: '0' },
+    });
   });
 
   afterAll(async () => {
