@@ -50,9 +50,10 @@ export class MemorySlotRecords implements SlotRecords {
     const current = record.steps.get(slot);
     const ended = current === SlotStep.Done || current === SlotStep.Cancelled;
     record.writes.push({ slot, step, keysMoved, written: !ended });
+    // As SET_STEP_SCRIPT: keys moved count even when the step comes too late to be written.
+    record.keysMoved += keysMoved;
     if (ended) return false;
     record.steps.set(slot, step);
-    record.keysMoved += keysMoved;
     return true;
   }
 

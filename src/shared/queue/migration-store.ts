@@ -96,12 +96,14 @@ export function groupMoves(moves: readonly SlotMove[]): PlanGroup[] {
 // error an earlier attempt recorded for the slot, even when the slot was already done.
 const SET_STEP_SCRIPT = `
 if ARGV[2] == '${SlotStep.Done}' then redis.call('HDEL', KEYS[4], ARGV[1]) end
+-- Keys moved count even when the step comes too late to be written: a migrate job's drained step
+-- (sent without waiting) can arrive after another worker's finalizer wrote done, and its keys did move.
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'keysMoved', ARGV[5]) end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current == '${SlotStep.Done}' or current == '${SlotStep.Cancelled}' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'updatedAt', ARGV[3])
 if ARGV[2] ~= '${SlotStep.Pending}' then redis.call('HSETNX', KEYS[2], 'startedAt', ARGV[3]) end
-if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'keysMoved', ARGV[5]) end
 if ARGV[2] == '${SlotStep.Done}' or ARGV[2] == '${SlotStep.Failed}' or ARGV[2] == '${SlotStep.Cancelled}' then
   if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[1]) end
 end
@@ -133,7 +135,7 @@ interface ScriptCommands {
  * and the processors need, so the unit tests can keep it in memory.
  */
 export interface SlotRecords {
-  /** @returns false when the slot had already ended done or cancelled, so nothing was written. */
+  /** @returns false when the slot had already ended done or cancelled: the step is not written (its keys moved still count). */
   setSlotStep(
     id: string,
     cluster: string,
@@ -279,7 +281,7 @@ export class MigrationStore implements SlotRecords {
    * Records a slot's step; an ended slot is never reopened by a late writer (see SET_STEP_SCRIPT).
    * Done also clears the slot's recorded error.
    * @param keysMoved keys moved since the last count, added to the record's keysMoved with the step.
-   * @returns false when the slot had already ended done or cancelled, so nothing was written.
+   * @returns false when the slot had already ended done or cancelled: the step is not written, but keysMoved still counts.
    */
   async setSlotStep(
     id: string,
