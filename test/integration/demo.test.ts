@@ -23,11 +23,13 @@ describe('slotfleet demo', () => {
     const env = Object.fromEntries(
       Object.entries(process.env).filter(([name]) => !name.startsWith('SLOTFLEET_')),
     );
-    const { code, stdout, stderr } = await runSlotfleet(['demo', '--keys', '20000'], env, 170_000);
+    // 5,000 keys rather than the README's 200,000: what the demo moves is a quarter of the slots
+    // whatever they hold, and seeding and verifying more keys shows nothing more.
+    const { code, stdout, stderr } = await runSlotfleet(['demo', '--keys', '5000'], env, 170_000);
     expect(code, `${stdout}\n${stderr}`).toBe(0);
     const moved = Number(/keys moved\s+([\d,]+)/.exec(stdout)?.[1]?.replace(/,/g, ''));
     expect(moved).toBeGreaterThan(0);
-    expect(stdout).toMatch(/verified all 20,000 keys \(value and TTL\)/);
+    expect(stdout).toMatch(/verified all 5,000 keys \(value and TTL\)/);
     expect(stdout).toMatch(/verified\s+yes/);
     expect(stdout).toMatch(/slots\s+\d+ done, 0 failed/);
     const ports = (/redis-server ports: ([\d ]+)/.exec(stdout)?.[1] ?? '').trim().split(' ').map(Number);
