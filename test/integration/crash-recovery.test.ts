@@ -46,6 +46,10 @@ const HOT_SLOTS_PER_MASTER = 3;
  */
 const SLOTS_PER_NODE = 16;
 
+/** A worker's log lines about a slot after which that slot is no longer draining in that worker. */
+const ENDS_A_DRAIN =
+  /^(slot drained|slot done|slot failed|slot attempt failed|slot cancelled|migration paused: slot job postponed)/;
+
 interface LogEvent {
   readonly msg: string;
   readonly migrationId?: string;
@@ -135,21 +139,27 @@ describe('workers killed or stopped in the middle of a slot', () => {
   }
 
   /**
-   * Waits until the record shows slots done but not all, then until a running worker logs that it
-   * drains a slot of migration `id` (from then on): returns that worker and slot.
+   * Waits until the record shows slots done but not all, then until a running worker is draining a
+   * slot of migration `id`: it logged the slot's step to draining (its second batch) and nothing
+   * since that ends the drain. Returns that worker and slot. (Not only drains that start after the
+   * wait began: by the second kill every hot slot may have started, and the killed worker's slot
+   * come back to another worker, while the wait for the replacement worker went on.)
    */
   async function drainingNow(id: string): Promise<{ worker: WatchedWorker; slot: number }> {
     await until(`some slots of ${id} done`, async () => {
       const view = await readMigration(id);
       return (view.slots.done ?? 0) > 0 ? view : undefined;
     });
-    const seen = new Map(workers.map((worker) => [worker, worker.events.length]));
     const found = await until(`a worker draining a slot of ${id}`, () => {
       for (const worker of workers.filter(isRunning)) {
-        const event = worker.events
-          .slice(seen.get(worker) ?? 0)
-          .find((entry) => entry.msg === 'slot step' && entry.to === 'draining' && entry.migrationId === id);
-        if (event) return { worker, slot: event.slot! };
+        const draining = new Set<number>();
+        for (const event of worker.events) {
+          if (event.migrationId !== id || event.slot === undefined) continue;
+          if (event.msg === 'slot step' && event.to === 'draining') draining.add(event.slot);
+          else if (ENDS_A_DRAIN.test(event.msg) || event.msg === 'slot step') draining.delete(event.slot);
+        }
+        const [slot] = draining;
+        if (slot !== undefined) return { worker, slot };
       }
       return undefined;
     });
