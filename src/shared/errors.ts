@@ -29,6 +29,10 @@ export const ErrorCode = {
   StillHoldsKeys: 'STILL_HOLDS_KEYS',
   NodeUnknownToPeer: 'NODE_UNKNOWN_TO_PEER',
   TargetError: 'TARGET_ERROR',
+  /** Valkey 9: the node runs a server-side slot migration, or a hand-made one blocks MIGRATESLOTS. */
+  SlotMigrationBusy: 'SLOT_MIGRATION_BUSY',
+  /** The node has no atomic slot migration (CLUSTER MIGRATESLOTS): Redis, Valkey before 9. */
+  AtomicUnsupported: 'ATOMIC_UNSUPPORTED',
   /** NOAUTH, WRONGPASS, NOPERM: the node refuses slotfleet's credentials or its ACL rules refuse a command. */
   AuthFailed: 'AUTH_FAILED',
   RedisError: 'REDIS_ERROR',
@@ -37,6 +41,8 @@ export const ErrorCode = {
   OwnerChanged: 'OWNER_CHANGED',
   NotConverged: 'NOT_CONVERGED',
   SourceNotEmpty: 'SOURCE_NOT_EMPTY',
+  /** The server task that moved the slot failed or was cancelled (the server rolled it back). */
+  ServerMigrationFailed: 'SERVER_MIGRATION_FAILED',
   ControlStore: 'CONTROL_STORE',
   Config: 'CONFIG',
   Sandbox: 'SANDBOX',
@@ -105,6 +111,20 @@ export const ERROR_POLICY: Readonly<
   },
   [ErrorCode.NotOwner]: { retry: true, handling: 'a concurrent step got there first: the retry re-reads' },
   [ErrorCode.StillHoldsKeys]: { retry: true, handling: 'keys appeared: the retry drains them first' },
+  [ErrorCode.SlotMigrationBusy]: {
+    retry: true,
+    handling:
+      'the node runs another slot migration (Valkey refuses SETSLOT during a server task, and MIGRATESLOTS during a hand-made one): retried once it ends; a plan refuses slots a server task holds with 409',
+  },
+  [ErrorCode.ServerMigrationFailed]: {
+    retry: true,
+    handling:
+      'the server rolled the task back (its message is recorded): the retry starts a new task for the slots not moved',
+  },
+  [ErrorCode.AtomicUnsupported]: {
+    retry: false,
+    handling: 'engine atomic on a server without CLUSTER MIGRATESLOTS: re-run with engine keys or auto',
+  },
   [ErrorCode.OwnerChanged]: { retry: false, handling: 'someone else moved the slot: re-plan or fix' },
   [ErrorCode.SlotConflict]: { retry: false, handling: 'another migration has the slot open: fix' },
 };

@@ -961,6 +961,29 @@ export class MemoryCluster implements ClusterPort {
     );
   }
 
+  // Redis 7.0 has no atomic slot migration: the listing is "none", the commands are unknown.
+  serverMigrations(address: NodeAddress) {
+    return this.command('serverMigrations', address, {}, 'CLUSTER GETSLOTMIGRATIONS', () => undefined);
+  }
+
+  startServerMigration(address: NodeAddress, slots: readonly number[]) {
+    return this.command(
+      'startServerMigration',
+      address,
+      {},
+      `CLUSTER MIGRATESLOTS of ${slots.length} slots`,
+      () => {
+        throw new Error("ERR unknown subcommand 'MIGRATESLOTS'. Try CLUSTER HELP.");
+      },
+    );
+  }
+
+  cancelServerMigrations(address: NodeAddress) {
+    return this.command('cancelServerMigrations', address, {}, 'CLUSTER CANCELSLOTMIGRATIONS', () => {
+      throw new Error("ERR unknown subcommand 'CANCELSLOTMIGRATIONS'. Try CLUSTER HELP.");
+    });
+  }
+
   // --- how a command reaches a node ----------------------------------------------------------
 
   /**

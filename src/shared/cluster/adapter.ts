@@ -6,12 +6,14 @@
  */
 import type { RedisEndpoint } from '../config.js';
 import type { ClusterSnapshot, NodeRef } from '../domain/plan.js';
+import type { ServerMigration } from '../domain/server-migrations.js';
 import type { SlotObservation } from '../domain/slot-migration.js';
 import { type ClusterNode, type NodeView, nodeAddress, type SlotView } from '../domain/topology.js';
 import type { Logger } from '../logger.js';
 import { NodeConnections } from './connections.js';
 import { type ObserveOptions, observeSlot } from './observe-slot.js';
 import type { BatchLimits, ClusterPort, MigrateBatchResult, MigrateOptions, NodeAddress } from './port.js';
+import { ServerMigrationCommands } from './server-migration-commands.js';
 import { NODE_SCRIPTS, SlotCommands } from './slot-commands.js';
 import { TopologyViews } from './topology-views.js';
 
@@ -29,6 +31,7 @@ export class ClusterAdapter implements ClusterPort {
   private readonly connections: NodeConnections;
   private readonly views: TopologyViews;
   private readonly commands: SlotCommands;
+  private readonly serverTasks: ServerMigrationCommands;
 
   constructor(
     readonly name: string,
@@ -38,6 +41,7 @@ export class ClusterAdapter implements ClusterPort {
     this.connections = new NodeConnections(name, seed, { ...options, scripts: NODE_SCRIPTS });
     this.views = new TopologyViews(name, seed, this.connections);
     this.commands = new SlotCommands(seed, this.connections, options.commandTimeoutMs);
+    this.serverTasks = new ServerMigrationCommands(this.connections);
   }
 
   /** CLUSTER NODES of one node, parsed. */
@@ -168,6 +172,18 @@ export class ClusterAdapter implements ClusterPort {
     options: { asking: boolean },
   ): Promise<(string | null)[]> {
     return this.commands.canonicalValues(node, keys, options);
+  }
+
+  serverMigrations(node: NodeAddress): Promise<readonly ServerMigration[] | undefined> {
+    return this.serverTasks.list(node);
+  }
+
+  startServerMigration(source: NodeAddress, slots: readonly number[], targetId: string): Promise<void> {
+    return this.serverTasks.start(source, slots, targetId);
+  }
+
+  cancelServerMigrations(source: NodeAddress): Promise<void> {
+    return this.serverTasks.cancelAll(source);
   }
 
   async ping(): Promise<void> {

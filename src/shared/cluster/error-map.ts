@@ -1,6 +1,7 @@
 /**
  * The one place where replies of Redis Cluster nodes become slotfleet error codes. The texts are
- * those of Redis 7.0's cluster.c (CLUSTER SETSLOT, MIGRATE) and of ioredis' connection errors.
+ * those of Redis 7.0's cluster.c (CLUSTER SETSLOT, MIGRATE), of Valkey 9's cluster_legacy.c and
+ * cluster_migrateslots.c (atomic slot migration), and of ioredis' connection errors.
  */
 import { ErrorCode, SlotfleetError } from '../errors.js';
 
@@ -28,6 +29,16 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
   // ADDSLOTS on a slot some node already serves.
   [/is already busy/, ErrorCode.AlreadyOwner],
   [/Please use SETSLOT only with masters/, ErrorCode.ReadOnly],
+  // Valkey 9: SETSLOT during a server task, MIGRATESLOTS during a hand-made migration or on a slot a
+  // task already exports.
+  [
+    /Slot (import|export) in progress|Slots are being manually (migrated|imported)|I am already migrating slot/,
+    ErrorCode.SlotMigrationBusy,
+  ],
+  [
+    /unknown subcommand '(MIGRATESLOTS|CANCELSLOTMIGRATIONS|GETSLOTMIGRATIONS)'/i,
+    ErrorCode.AtomicUnsupported,
+  ],
   // MIGRATE relays the target's refusal of RESTORE-ASKING (for instance MOVED when not importing).
   [/Target instance replied with error/, ErrorCode.TargetError],
 ];

@@ -5,6 +5,7 @@
  * scripts, and nothing below it knows the slot state machine.
  */
 import type { NodeRef } from '../domain/plan.js';
+import type { ServerMigration } from '../domain/server-migrations.js';
 import type { SlotView } from '../domain/topology.js';
 
 /** Where a node listens: all a command needs to reach it. */
@@ -84,4 +85,14 @@ export interface ClusterPort {
     keys: readonly Buffer[],
     options: { asking: boolean },
   ): Promise<(string | null)[]>;
+
+  /**
+   * The server-side slot migrations the node lists (CLUSTER GETSLOTMIGRATIONS: in progress and
+   * recently ended); undefined where the server has no atomic slot migration (Redis, Valkey 8).
+   */
+  serverMigrations(node: NodeAddress): Promise<readonly ServerMigration[] | undefined>;
+  /** CLUSTER MIGRATESLOTS on the source: one server task moving these slots to the target. */
+  startServerMigration(source: NodeAddress, slots: readonly number[], targetId: string): Promise<void>;
+  /** CLUSTER CANCELSLOTMIGRATIONS on the source: every task it exports is cancelled (and rolled back). */
+  cancelServerMigrations(source: NodeAddress): Promise<void>;
 }
