@@ -1,5 +1,5 @@
 /**
- * A real Redis Cluster of loopback redis-server processes.
+ * A real Redis Cluster of loopback server processes (redis-server or valkey-server).
  *
  * It is built the way `redis-cli --cluster create` builds one (the same slot split, a distinct config
  * epoch per node, then CLUSTER REPLICATE), with one difference that only changes how soon it is ready:
@@ -16,7 +16,7 @@ import {
   SLOT_COUNT,
   slotOwners,
 } from './cluster-nodes.js';
-import { requireRedisBinaries } from './redis-binaries.js';
+import { requireRedisBinaries, type ServerIdentity } from './redis-binaries.js';
 import {
   type AclUser,
   RedisProcess,
@@ -186,6 +186,13 @@ export class SandboxCluster {
     const seed = first?.isResponsive ? first : (this.nodes.find((node) => node.isResponsive) ?? first);
     if (seed === undefined) throw new Error('sandbox cluster has no nodes');
     return redisUrl(seed.port, this.password, SANDBOX_HOST, this.username);
+  }
+
+  /** Which server the nodes run, as the first one reported it (INFO server): `valkey 9.1.2`. */
+  get server(): ServerIdentity {
+    const first = this.nodes[0];
+    if (first === undefined) throw new Error('sandbox cluster has no nodes');
+    return first.server;
   }
 
   /** Startup nodes for an ioredis `Cluster`: every responsive node. */

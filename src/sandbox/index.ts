@@ -37,7 +37,18 @@ export {
   promtool,
   requirePrometheusBinaries,
 } from './prometheus.js';
-export { type RedisBinaries, type RedisBinariesOptions, requireRedisBinaries } from './redis-binaries.js';
+export {
+  chooseServer,
+  describeServer,
+  type RedisBinaries,
+  type RedisBinariesOptions,
+  requireRedisBinaries,
+  SERVER_CHOICE_VARIABLES,
+  SERVER_INSTALL_COMMANDS,
+  type ServerIdentity,
+  type ServerName,
+  serverChoiceFromEnvironment,
+} from './redis-binaries.js';
 export {
   type AclUser,
   RedisProcess,

@@ -1,5 +1,6 @@
 /**
- * One real redis-server child on loopback, for integration tests, the demo and the benchmark.
+ * One real server child on loopback (redis-server or valkey-server, see redis-binaries.ts), for
+ * integration tests, the demo and the benchmark.
  *
  * Several test files may start servers at the same time, so a port is only "ours" once our
  * own redis-server answers on it: a free-port probe is a hint, the bind is the truth, and a
@@ -10,9 +11,9 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Redis } from 'ioredis';
-import { requireRedisBinaries } from './redis-binaries.js';
+import { parseServerIdentity, requireRedisBinaries, type ServerIdentity } from './redis-binaries.js';
 
 export const SANDBOX_HOST = '127.0.0.1';
 
@@ -50,7 +51,7 @@ export interface RedisProcessOptions {
   clusterNodeTimeoutMs?: number;
   /** How long to wait for PING after spawning. @defaultValue 10000 */
   startTimeoutMs?: number;
-  /** redis-server to run. @defaultValue the one found by `requireRedisBinaries()` */
+  /** The server binary to run. @defaultValue the chosen one, `requireRedisBinaries()` */
   serverPath?: string;
 }
 
@@ -99,6 +100,7 @@ export class RedisProcess {
   private exited: Promise<void> = Promise.resolve();
   private paused = false;
   private alive = false;
+  private identity: ServerIdentity | undefined;
   private readonly spawnedPids: number[] = [];
 
   private constructor(
@@ -157,8 +159,14 @@ export class RedisProcess {
   }
 
   get pid(): number {
-    if (this.child?.pid === undefined) throw new Error(`redis-server on port ${this.port} has no pid`);
+    if (this.child?.pid === undefined) throw new Error(`${this.binaryName} on port ${this.port} has no pid`);
     return this.child.pid;
+  }
+
+  /** Which server answered (its INFO server section, read when it started): `valkey 8.0.1`. */
+  get server(): ServerIdentity {
+    if (this.identity === undefined) throw new Error(`server on port ${this.port} has not answered yet`);
+    return this.identity;
   }
 
   /** Every pid this object spawned: the first start and each restart. */
@@ -182,6 +190,11 @@ export class RedisProcess {
 
   get isPaused(): boolean {
     return this.isRunning && this.paused;
+  }
+
+  /** `redis-server`, `valkey-server`: for messages. */
+  private get binaryName(): string {
+    return basename(this.serverPath);
   }
 
   get logPath(): string {
@@ -231,13 +244,14 @@ export class RedisProcess {
 
   /** SIGSTOP: the server keeps its sockets open but answers nothing, like a hung node. */
   pause(): void {
-    if (!this.isRunning) throw new Error(`cannot pause redis-server on port ${this.port}: not running`);
+    if (!this.isRunning) throw new Error(`cannot pause ${this.binaryName} on port ${this.port}: not running`);
     this.child!.kill('SIGSTOP');
     this.paused = true;
   }
 
   resume(): void {
-    if (!this.isRunning) throw new Error(`cannot resume redis-server on port ${this.port}: not running`);
+    if (!this.isRunning)
+      throw new Error(`cannot resume ${this.binaryName} on port ${this.port}: not running`);
     this.child!.kill('SIGCONT');
     this.paused = false;
   }
@@ -253,7 +267,7 @@ export class RedisProcess {
       await this.spawnAndWait();
     } catch (error) {
       if (error instanceof PortInUseError) {
-        throw new Error(`cannot restart redis-server: port ${this.port} is taken by another process`, {
+        throw new Error(`cannot restart ${this.binaryName}: port ${this.port} is taken by another process`, {
           cause: error,
         });
       }
@@ -263,7 +277,8 @@ export class RedisProcess {
 
   /** Deletes the working directory. Stop the process first. */
   async removeDir(): Promise<void> {
-    if (this.isRunning) throw new Error(`redis-server on port ${this.port} is still running; stop it first`);
+    if (this.isRunning)
+      throw new Error(`${this.binaryName} on port ${this.port} is still running; stop it first`);
     reservedPorts.delete(this.port);
     await rm(this.dir, { recursive: true, force: true });
   }
@@ -311,7 +326,7 @@ export class RedisProcess {
         const tail = await this.logTail(LOG_TAIL_LINES, logOffsets);
         if (BIND_FAILURE.test(tail)) throw new PortInUseError(lastLine(tail));
         throw new Error(
-          `redis-server on port ${this.port} exited (code ${child.exitCode}, signal ${child.signalCode}) before answering PING; log tail:\n${tail}`,
+          `${this.binaryName} on port ${this.port} exited (code ${child.exitCode}, signal ${child.signalCode}) before answering PING; log tail:\n${tail}`,
         );
       }
       try {
@@ -321,7 +336,10 @@ export class RedisProcess {
         probing.catch(() => {});
         const info = await Promise.race([probing, this.exited]);
         if (info === undefined) continue;
-        if (info.processId === child.pid) return;
+        if (info.processId === child.pid) {
+          this.identity = info.server;
+          return;
+        }
         lastError = `port answered by pid ${info.processId}, ours is ${child.pid}`;
       } catch (error) {
         lastError = error instanceof Error ? error.message : String(error);
@@ -334,7 +352,7 @@ export class RedisProcess {
     const tail = await this.logTail(LOG_TAIL_LINES, logOffsets);
     if (BIND_FAILURE.test(tail)) throw new PortInUseError(lastLine(tail));
     throw new Error(
-      `redis-server on port ${this.port} did not answer PING within ${this.startTimeoutMs} ms (last: ${lastError}); log tail:\n${tail}`,
+      `${this.binaryName} on port ${this.port} did not answer PING within ${this.startTimeoutMs} ms (last: ${lastError}); log tail:\n${tail}`,
     );
   }
 
@@ -437,7 +455,7 @@ function canBind(port: number): Promise<boolean> {
   });
 }
 
-async function probe(redis: RedisProcess): Promise<{ processId: number }> {
+async function probe(redis: RedisProcess): Promise<{ processId: number; server: ServerIdentity }> {
   return withAdminConnection(
     redis,
     async (connection) => {
@@ -445,7 +463,7 @@ async function probe(redis: RedisProcess): Promise<{ processId: number }> {
       await connection.ping();
       const info = await connection.info('server');
       const match = /^process_id:(\d+)/m.exec(info);
-      return { processId: Number(match?.[1] ?? -1) };
+      return { processId: Number(match?.[1] ?? -1), server: parseServerIdentity(info) };
     },
     1000,
   );
