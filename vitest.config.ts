@@ -1,5 +1,6 @@
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
+import type { TestServerName } from './test/integration/support/servers.js';
 
 /**
  * Files that measure how long a client waits: they run first, with only light neighbours. The
@@ -7,6 +8,20 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * itself (about 9 ms) and not next to a file that keeps a core busy (16 ms seen).
  */
 const QUIET = ['test/integration/client-latency-budget.test.ts', 'test/integration/node-leases.test.ts'];
+
+/**
+ * The files that run on every server of the matrix (Redis 7.0, Valkey 8, Valkey 9): the ones that move
+ * keys through MIGRATE and SETSLOT, across failovers, crashes, client traffic and ACL users, where
+ * servers differ. Every other file runs on Redis 7.0 only (test/integration/support/servers.ts).
+ */
+const SERVER_MATRIX = [
+  'test/integration/migration.test.ts',
+  'test/integration/interruption.test.ts',
+  'test/integration/crash-recovery.test.ts',
+  'test/integration/failover.test.ts',
+  'test/integration/client-traffic.test.ts',
+  'test/integration/protected-clusters.test.ts',
+];
 
 /**
  * The files that take longest, longest first (measured alone on a quiet 2-core machine). Started
@@ -45,8 +60,13 @@ class SlowestFirstSequencer extends BaseSequencer {
   }
 }
 
-/** What every file runs with, in either group. */
+/** What every file runs with, in any project. */
 const EACH_FILE = { testTimeout: 60_000, hookTimeout: 120_000 };
+
+/** A project's server: the setup file points the sandbox at it before each file. */
+function onServer(server: TestServerName) {
+  return { provide: { sandboxServer: server }, setupFiles: ['./test/integration/support/use-server.ts'] };
+}
 
 export default defineConfig({
   test: {
@@ -56,12 +76,22 @@ export default defineConfig({
     maxWorkers: 2,
     sequence: { sequencer: SlowestFirstSequencer },
     reporters: ['default', './test/summary-reporter.ts'],
-    // Groups run one after the other (sequence.groupOrder), each with the same two workers.
+    // Groups run one after the other (sequence.groupOrder), each with the same two workers: the quiet
+    // files first, then every other file on Redis 7.0 and the matrix's files on the two Valkeys.
     projects: [
-      { test: { ...EACH_FILE, name: 'quiet', include: QUIET, sequence: { groupOrder: 0 } } },
       {
         test: {
           ...EACH_FILE,
+          ...onServer('redis7'),
+          name: 'quiet',
+          include: QUIET,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          ...EACH_FILE,
+          ...onServer('redis7'),
           name: 'rest',
           include: ['test/**/*.test.ts'],
           exclude: QUIET,
@@ -71,6 +101,16 @@ export default defineConfig({
           sequence: { groupOrder: 1 },
         },
       },
+      ...(['valkey8', 'valkey9'] as const).map((server) => ({
+        test: {
+          ...EACH_FILE,
+          ...onServer(server),
+          name: server,
+          include: SERVER_MATRIX,
+          isolate: false,
+          sequence: { groupOrder: 1 },
+        },
+      })),
     ],
   },
 });

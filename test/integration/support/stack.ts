@@ -1,16 +1,18 @@
 /**
  * A whole slotfleet stack on real servers for one test file: a control Redis, a Redis Cluster with
  * replicas, the API (in-process, driven with app.inject) and workers. Everything started here is
- * stopped by stop(), which also checks that no redis-server it started is left running.
+ * stopped by stop(), which also checks that no server it started is left running. The servers are the
+ * vitest project's (support/servers.ts), and start checks they say so.
  */
 import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
-import { expect } from 'vitest';
+import { expect, inject } from 'vitest';
 import type { MigrationView } from '../../../src/cli/migration-view.js';
 import { pollMigration } from '../../../src/cli/progress.js';
 import { createApi } from '../../../src/producer/server.js';
 import {
   type ControlRedisOptions,
+  describeServer,
   SandboxCluster,
   type SandboxClusterOptions,
   startControlRedis,
@@ -81,6 +83,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
   const control = startedControl.value;
   const cluster = startedCluster.value;
+  // The server the report names for this project is the one that answered.
+  const promised = describeServer(inject('sandboxServers')[inject('sandboxServer')].answered);
+  expect([describeServer(control.server), describeServer(cluster.server)]).toEqual([promised, promised]);
   const env: Record<string, string> = {
     SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
     SLOTFLEET_CONTROL_URL: control.url,
