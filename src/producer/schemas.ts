@@ -5,7 +5,7 @@
  * whole request, these cap each field.
  */
 import { Type } from '@fastify/type-provider-typebox';
-import { LIMIT_RANGES, type LimitName, MigrationEngine } from '../shared/domain/migration.js';
+import { EngineChoice, LIMIT_RANGES, type LimitName, MigrationEngine } from '../shared/domain/migration.js';
 import { SLOT_STEPS } from '../shared/domain/slot-migration.js';
 import { SLOT_COUNT } from '../shared/domain/slots.js';
 import { explainPattern } from './http-errors.js';
@@ -147,8 +147,32 @@ const Replace = Type.Optional(
   }),
 );
 
+/** How a migration's slots move, as the request asks (resolved when it is created). */
+const EngineInput = (description: string) =>
+  Type.Optional(
+    // One literal per EngineChoice (a mapped array would lose the literal types).
+    Type.Union(
+      [Type.Literal(EngineChoice.Auto), Type.Literal(EngineChoice.Keys), Type.Literal(EngineChoice.Atomic)],
+      { description },
+    ),
+  );
+
+const ENGINE_DESCRIPTION =
+  "how the slots move. auto (default): atomic when every master has the servers' own slot migration " +
+  '(Valkey 9 CLUSTER MIGRATESLOTS), else keys. keys: SETSLOT and MIGRATE batches, key by key, database 0 ' +
+  'only (refused while a master holds keys in another database). atomic: every database, whole slots at ' +
+  'once; refused when a master lacks it, or when a source or target has slots open by hand';
+
+/** Every route that moves keys accepts it; fix its own (it never runs atomic). */
+const Engine = EngineInput(ENGINE_DESCRIPTION);
+
 export const CreateMigrationBody = Type.Object(
-  { moves: Type.Array(Move, { minItems: 1, maxItems: MAX_NODES }), replace: Replace, limits: LimitsOnCreate },
+  {
+    moves: Type.Array(Move, { minItems: 1, maxItems: MAX_NODES }),
+    replace: Replace,
+    limits: LimitsOnCreate,
+    engine: Engine,
+  },
   { additionalProperties: false },
 );
 
@@ -162,9 +186,14 @@ export const PlanGroup = Type.Object({
   keys: Type.Optional(Type.Integer({ description: 'keys in those slots when planned (COUNTKEYSINSLOT)' })),
 });
 
+/** The engine a migration runs with; one literal per MigrationEngine. */
+const EngineOutput = (description: string) =>
+  Type.Union([Type.Literal(MigrationEngine.Keys), Type.Literal(MigrationEngine.Atomic)], { description });
+
 export const MigrationCreated = Type.Object({
   id: Type.String(),
   cluster: Type.String(),
+  engine: EngineOutput('the engine its slots move with, resolved from the request'),
   slots: Type.Integer({ description: 'slots that will move' }),
   alreadyOnTarget: Type.Optional(
     Type.Integer({ description: 'slots named in the request that the target owns already' }),
@@ -178,6 +207,7 @@ export const MigrationCreated = Type.Object({
 export const PlanPreview = Type.Object({
   dryRun: Type.Literal(true),
   cluster: Type.String(),
+  engine: EngineOutput('the engine the slots would move with'),
   slots: Type.Integer(),
   keys: Type.Integer(),
   plan: Type.Array(PlanGroup),
@@ -213,10 +243,9 @@ export const MigrationSummary = Type.Object({
   updatedAt: Type.String(),
   startedAt: Type.Union([Type.String(), Type.Null()]),
   limits: Limits,
-  // One literal per MigrationEngine (a mapped array would lose the literal types).
-  engine: Type.Union([Type.Literal(MigrationEngine.Keys)], {
-    description: 'how its slots move: keys (SETSLOT and MIGRATE batches, key by key)',
-  }),
+  engine: EngineOutput(
+    "how its slots move: keys (SETSLOT and MIGRATE batches, key by key) or atomic (the servers' own slot migration, Valkey 9 CLUSTER MIGRATESLOTS)",
+  ),
 });
 
 export const Migration = Type.Object({
@@ -307,6 +336,7 @@ export const RebalanceBody = Type.Object(
     by: Type.Optional(Type.Enum(['slots', 'keys'], { description: 'what to even out; default slots' })),
     replace: Replace,
     limits: LimitsOnCreate,
+    engine: Engine,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -328,6 +358,7 @@ export const ReshardBody = Type.Object(
     ranges: Type.Optional(SlotList('explicit slots and ranges to move, e.g. "0-99,4000"')),
     replace: Replace,
     limits: LimitsOnCreate,
+    engine: Engine,
     dryRun: DryRun,
   },
   { additionalProperties: false },
@@ -339,12 +370,23 @@ export const DrainBody = Type.Object(
     weights: Type.Optional(Weights('node reference -> weight of the masters that take the slots')),
     replace: Replace,
     limits: LimitsOnCreate,
+    engine: Engine,
     dryRun: DryRun,
   },
   { additionalProperties: false },
 );
 
-export const FixBody = Type.Object({ dryRun: DryRun, replace: Replace }, { additionalProperties: false });
+export const FixBody = Type.Object(
+  {
+    dryRun: DryRun,
+    replace: Replace,
+    engine: EngineInput(
+      'auto (default) or keys: fix repairs open slots with hand-made SETSLOT, which Valkey refuses ' +
+        "alongside the servers' own slot migrations, so it runs with keys; atomic is refused (400)",
+    ),
+  },
+  { additionalProperties: false },
+);
 
 /** Routes that take no input besides the URL accept no body, `{}` or `null`, and nothing else. */
 export const EmptyBody = Type.Unsafe<Record<string, never> | null>({

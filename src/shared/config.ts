@@ -75,6 +75,18 @@ export interface Config {
      */
     readonly maxSlotsPerTarget: number;
     /**
+     * Engine atomic: slots in one server task (CLUSTER MIGRATESLOTS) at most. A task costs a fork
+     * and a hand-over however many slots it holds, so fewer, bigger tasks are faster; see
+     * docs/performance.md for what a task costs clients. @defaultValue 4096
+     */
+    readonly atomicSlotsPerTask: number;
+    /**
+     * Engine atomic: server tasks in progress per source node at most, read from the source (so it
+     * holds across worker processes, but for two that start in the same instant). Valkey snapshots
+     * one task at a time per node anyway. @defaultValue 1
+     */
+    readonly atomicTasksPerSource: number;
+    /**
      * How long a client of a source node may wait because of a migration, for migrations that set
      * no limits.maxClientLatencyMs: the workers pace the slots draining per source and the keys per
      * MIGRATE to it (src/shared/domain/pacing.ts), under the two caps above. 0: no pacing, the caps
@@ -125,6 +137,8 @@ export const DEFAULTS = {
   maxSlotsPerSource: 4,
   maxSlotsPerTarget: 8,
   maxClientLatencyMs: 10,
+  atomicSlotsPerTask: 4096,
+  atomicTasksPerSource: 1,
   jobAttempts: 8,
   jobBackoffMs: 500,
   jobLockMs: 30_000,
@@ -152,6 +166,8 @@ export const ENVIRONMENT = {
   SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
   SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots draining from one source node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots draining into one target node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
+  SLOTFLEET_ATOMIC_SLOTS_PER_TASK: `engine atomic: slots in one server task (CLUSTER MIGRATESLOTS) at most (default ${DEFAULTS.atomicSlotsPerTask})`,
+  SLOTFLEET_ATOMIC_TASKS_PER_SOURCE: `engine atomic: server tasks in progress per source node at most (default ${DEFAULTS.atomicTasksPerSource})`,
   SLOTFLEET_MAX_CLIENT_LATENCY_MS: `how long a client of a source may wait, for migrations that set none; 0: no pacing (default ${DEFAULTS.maxClientLatencyMs})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
@@ -231,6 +247,20 @@ export function loadConfig(env: Environment): Config {
       metricsPort: integer(env, 'SLOTFLEET_METRICS_PORT', DEFAULTS.metricsPort, 0, 65535),
       maxSlotsPerSource: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_SOURCE', DEFAULTS.maxSlotsPerSource, 0, 1024),
       maxSlotsPerTarget: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_TARGET', DEFAULTS.maxSlotsPerTarget, 0, 1024),
+      atomicSlotsPerTask: integer(
+        env,
+        'SLOTFLEET_ATOMIC_SLOTS_PER_TASK',
+        DEFAULTS.atomicSlotsPerTask,
+        1,
+        16_384,
+      ),
+      atomicTasksPerSource: integer(
+        env,
+        'SLOTFLEET_ATOMIC_TASKS_PER_SOURCE',
+        DEFAULTS.atomicTasksPerSource,
+        1,
+        64,
+      ),
       maxClientLatencyMs: integer(
         env,
         'SLOTFLEET_MAX_CLIENT_LATENCY_MS',

@@ -31,7 +31,8 @@ import {
   type NodeLeases,
 } from '../shared/queue/node-leases.js';
 import { type DrainSettings, PauseRequested } from './drain.js';
-import { moverFor } from './movers/slot-mover.js';
+import type { AtomicRuntime } from './movers/atomic-mover.js';
+import { type MoverDeps, moverFor } from './movers/slot-mover.js';
 import type { Pacer } from './pacer.js';
 import { runRepair } from './repair.js';
 import type { SlotRunDeps } from './slot-run.js';
@@ -60,6 +61,8 @@ export interface ProcessorDeps {
   /** The workers' caps of slots draining per source and target (node leases). */
   readonly nodeCaps?: NodeCaps;
   readonly pacer?: Pacer;
+  /** The atomic engine's per-process state (server tasks, their records); absent: keys only. */
+  readonly atomic?: AtomicRuntime;
 }
 
 /**
@@ -101,7 +104,7 @@ async function attemptSlot(
   } catch (error) {
     throw new SlotfleetError(ErrorCode.UnknownCluster, (error as Error).message);
   }
-  const engine: SlotRunDeps = {
+  const engine: MoverDeps = {
     ...deps,
     cluster,
     log,
@@ -109,20 +112,14 @@ async function attemptSlot(
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
-    const observation = await observeSlot(cluster, data.slot, data.source, data.target, {
-      includeOthers: false,
-    });
-    const decision = cancelDecision(observation);
-    if (decision !== CancelDecision.Finish) {
-      if (decision === CancelDecision.UndoImport) await cluster.setSlotStable(data.target, data.slot);
+    if ((await moverFor(data).onCancel(data, engine)) === 'cancelled') {
       // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
       if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
         deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
       }
-      log.info({ decision }, 'slot cancelled: no key had moved');
       return { keysMoved: 0, cancelled: true };
     }
-    log.info('migration cancelled, but this slot is already MIGRATING: finishing it');
+    log.info('migration cancelled, but this slot has moved or is moving: finishing it');
   }
   const repairKind = data.repair?.kind;
   let keysMoved = 0;

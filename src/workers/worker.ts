@@ -17,11 +17,13 @@ import {
   controlUnavailableReason,
 } from '../shared/queue/connections.js';
 import { finalizeJob, type SlotJobPolicy } from '../shared/queue/jobs.js';
-import { type MigrationRuntime, MigrationStore } from '../shared/queue/migration-store.js';
+import { type MigrationRuntime, MigrationStore, type PlanGroup } from '../shared/queue/migration-store.js';
 import { type FinalizeJobData, QueueName, type SlotJobData } from '../shared/queue/names.js';
 import { LeaseRole, NodeLeases } from '../shared/queue/node-leases.js';
 import { PaceStore } from '../shared/queue/pace-store.js';
 import { TokenBuckets } from '../shared/queue/token-bucket.js';
+import type { AtomicRuntime } from './movers/atomic-mover.js';
+import { ServerTasks } from './movers/server-tasks.js';
 import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
 import type { SlotRunDeps } from './slot-run.js';
@@ -48,6 +50,13 @@ export interface WorkerOptions {
 const CONTROL_CACHE_MS = 250;
 /** A slot job may be re-run after a crash as often as it takes: every step is idempotent. */
 const MAX_STALLED_COUNT = 10;
+/**
+ * Engine atomic: how often a slot waiting for its server task asks the source (one GETSLOTMIGRATIONS
+ * per source per poll for the whole process), and how long one attempt waits before it fails
+ * retryable. Valkey advances a task in its cron (10 times a second at the default hz).
+ */
+const ATOMIC_POLL_MS = 50;
+const ATOMIC_WAIT_MS = 300_000;
 
 export async function startWorker(
   config: Config,
@@ -159,6 +168,26 @@ export async function startWorker(
       metrics.slotsWaitingForLeases.dec();
     },
   };
+  // The atomic engine's state in this process: the tasks each source lists, the starts it gathers.
+  const plans = new Map<string, Promise<readonly PlanGroup[]>>();
+  const atomic: AtomicRuntime = {
+    tasks: new ServerTasks({
+      slotsPerTask: config.worker.atomicSlotsPerTask,
+      tasksPerSource: config.worker.atomicTasksPerSource,
+      pollMs: ATOMIC_POLL_MS,
+      waitMs: ATOMIC_WAIT_MS,
+    }),
+    records: store,
+    planOf: (migrationId) => {
+      let plan = plans.get(migrationId);
+      if (!plan) {
+        plan = store.get(migrationId).then((record) => record?.plan ?? []);
+        plan.catch(() => plans.delete(migrationId));
+        plans.set(migrationId, plan);
+      }
+      return plan;
+    },
+  };
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
   const deps: ProcessorDeps & typeof throttling = {
     ...throttling,
@@ -169,6 +198,7 @@ export async function startWorker(
     metrics,
     settings: config.worker,
     log,
+    atomic,
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
     ...(nodeLeases && pacer
       ? {

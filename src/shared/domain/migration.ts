@@ -26,11 +26,37 @@ export function countSteps(steps: Iterable<string>): SlotStepCounts {
 
 /**
  * How a migration's slots move; chosen when it is created and recorded in it, so every worker runs
- * its slots the same way. keys: key by key (SETSLOT IMPORTING/MIGRATING, MIGRATE batches, SETSLOT
- * NODE), which every Redis and Valkey supports.
+ * its slots the same way.
+ *   keys   - key by key (SETSLOT IMPORTING/MIGRATING, MIGRATE batches, SETSLOT NODE), which every
+ *            Redis and Valkey supports. Database 0 only.
+ *   atomic - the servers' own slot migration (Valkey 9 CLUSTER MIGRATESLOTS, see
+ *            server-migrations.ts): the source streams a snapshot of whole slots, every database,
+ *            and hands them over at once.
  */
-export const MigrationEngine = { Keys: 'keys' } as const;
+export const MigrationEngine = { Keys: 'keys', Atomic: 'atomic' } as const;
 export type MigrationEngine = (typeof MigrationEngine)[keyof typeof MigrationEngine];
+
+/** What a request may ask for: an engine, or auto (atomic where every master supports it). */
+export const EngineChoice = { Auto: 'auto', ...MigrationEngine } as const;
+export type EngineChoice = (typeof EngineChoice)[keyof typeof EngineChoice];
+
+/**
+ * The engine a migration runs with. auto: atomic when every master has atomic slot migration, else
+ * keys. An explicit choice is kept as it is; whether the cluster can honour it is the caller's check.
+ */
+export function resolveEngine(choice: EngineChoice, everyMasterHasAtomic: boolean): MigrationEngine {
+  switch (choice) {
+    case EngineChoice.Auto:
+      return everyMasterHasAtomic ? MigrationEngine.Atomic : MigrationEngine.Keys;
+    case EngineChoice.Keys:
+    case EngineChoice.Atomic:
+      return choice;
+    default: {
+      const never: never = choice;
+      throw new Error(`unhandled engine choice: ${String(never)}`);
+    }
+  }
+}
 
 /** What an operator asked of a migration: run it, hold it, or stop it. */
 export const MigrationControl = { Run: 'run', Pause: 'pause', Cancel: 'cancel' } as const;

@@ -120,6 +120,37 @@ if #conflicts > 0 then return conflicts end
 for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
 return {}`;
 
+// The atomic engine gathers a source -> target pair's slots into one server task: it takes the
+// slots still pending (never started by anyone) and marks them migrating, so that two workers never
+// put the same slot in two tasks. The asking jobs' own slots (ARGV[3..3+n)) are taken whatever their
+// step, unless ended: their jobs know that no task holds them now (an earlier task failed, or its
+// starter died before MIGRATESLOTS). ARGV: now, limit, n, own slots..., candidates...
+const CLAIM_FOR_TASK_SCRIPT = `
+local taken = {}
+local seen = {}
+local limit = tonumber(ARGV[2])
+local owned = tonumber(ARGV[3])
+for i = 4, 3 + owned do
+  local step = redis.call('HGET', KEYS[1], ARGV[i])
+  if step and step ~= '${SlotStep.Done}' and step ~= '${SlotStep.Failed}' and step ~= '${SlotStep.Cancelled}' then
+    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+    taken[#taken + 1] = ARGV[i]
+  end
+  seen[ARGV[i]] = true
+end
+for i = 4 + owned, #ARGV do
+  if #taken >= limit then break end
+  if not seen[ARGV[i]] and redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Pending}' then
+    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+    taken[#taken + 1] = ARGV[i]
+  end
+end
+if #taken > 0 then
+  redis.call('HSET', KEYS[2], 'updatedAt', ARGV[1])
+  redis.call('HSETNX', KEYS[2], 'startedAt', ARGV[1])
+end
+return taken`;
+
 const IDEMPOTENCY_TTL_SECONDS = 86_400;
 /** Slots per CLAIM_SCRIPT call (Lua's unpack has a stack limit). */
 const CLAIM_CHUNK = 4_000;
@@ -128,6 +159,7 @@ const CLAIM_CHUNK = 4_000;
 interface ScriptCommands {
   slotfleetSetStep(...args: (string | number)[]): Promise<number>;
   slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
+  slotfleetClaimForTask(...args: (string | number)[]): Promise<string[]>;
 }
 
 /**
@@ -147,7 +179,24 @@ export interface SlotRecords {
   recordSlotError(id: string, slot: number, error: { code: string; message: string }): Promise<void>;
 }
 
-export class MigrationStore implements SlotRecords {
+/** What the atomic engine keeps of its server tasks in the migration's record. */
+export interface ServerTaskRecords {
+  /**
+   * Takes slots for a new server task: `own` (the asking jobs' slots, unless ended) and, up to `limit`
+   * in all, those of `candidates` still pending; marks them migrating. @returns the slots taken.
+   */
+  claimForTask(
+    id: string,
+    own: readonly number[],
+    candidates: readonly number[],
+    limit: number,
+  ): Promise<number[]>;
+  /** The keys each slot held on its source when its task started: its keys moved once it is done. */
+  recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void>;
+  taskKeys(id: string, slots: readonly number[]): Promise<number[]>;
+}
+
+export class MigrationStore implements SlotRecords, ServerTaskRecords {
   private readonly scripts: ScriptCommands;
 
   constructor(
@@ -156,10 +205,11 @@ export class MigrationStore implements SlotRecords {
   ) {
     redis.defineCommand('slotfleetSetStep', { numberOfKeys: 4, lua: SET_STEP_SCRIPT });
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
+    redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 2, lua: CLAIM_FOR_TASK_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
-  private key(id: string, part?: 'slots' | 'errors'): string {
+  private key(id: string, part?: 'slots' | 'errors' | 'task-keys'): string {
     return part ? `${this.prefix}:migration:${id}:${part}` : `${this.prefix}:migration:${id}`;
   }
 
@@ -395,6 +445,39 @@ export class MigrationStore implements SlotRecords {
       },
       engine: (meta.engine as MigrationEngine | undefined) ?? MigrationEngine.Keys,
     };
+  }
+
+  async claimForTask(
+    id: string,
+    own: readonly number[],
+    candidates: readonly number[],
+    limit: number,
+  ): Promise<number[]> {
+    // Lua's unpack() and argument counts are bounded: a task never needs more than a chunk.
+    const owned = own.slice(0, CLAIM_CHUNK);
+    const taken = await this.scripts.slotfleetClaimForTask(
+      this.key(id, 'slots'),
+      this.key(id),
+      new Date().toISOString(),
+      limit,
+      owned.length,
+      ...owned,
+      ...candidates.slice(0, CLAIM_CHUNK),
+    );
+    return taken.map(Number);
+  }
+
+  async recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void> {
+    if (keys.size === 0) return;
+    const fields: (string | number)[] = [];
+    for (const [slot, count] of keys) fields.push(slot, count);
+    await this.redis.hset(this.key(id, 'task-keys'), ...fields);
+  }
+
+  async taskKeys(id: string, slots: readonly number[]): Promise<number[]> {
+    if (slots.length === 0) return [];
+    const counts = await this.redis.hmget(this.key(id, 'task-keys'), ...slots.map(String));
+    return counts.map((count) => Number(count ?? 0));
   }
 
   /** Each slot's recorded step (only SET_STEP_SCRIPT and create() write them, always a SlotStep). */

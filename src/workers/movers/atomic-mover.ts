@@ -1,0 +1,249 @@
+/**
+ * The atomic engine: the servers move whole slots themselves (Valkey 9 CLUSTER MIGRATESLOTS, see
+ * src/shared/domain/server-migrations.ts), and the fleet plans, groups, paces, watches and records.
+ * One BullMQ job per slot stays the unit of work and record:
+ *   migrate  - the slot goes into a server task (a new one with the other slots of its source ->
+ *              target pair, see server-tasks.ts), unless one holds it already or it has moved. It
+ *              does not wait for the task: the slot goes on to a finalize batch.
+ *   finalize - waits until the slot has moved (the source itself says the target owns it), then
+ *              records it done with the keys its source held when the task started. A slot whose
+ *              task failed or was cancelled (the server rolled it back) gets a new task; when the
+ *              attempt has already started one, it fails retryable, naming the server's message.
+ * Every step reads where the slot is from the cluster (owner, tasks listed by the source): a worker
+ * that dies mid-task leaves the task running on the servers, and the next one adopts it by seeing
+ * it in the list; nothing is started twice, because the server refuses a slot another task holds.
+ *   pause  - no new task starts; tasks in progress finish (a server task cannot be held).
+ *   cancel - CLUSTER CANCELSLOTMIGRATIONS on the source when every task it exports belongs to this
+ *            migration (it cancels them all); slots that moved before are done, the others cancelled.
+ * Ownership changes hands inside the servers, atomically: there is no SETSLOT NODE to send, and no
+ * slot is ever open by hand.
+ */
+import type { ClusterPort } from '../../shared/cluster/port.js';
+import { MigrationEngine } from '../../shared/domain/migration.js';
+import {
+  describeServerMigration,
+  isInProgress,
+  lastEndedTask,
+  type ServerMigration,
+  ServerMigrationOperation,
+  ServerMigrationOutcome,
+  taskHolding,
+} from '../../shared/domain/server-migrations.js';
+import { SlotPhase, SlotStep } from '../../shared/domain/slot-migration.js';
+import { parseSlotRanges } from '../../shared/domain/slots.js';
+import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
+import type { PlanGroup, ServerTaskRecords } from '../../shared/queue/migration-store.js';
+import type { SlotJobData } from '../../shared/queue/names.js';
+import { PauseRequested } from '../drain.js';
+import type { SlotRunDeps, SlotRunResult } from '../slot-run.js';
+import { type ServerTasks, StartOutcome } from './server-tasks.js';
+import type { CancelOutcome, SlotMover } from './slot-mover.js';
+
+/** What the atomic engine needs besides a slot run's deps; one per worker process. */
+export interface AtomicRuntime {
+  readonly tasks: ServerTasks;
+  readonly records: ServerTaskRecords;
+  /** The migration's plan (cached: it never changes). */
+  readonly planOf: (migrationId: string) => Promise<readonly PlanGroup[]>;
+}
+
+export type AtomicDeps = SlotRunDeps & { readonly atomic?: AtomicRuntime };
+
+/** Where the slot is, as its source says. */
+type SlotPosition =
+  | { readonly kind: 'moved' }
+  | { readonly kind: 'held'; readonly task: ServerMigration }
+  | { readonly kind: 'free'; readonly lastEnded: ServerMigration | undefined };
+
+export const atomicMover: SlotMover = {
+  engine: MigrationEngine.Atomic,
+  moveSlot: (data, phase, deps) => {
+    const runtime = runtimeOf(deps);
+    return phase === SlotPhase.Migrate ? handOver(data, deps, runtime) : awaitMoved(data, deps, runtime);
+  },
+  onCancel: (data, deps) => cancelSlot(data, deps, runtimeOf(deps)),
+};
+
+function runtimeOf(deps: AtomicDeps): AtomicRuntime {
+  if (!deps.atomic) throw new Error('the atomic engine needs its runtime (ProcessorDeps.atomic)');
+  return deps.atomic;
+}
+
+async function positionOf(
+  data: SlotJobData,
+  deps: AtomicDeps,
+  runtime: AtomicRuntime,
+  maxAgeMs: number,
+): Promise<SlotPosition> {
+  const { cluster } = deps;
+  const [view, tasks] = await Promise.all([
+    cluster.readSlotView(data.source, data.slot),
+    runtime.tasks.list(cluster, data.cluster, data.source, maxAgeMs),
+  ]);
+  if (view.owner === data.target.id) return { kind: 'moved' };
+  const task = taskHolding(
+    tasks.filter((entry) => entry.operation === ServerMigrationOperation.Export),
+    data.slot,
+  );
+  if (task) {
+    if (task.targetNodeId !== undefined && task.targetNodeId !== data.target.id) {
+      throw new SlotfleetError(
+        ErrorCode.SlotConflict,
+        `slot ${data.slot} is held by another ${describeServerMigration(task)}, not towards ${data.target.id}`,
+      );
+    }
+    return { kind: 'held', task };
+  }
+  if (view.owner !== data.source.id) {
+    // Gossip may lag on the source: the target's own word settles a finished move.
+    const targetView = await cluster.readSlotView(data.target, data.slot);
+    if (targetView.owner === data.target.id) return { kind: 'moved' };
+    throw new SlotfleetError(
+      ErrorCode.OwnerChanged,
+      `slot ${data.slot} is owned by ${view.owner ?? 'nobody'}, neither its source ${data.source.id} nor its target`,
+    );
+  }
+  return { kind: 'free', lastEnded: lastEndedTask(tasks, data.slot) };
+}
+
+function startContext(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime) {
+  return {
+    cluster: deps.cluster,
+    records: runtime.records,
+    log: deps.log,
+    pairSlots: async () => {
+      const plan = await runtime.planOf(data.migrationId);
+      const group = plan.find(
+        (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
+      );
+      return group ? parseSlotRanges(group.slots) : [data.slot];
+    },
+    limits: async () => (await deps.limitsOf?.(data.migrationId)) ?? {},
+    ...(deps.throttle ? { throttle: (keys: number) => deps.throttle!(data, { keys, bytes: 0 }) } : {}),
+  };
+}
+
+/** Migrate phase: the slot is in a server task (or moved) when this returns; it does not wait. */
+async function handOver(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime): Promise<SlotRunResult> {
+  const position = await positionOf(data, deps, runtime, runtime.tasks.settings.pollMs);
+  if (position.kind === 'free') {
+    if (await deps.isPaused?.()) throw new PauseRequested();
+    const outcome = await runtime.tasks.requestStart(data, startContext(data, deps, runtime));
+    deps.log.debug({ outcome }, 'slot handed to a server task');
+  }
+  return { keysMoved: 0, step: SlotStep.Migrating };
+}
+
+/** Finalize phase: waits until the slot has moved, starting a task for it when none holds it. */
+async function awaitMoved(
+  data: SlotJobData,
+  deps: AtomicDeps,
+  runtime: AtomicRuntime,
+): Promise<SlotRunResult> {
+  const { pollMs, waitMs } = runtime.tasks.settings;
+  const deadline = Date.now() + waitMs;
+  const attemptStartedSeconds = Math.floor(Date.now() / 1000);
+  let startedHere = false;
+  for (;;) {
+    const position = await positionOf(data, deps, runtime, pollMs);
+    if (position.kind === 'moved') {
+      const [keysMoved = 0] = await runtime.records.taskKeys(data.migrationId, [data.slot]);
+      await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done, keysMoved);
+      return { keysMoved, step: SlotStep.Done };
+    }
+    if (position.kind === 'free') {
+      const failed = position.lastEnded;
+      if (
+        startedHere &&
+        failed &&
+        failed.outcome !== ServerMigrationOutcome.Succeeded &&
+        failed.updatedAtSeconds >= attemptStartedSeconds
+      ) {
+        throw new SlotfleetError(
+          ErrorCode.ServerMigrationFailed,
+          `slot ${data.slot}: ${describeServerMigration(failed)}`,
+        );
+      }
+      if (await deps.isPaused?.()) throw new PauseRequested();
+      const outcome = await runtime.tasks.requestStart(data, startContext(data, deps, runtime));
+      if (outcome === StartOutcome.Started) startedHere = true;
+    }
+    if (Date.now() > deadline) {
+      const what = position.kind === 'held' ? describeServerMigration(position.task) : 'no task could start';
+      throw new SlotfleetError(
+        ErrorCode.NotConverged,
+        `slot ${data.slot} has not moved after ${waitMs} ms: ${what}`,
+      );
+    }
+    await sleep(pollMs);
+  }
+}
+
+/**
+ * The operator cancelled. A slot in no task is dropped; one that moved is finished (done); one in
+ * a task of this migration's gets the source's tasks cancelled, when they are all this migration's
+ * (CANCELSLOTMIGRATIONS cancels every task of the source), and is then dropped or finished by what
+ * the server did first.
+ */
+async function cancelSlot(
+  data: SlotJobData,
+  deps: AtomicDeps,
+  runtime: AtomicRuntime,
+): Promise<CancelOutcome> {
+  const { pollMs, waitMs } = runtime.tasks.settings;
+  let position = await positionOf(data, deps, runtime, 0);
+  if (position.kind === 'moved') return 'finish';
+  if (position.kind === 'free') return 'cancelled';
+  await cancelOwnTasks(data, deps, runtime);
+  const deadline = Date.now() + waitMs;
+  while (position.kind === 'held' && Date.now() <= deadline) {
+    await sleep(pollMs);
+    position = await positionOf(data, deps, runtime, pollMs);
+  }
+  if (position.kind === 'held') {
+    throw new SlotfleetError(
+      ErrorCode.NotConverged,
+      `cancel: ${describeServerMigration(position.task)} still runs`,
+    );
+  }
+  return position.kind === 'moved' ? 'finish' : 'cancelled';
+}
+
+async function cancelOwnTasks(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime): Promise<void> {
+  const cluster: ClusterPort = deps.cluster;
+  const tasks = await runtime.tasks.list(cluster, data.cluster, data.source, 0);
+  const plan = await runtime.planOf(data.migrationId);
+  const ours = new Set(
+    plan
+      .filter((group) => group.sourceId === data.source.id)
+      .flatMap((group) => parseSlotRanges(group.slots)),
+  );
+  const exporting = tasks.filter(
+    (task) => task.operation === ServerMigrationOperation.Export && isInProgress(task),
+  );
+  const foreign = exporting.filter((task) =>
+    task.ranges.some((range) => {
+      for (let slot = range.start; slot <= range.end; slot++) if (!ours.has(slot)) return true;
+      return false;
+    }),
+  );
+  if (foreign.length > 0) {
+    deps.log.warn(
+      { foreign: foreign.map(describeServerMigration) },
+      'cancel: the source also exports for someone else; its tasks are left to finish',
+    );
+    return;
+  }
+  if (exporting.length === 0) return;
+  try {
+    await cluster.cancelServerMigrations(data.source);
+    deps.log.info({ tasks: exporting.length }, 'cancel: server tasks of the source cancelled');
+  } catch (error) {
+    // Another worker's cancel got there first ("No migrations ongoing"): nothing to do.
+    if (!/No migrations ongoing/.test((error as Error).message)) throw error;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,200 @@
+/**
+ * The server tasks of the atomic engine, as one worker process sees them: what each source lists
+ * (CLUSTER GETSLOTMIGRATIONS, read at most once per poll per node however many slots ask), and the
+ * starting of tasks. Slots of one source that ask to start within a few milliseconds of each other
+ * (the migrate jobs running at once, a finalize batch) go into one task, together with the pair's
+ * slots no job has started yet, so a rebalance makes a handful of tasks, not one per slot.
+ *
+ * Bounds, per source: at most `tasksPerSource` tasks in progress (read from the source itself, so
+ * the bound holds across processes except for two that start in the same instant: Valkey then runs
+ * the second snapshot after the first, one fork at a time), and at most `slotsPerTask` slots per task,
+ * fewer when a keys budget says so.
+ */
+import type { ClusterPort, NodeAddress } from '../../shared/cluster/port.js';
+import type { MigrationLimits } from '../../shared/domain/migration.js';
+import {
+  isInProgress,
+  type ServerMigration,
+  ServerMigrationOperation,
+  taskHolding,
+} from '../../shared/domain/server-migrations.js';
+import { nodeAddress } from '../../shared/domain/topology.js';
+import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { ServerTaskRecords } from '../../shared/queue/migration-store.js';
+import type { SlotJobData } from '../../shared/queue/names.js';
+
+export interface AtomicSettings {
+  /** Slots in one server task at most. @defaultValue DEFAULTS.atomicSlotsPerTask */
+  readonly slotsPerTask: number;
+  /** Server tasks in progress per source node at most. @defaultValue DEFAULTS.atomicTasksPerSource */
+  readonly tasksPerSource: number;
+  /** How often a slot waiting for its task looks again (ms). */
+  readonly pollMs: number;
+  /** How long one attempt waits for its slot's task before it fails (retryable) (ms). */
+  readonly waitMs: number;
+}
+
+/** The keys of one slot on its source when its task started (what "keys moved" will say). */
+export type KeysBySlot = ReadonlyMap<number, number>;
+
+/** What a start request learns: in a task now, or not (the source is at its bound of tasks). */
+export const StartOutcome = { Started: 'started', Busy: 'busy' } as const;
+export type StartOutcome = (typeof StartOutcome)[keyof typeof StartOutcome];
+
+interface PendingStart {
+  readonly data: SlotJobData;
+  readonly resolve: (outcome: StartOutcome) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export interface StartContext {
+  readonly cluster: ClusterPort;
+  readonly records: ServerTaskRecords;
+  readonly log: Logger;
+  /** The slots the migration plans to move from this source to this target (all of them). */
+  readonly pairSlots: () => Promise<readonly number[]>;
+  readonly limits: () => Promise<MigrationLimits>;
+  /** Told of each task's keys before it starts; resolves when the keys/s limits allow it. */
+  readonly throttle?: (keys: number) => Promise<void>;
+}
+
+/** How long start requests gather before one task takes them all. */
+const GATHER_MS = 5;
+
+export class ServerTasks {
+  private readonly lists = new Map<string, { atMs: number; list: Promise<readonly ServerMigration[]> }>();
+  private readonly gathering = new Map<string, PendingStart[]>();
+  /** One start at a time per source in this process: the next one reads what the last started. */
+  private readonly startChains = new Map<string, Promise<void>>();
+
+  constructor(readonly settings: AtomicSettings) {}
+
+  /** The tasks the node lists, no older than maxAgeMs; refuses a server without atomic migration. */
+  async list(cluster: ClusterPort, clusterName: string, node: NodeAddress, maxAgeMs: number) {
+    const key = `${clusterName}/${nodeAddress(node)}`;
+    const cached = this.lists.get(key);
+    const nowMs = Date.now();
+    if (cached && nowMs - cached.atMs <= maxAgeMs) return cached.list;
+    const list = cluster.serverMigrations(node).then((migrations) => {
+      if (migrations === undefined) {
+        throw new SlotfleetError(
+          ErrorCode.AtomicUnsupported,
+          `${nodeAddress(node)} has no atomic slot migration (CLUSTER MIGRATESLOTS, Valkey 9+): run the migration with engine keys or auto`,
+        );
+      }
+      return migrations;
+    });
+    this.lists.set(key, { atMs: nowMs, list });
+    list.catch(() => {
+      if (this.lists.get(key)?.list === list) this.lists.delete(key);
+    });
+    return list;
+  }
+
+  /**
+   * Puts the slot in a new server task with the others asking now and the pair's pending slots.
+   * Resolves Busy when the source already runs its bound of tasks: ask again once one ended.
+   */
+  requestStart(data: SlotJobData, context: StartContext): Promise<StartOutcome> {
+    const key = `${data.migrationId}/${data.cluster}/${nodeAddress(data.source)}>${data.target.id}`;
+    return new Promise<StartOutcome>((resolve, reject) => {
+      const waiting = this.gathering.get(key);
+      if (waiting) {
+        waiting.push({ data, resolve, reject });
+        return;
+      }
+      const requests: PendingStart[] = [{ data, resolve, reject }];
+      this.gathering.set(key, requests);
+      setTimeout(() => {
+        this.gathering.delete(key);
+        const sourceKey = `${data.cluster}/${nodeAddress(data.source)}`;
+        const previous = this.startChains.get(sourceKey) ?? Promise.resolve();
+        const next = previous.then(() => this.start(requests, context));
+        const settled = next.catch(() => undefined);
+        this.startChains.set(sourceKey, settled);
+        void settled.then(() => {
+          if (this.startChains.get(sourceKey) === settled) this.startChains.delete(sourceKey);
+        });
+      }, GATHER_MS);
+    });
+  }
+
+  private async start(requests: readonly PendingStart[], context: StartContext): Promise<void> {
+    const { data } = requests[0]!;
+    const { cluster, records, log } = context;
+    try {
+      const tasks = await this.list(cluster, data.cluster, data.source, 0);
+      const exporting = tasks.filter(
+        (task) => task.operation === ServerMigrationOperation.Export && isInProgress(task),
+      );
+      // A slot some task took meanwhile needs no start.
+      const own = requests.map((request) => request.data.slot).filter((slot) => !taskHolding(tasks, slot));
+      if (own.length === 0) {
+        for (const request of requests) request.resolve(StartOutcome.Started);
+        return;
+      }
+      if (exporting.length >= this.settings.tasksPerSource) {
+        for (const request of requests) request.resolve(StartOutcome.Busy);
+        return;
+      }
+      const pairSlots = await context.pairSlots();
+      const candidates = pairSlots.filter((slot) => !taskHolding(tasks, slot));
+      const claimed = await records.claimForTask(
+        data.migrationId,
+        own,
+        candidates,
+        this.settings.slotsPerTask,
+      );
+      // Only slots the source still owns: one moved already (its record lagging) must not be offered.
+      const owners = await Promise.all(
+        claimed.map(async (slot) => (await cluster.readSlotView(data.source, slot)).owner),
+      );
+      const movable = claimed.filter((_, index) => owners[index] === data.source.id);
+      if (movable.length === 0) {
+        for (const request of requests) request.resolve(StartOutcome.Started);
+        return;
+      }
+      const counts = await Promise.all(movable.map((slot) => cluster.countKeysInSlot(data.source, slot)));
+      const slots = await this.withinBudget(movable, counts, context);
+      const keys = new Map(slots.map((slot) => [slot, counts[movable.indexOf(slot)]!]));
+      const total = [...keys.values()].reduce((sum, count) => sum + count, 0);
+      await context.throttle?.(total);
+      await records.recordTaskKeys(data.migrationId, keys);
+      await cluster.startServerMigration(data.source, slots, data.target.id);
+      this.lists.delete(`${data.cluster}/${nodeAddress(data.source)}`);
+      log.info(
+        { slots: slots.length, keys: total, asked: own.length, source: nodeAddress(data.source) },
+        'server task started',
+      );
+      // A request whose slot did not fit this task asks again (its job polls).
+      for (const request of requests) {
+        request.resolve(keys.has(request.data.slot) ? StartOutcome.Started : StartOutcome.Busy);
+      }
+    } catch (error) {
+      for (const request of requests) request.reject(error);
+    }
+  }
+
+  /**
+   * With a keys rate limit, a task holds at most a second's worth of keys (at least one slot): the
+   * limit then bounds both the task and, through the throttle, the tasks that follow.
+   */
+  private async withinBudget(
+    slots: readonly number[],
+    counts: readonly number[],
+    context: StartContext,
+  ): Promise<number[]> {
+    const { maxKeysPerSecond } = await context.limits();
+    if (maxKeysPerSecond === undefined) return [...slots];
+    const kept: number[] = [];
+    let keys = 0;
+    for (const [index, slot] of slots.entries()) {
+      const count = counts[index]!;
+      if (kept.length > 0 && keys + count > maxKeysPerSecond) break;
+      kept.push(slot);
+      keys += count;
+    }
+    return kept;
+  }
+}
