@@ -5,13 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import type { ClusterAdapter } from '../shared/cluster/adapter.js';
-import { MigrationEngine, type MigrationLimits } from '../shared/domain/migration.js';
+import { checkEngine } from '../shared/domain/engine-choice.js';
+import type { EngineChoice, MigrationEngine, MigrationLimits } from '../shared/domain/migration.js';
 import type { ClusterSnapshot, SlotMove } from '../shared/domain/plan.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import { groupMoves, type PlanGroup } from '../shared/queue/migration-store.js';
 import { newMigrationId } from '../shared/queue/names.js';
 import { ConflictKind, conflictError } from './conflicts.js';
 import type { AppDeps } from './deps.js';
+import { engineOrRefuse, liveMasters, readMasterFacts } from './engine-check.js';
 import { enqueueSlotMoves } from './enqueue.js';
 
 /**
@@ -23,6 +25,14 @@ export interface MigrationRequest {
   readonly replace?: boolean;
   /** Limits from the request body; PATCH /v1/migrations/:id changes them later. */
   readonly limits?: MigrationLimits;
+  /** How the slots move: auto (atomic where every master has it), keys or atomic. @defaultValue auto */
+  readonly engine?: EngineChoice;
+}
+
+/** What planning a request yields: the moves, and the engine they run with (resolved and checked). */
+export interface PlannedMigration {
+  readonly moves: readonly SlotMove[];
+  readonly engine: MigrationEngine;
 }
 
 export interface CreateMigrationInput {
@@ -31,12 +41,14 @@ export interface CreateMigrationInput {
   readonly kind: string;
   readonly request: MigrationRequest;
   readonly moves: readonly SlotMove[];
+  readonly engine: MigrationEngine;
   /** Limits from the request body; PATCH /v1/migrations/:id changes them later. */
   readonly limits?: MigrationLimits;
 }
 
 export interface CreatedMigration {
   readonly id: string;
+  readonly engine: MigrationEngine;
   readonly plan: PlanGroup[];
   readonly slots: number;
   /** An earlier request with the same Idempotency-Key and body created it. */
@@ -45,21 +57,37 @@ export interface CreatedMigration {
 
 /**
  * Refuses to plan on a cluster that is not ok or whose masters disagree on the slot map: moves
- * computed from one node's stale view would move the wrong slots.
+ * computed from one node's stale view would move the wrong slots. Then resolves the engine the moves
+ * run with and refuses what the cluster rules out for it (engine-check.ts): every master is read
+ * once, alongside the cluster states.
  */
 export async function preflight(
   adapter: ClusterAdapter,
   snapshot: ClusterSnapshot,
-  movingSlots: readonly number[],
-): Promise<void> {
-  const states = await adapter.clusterStates();
-  const notOk = [...states].filter(([, state]) => state !== 'ok');
+  moves: readonly SlotMove[],
+  choice: EngineChoice,
+): Promise<MigrationEngine> {
+  const [states, masters] = await Promise.allSettled([
+    adapter.clusterStates(),
+    readMasterFacts(adapter, liveMasters(snapshot.nodes)),
+  ]);
+  if (states.status === 'rejected') throw states.reason;
+  const notOk = [...states.value].filter(([, state]) => state !== 'ok');
   if (notOk.length > 0) throw conflictError({ kind: ConflictKind.ClusterNotOk, states: notOk });
   // Only the slots this plan moves: other migrations may be changing other slots right now, and
   // gossip lags behind them.
-  const moving = new Set(movingSlots);
+  const moving = new Set(moves.map((move) => move.slot));
   const disagreeing = (snapshot.disagreeingSlots ?? []).filter((slot) => moving.has(slot));
   if (disagreeing.length > 0) throw conflictError({ kind: ConflictKind.MastersDisagree, slots: disagreeing });
+  if (masters.status === 'rejected') throw masters.reason;
+  const check = checkEngine({
+    choice,
+    repairsByHand: false,
+    masters: masters.value,
+    moves,
+    openSlots: snapshot.openSlots,
+  });
+  return engineOrRefuse(check, { repairs: false });
 }
 
 /** 409 naming the active migrations that hold any of these slots. */
@@ -87,7 +115,7 @@ export function requestHash(kind: string, cluster: string, body: unknown): strin
 export async function createIdempotently(
   deps: AppDeps,
   request: { cluster: string; kind: string; body: MigrationRequest; idempotencyKey: string | undefined },
-  plan: () => Promise<readonly SlotMove[]>,
+  plan: () => Promise<PlannedMigration>,
 ): Promise<CreatedMigration> {
   const { idempotencyKey } = request;
   const bodyHash = requestHash(request.kind, request.cluster, request.body);
@@ -96,13 +124,14 @@ export async function createIdempotently(
     if (earlier) return reuse(deps, idempotencyKey, earlier, bodyHash);
   }
   try {
-    const moves = await plan();
+    const { moves, engine } = await plan();
     const { limits } = request.body;
     const created = await createMigration(deps, {
       cluster: request.cluster,
       kind: request.kind,
       request: request.body,
       moves,
+      engine,
       ...(limits ? { limits } : {}),
     });
     if (idempotencyKey !== undefined)
@@ -135,12 +164,12 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
       kind: input.kind,
       request: input.request,
       moves: input.moves,
-      engine: MigrationEngine.Keys,
+      engine: input.engine,
       ...(input.limits ? { limits: input.limits } : {}),
     });
     await enqueueSlotMoves(deps.migrateQueue, id, input.cluster, input.moves, deps.config.jobs, {
       replace: input.request.replace === true,
-      engine: MigrationEngine.Keys,
+      engine: input.engine,
     });
   } catch (error) {
     // Leave nothing behind that a retry would trip over. (A record whose jobs were only partly
@@ -148,7 +177,13 @@ export async function createMigration(deps: AppDeps, input: CreateMigrationInput
     if (claimed) await store.releaseSlots(input.cluster, id, slots).catch(() => undefined);
     throw error;
   }
-  return { id, plan: groupMoves(input.moves), slots: input.moves.length, reused: false };
+  return {
+    id,
+    engine: input.engine,
+    plan: groupMoves(input.moves),
+    slots: input.moves.length,
+    reused: false,
+  };
 }
 
 async function reuse(
@@ -167,7 +202,13 @@ async function reuse(
   const record = await deps.store.get(earlier.migrationId);
   if (!record)
     throw new SlotfleetError(ErrorCode.NotFound, `migration ${earlier.migrationId} no longer exists`);
-  return { id: record.id, plan: [...record.plan], slots: record.slotsTotal, reused: true };
+  return {
+    id: record.id,
+    engine: record.engine,
+    plan: [...record.plan],
+    slots: record.slotsTotal,
+    reused: true,
+  };
 }
 
 /** JSON with sorted keys, so {"a":1,"b":2} and {"b":2,"a":1} hash alike. */

@@ -46,11 +46,13 @@ export function statusForCode(code: string): number {
     case ErrorCode.OwnerChanged:
     case ErrorCode.ClusterNotReady:
     case ErrorCode.InvalidState:
+    case ErrorCode.SlotMigrationBusy:
       return 409;
     case ErrorCode.UnknownNode:
     case ErrorCode.NotMaster:
     case ErrorCode.UnsafePlan:
     case ErrorCode.IdempotencyMismatch:
+    case ErrorCode.AtomicUnsupported:
       return 422;
     case ErrorCode.Connection:
     case ErrorCode.ClusterDown:

@@ -3,9 +3,12 @@
 import { type Static, type TSchema, Type } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { ClusterAdapter } from '../../shared/cluster/adapter.js';
+import { checkEngine, type MasterFacts, repairEngine } from '../../shared/domain/engine-choice.js';
+import { EngineChoice, type MigrationEngine } from '../../shared/domain/migration.js';
 import type { ClusterSnapshot, SlotMove } from '../../shared/domain/plan.js';
 import {
   type FixInput,
+  type FixNodeView,
   fixViewFrom,
   planDrain,
   planFix,
@@ -13,12 +16,13 @@ import {
   planReshard,
 } from '../../shared/domain/planners/index.js';
 import { SLOT_COUNT } from '../../shared/domain/slots.js';
-import { NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
+import { type ClusterNode, NodeRole, nodeAddress, slotCount } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import { groupMoves } from '../../shared/queue/migration-store.js';
 import { ConflictKind, conflictError } from '../conflicts.js';
 import { createIdempotently, type MigrationRequest, preflight } from '../create-migration.js';
 import type { AppDeps, TypedApp } from '../deps.js';
+import { engineOrRefuse, liveMasters, readMasterFacts } from '../engine-check.js';
 import { errorResponses } from '../http-errors.js';
 import { clusterAdapter, idempotencyKey } from '../route-helpers.js';
 import {
@@ -161,7 +165,12 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
     async (request, reply) => {
       const { cluster } = request.params;
       const adapter = clusterAdapter(deps, cluster);
-      const fixPlan = planFix(await fixInputOf(adapter));
+      const choice = request.body.engine ?? EngineChoice.Auto;
+      // Refused before anything is read: fix never runs atomic.
+      const forRepairs = { repairs: true };
+      const engine = engineOrRefuse(repairEngine(choice), forRepairs);
+      const { input, masters } = await fixInputOf(adapter);
+      const fixPlan = planFix(input);
       const moves: SlotMove[] = fixPlan.repairs.map((repair) => ({
         slot: repair.slot,
         source: repair.source,
@@ -174,24 +183,29 @@ export function registerClusterRoutes(app: TypedApp, deps: AppDeps): void {
         },
       }));
       const unrepairable = fixPlan.unrepairable.map((entry) => ({ ...entry }));
-      if (request.body.dryRun === true || moves.length === 0) {
-        return reply.status(200).send({ ...(await preview(adapter, cluster, moves)), unrepairable });
+      if (moves.length > 0) {
+        // Its repairs must not touch slots a server task holds, nor leave keys of other databases behind.
+        engineOrRefuse(
+          checkEngine({ choice, repairsByHand: true, masters, moves, openSlots: [] }),
+          forRepairs,
+        );
       }
+      if (request.body.dryRun === true || moves.length === 0) {
+        return reply.status(200).send({ ...(await preview(adapter, cluster, moves, engine)), unrepairable });
+      }
+      const { dryRun: _dryRun, ...body } = request.body;
       const created = await createIdempotently(
         deps,
-        {
-          cluster,
-          kind: 'fix',
-          body: request.body.replace === undefined ? {} : { replace: request.body.replace },
-          idempotencyKey: idempotencyKey(request),
-        },
-        async () => moves,
+        { cluster, kind: 'fix', body, idempotencyKey: idempotencyKey(request) },
+        async () => ({ moves, engine }),
       );
       request.log.info(
         { migrationId: created.id, cluster, repairs: created.slots, unrepairable: unrepairable.length },
         'fix enqueued',
       );
-      return reply.status(202).send({ id: created.id, cluster, slots: created.slots, plan: created.plan });
+      return reply
+        .status(202)
+        .send({ id: created.id, cluster, engine: created.engine, slots: created.slots, plan: created.plan });
     },
   );
 }
@@ -240,24 +254,22 @@ async function planOrStart(
   const planNow = async () => {
     const snapshot = await adapter.snapshot();
     const moves = await route.plan(adapter, snapshot);
-    await preflight(
-      adapter,
-      snapshot,
-      moves.map((move) => move.slot),
-    );
-    return moves;
+    const engine = await preflight(adapter, snapshot, moves, body.engine ?? EngineChoice.Auto);
+    return { moves, engine };
   };
-  if (body.dryRun === true)
-    return { dryRun: true, preview: await preview(adapter, cluster, await planNow()) } as const;
+  if (body.dryRun === true) {
+    const { moves, engine } = await planNow();
+    return { dryRun: true, preview: await preview(adapter, cluster, moves, engine) } as const;
+  }
   // Without dryRun, the same request with dryRun: false or without it hashes alike for the Idempotency-Key.
   const { dryRun: _dryRun, ...requestBody } = body;
   const created = await createIdempotently(
     deps,
     { cluster, kind, body: requestBody, idempotencyKey: idempotencyKey(request) },
     async () => {
-      const moves = await planNow();
-      if (moves.length === 0) throw conflictError({ kind: ConflictKind.NothingToDo, action: kind });
-      return moves;
+      const planned = await planNow();
+      if (planned.moves.length === 0) throw conflictError({ kind: ConflictKind.NothingToDo, action: kind });
+      return planned;
     },
   );
   request.log.info({ migrationId: created.id, cluster, kind, slots: created.slots }, 'migration enqueued');
@@ -266,6 +278,7 @@ async function planOrStart(
     created: {
       id: created.id,
       cluster,
+      engine: created.engine,
       slots: created.slots,
       plan: created.plan,
       ...(created.reused ? { reused: true } : {}),
@@ -319,7 +332,12 @@ function checkedWeights(weights: Readonly<Record<string, number>>): Readonly<Rec
 }
 
 /** The plan grouped by source -> target with key counts, for dry runs. */
-async function preview(adapter: ClusterAdapter, cluster: string, moves: readonly SlotMove[]) {
+async function preview(
+  adapter: ClusterAdapter,
+  cluster: string,
+  moves: readonly SlotMove[],
+  engine: MigrationEngine,
+) {
   const groups = groupMoves(moves);
   let keys = 0;
   const plan = await Promise.all(
@@ -336,7 +354,7 @@ async function preview(adapter: ClusterAdapter, cluster: string, moves: readonly
       return { ...group, keys: groupKeys };
     }),
   );
-  return { dryRun: true as const, cluster, slots: moves.length, keys, plan };
+  return { dryRun: true as const, cluster, engine, slots: moves.length, keys, plan };
 }
 
 /** COUNTKEYSINSLOT of every slot, asked of its owner. */
@@ -359,12 +377,27 @@ async function keysPerSlotOf(adapter: ClusterAdapter, snapshot: ClusterSnapshot)
   return counts;
 }
 
-/** Every master's own view and the slots in which it holds keys: what planFix needs. */
-async function fixInputOf(adapter: ClusterAdapter): Promise<FixInput> {
+/**
+ * Every master's own view and the slots in which it holds keys: what planFix needs. Alongside, what
+ * the engine check needs of each master (read once).
+ */
+async function fixInputOf(adapter: ClusterAdapter): Promise<{ input: FixInput; masters: MasterFacts[] }> {
   const seed = await adapter.readAnyView();
   const masters = seed.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
   const allSlots = Array.from({ length: SLOT_COUNT }, (_, slot) => slot);
-  const views = await Promise.all(
+  const [views, facts] = await Promise.all([
+    fixViewsOf(adapter, masters, allSlots),
+    readMasterFacts(adapter, liveMasters(seed.nodes)),
+  ]);
+  return { input: { nodes: seed.nodes, views }, masters: facts };
+}
+
+function fixViewsOf(
+  adapter: ClusterAdapter,
+  masters: readonly ClusterNode[],
+  allSlots: readonly number[],
+): Promise<FixNodeView[]> {
+  return Promise.all(
     masters.map(async (master) => {
       const view = await adapter.readView(master);
       const counts = await adapter.countKeysInSlots(master, allSlots);
@@ -375,5 +408,4 @@ async function fixInputOf(adapter: ClusterAdapter): Promise<FixInput> {
       return fixViewFrom(view, keysInSlot.keys(), keysInSlot);
     }),
   );
-  return { nodes: seed.nodes, views };
 }

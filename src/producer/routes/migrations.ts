@@ -1,5 +1,5 @@
 /** Routes that create, list, read and control migrations. */
-import { MigrationControl } from '../../shared/domain/migration.js';
+import { EngineChoice, MigrationControl } from '../../shared/domain/migration.js';
 import { planExplicitMoves } from '../../shared/domain/plan.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
 import type { MigrationRecord } from '../../shared/queue/migration-store.js';
@@ -62,13 +62,14 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
           await assertSlotsFree(deps, cluster, named);
           const snapshot = await adapter.snapshot();
           const plan = planExplicitMoves(snapshot, request.body.moves);
-          await preflight(
+          const engine = await preflight(
             adapter,
             snapshot,
-            plan.moves.map((move) => move.slot),
+            plan.moves,
+            request.body.engine ?? EngineChoice.Auto,
           );
           alreadyOnTarget = plan.alreadyOnTarget.length;
-          return plan.moves;
+          return { moves: plan.moves, engine };
         },
       );
       request.log.info(
@@ -78,6 +79,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
       return reply.status(202).send({
         id: created.id,
         cluster,
+        engine: created.engine,
         slots: created.slots,
         alreadyOnTarget,
         plan: created.plan,

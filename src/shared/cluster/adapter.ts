@@ -5,6 +5,7 @@
  * NODES shared and parsed once) and SlotCommands (the slot commands and the batch script).
  */
 import type { RedisEndpoint } from '../config.js';
+import { type KeyspaceDatabase, parseKeyspace } from '../domain/keyspace.js';
 import type { ClusterSnapshot, NodeRef } from '../domain/plan.js';
 import type { ServerMigration } from '../domain/server-migrations.js';
 import type { SlotObservation } from '../domain/slot-migration.js';
@@ -102,6 +103,21 @@ export class ClusterAdapter implements ClusterPort {
             (size) => size,
             () => null,
           ),
+      ),
+    );
+  }
+
+  /**
+   * The databases holding keys on each node (INFO keyspace), in the order of `nodes`. Valkey 9
+   * clusters may use databases other than 0 (`cluster-databases`); a node that fails to answer fails
+   * the read.
+   */
+  databasesWithKeys(nodes: readonly NodeAddress[]): Promise<KeyspaceDatabase[][]> {
+    return Promise.all(
+      nodes.map(async (node) =>
+        parseKeyspace(
+          String(await this.connections.run(node, 'INFO keyspace', (redis) => redis.info('keyspace'))),
+        ),
       ),
     );
   }
