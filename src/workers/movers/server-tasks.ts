@@ -18,6 +18,7 @@ import {
   ServerMigrationOperation,
   taskHolding,
 } from '../../shared/domain/server-migrations.js';
+import { formatSlotRanges } from '../../shared/domain/slots.js';
 import { nodeAddress } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
@@ -164,7 +165,14 @@ export class ServerTasks {
       await cluster.startServerMigration(data.source, slots, data.target.id);
       this.lists.delete(`${data.cluster}/${nodeAddress(data.source)}`);
       log.info(
-        { slots: slots.length, keys: total, asked: own.length, source: nodeAddress(data.source) },
+        {
+          slots: formatSlotRanges(slots),
+          slotCount: slots.length,
+          keys: total,
+          asked: own.length,
+          source: nodeAddress(data.source),
+          target: nodeAddress(data.target),
+        },
         'server task started',
       );
       // A request whose slot did not fit this task asks again (its job polls).

@@ -1,0 +1,182 @@
+/**
+ * The atomic engine on a real Valkey 9 cluster (3 masters, no replicas): the servers move whole
+ * slots (CLUSTER MIGRATESLOTS) and the fleet groups, watches and records them. A move through the
+ * API ends done with every key's value and TTL, the keys moved counted, owners agreed everywhere and
+ * a few server tasks for hundreds of slots; a cancel in the middle leaves each slot either moved
+ * (done) or home (cancelled), never both, and nothing lost; a worker SIGKILLed while its task runs
+ * leaves the task to the servers, and the next worker adopts it without starting a slot twice.
+ *
+ * Runs in project valkey9 only (vitest.config.ts: it needs CLUSTER MIGRATESLOTS); a missing
+ * Valkey 9 fails the global setup, naming `.ci/valkey9`.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type DatasetManifest,
+  seedDataset,
+  spawnWorkerProcesses,
+  verifyDataset,
+} from '../../src/sandbox/index.js';
+import { parseSlotRanges } from '../../src/shared/domain/slots.js';
+import { slotsOf } from './support/slots.js';
+import {
+  countKeysInSlots,
+  expectNoOpenSlots,
+  expectOwnersEverywhere,
+  type Stack,
+  startStack,
+  waitForMigration,
+} from './support/stack.js';
+
+const SLOTS_PER_SOURCE = 400;
+
+describe('the atomic engine on Valkey 9', () => {
+  let stack: Stack;
+  let manifests: DatasetManifest[];
+  /** Masters by port: [target, sourceA, sourceB] once the first test chose them. */
+  let masters: { id: string; port: number }[];
+
+  beforeAll(async () => {
+    // A short job lock: the killed worker's jobs come back to the next one within seconds.
+    stack = await startStack({ workers: 0, replicasPerMaster: 0, env: { SLOTFLEET_JOB_LOCK_MS: '3000' } });
+    manifests = [
+      await seedDataset(stack.cluster.seedUrl, { keys: 30_000, types: 'mixed', ttlFraction: 0.3, seed: 17 }),
+    ];
+    masters = [...(await stack.cluster.masters())].sort((a, b) => a.port - b.port);
+  });
+
+  afterEach(async () => {
+    await Promise.all(stack.workers.splice(0).map((worker) => worker.close()));
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  async function movesTo(target: { id: string }, count: number) {
+    const sources = masters.filter((master) => master.id !== target.id);
+    const moves = [];
+    const slots: number[] = [];
+    for (const source of sources) {
+      const owned = (await slotsOf(stack.cluster, source.id)).slice(0, count);
+      moves.push({ slots: owned.join(','), target: target.id });
+      slots.push(...owned);
+    }
+    return { moves, slots };
+  }
+
+  async function post(moves: unknown[]): Promise<{ id: string; engine: string }> {
+    const response = await stack.api.app.inject({
+      method: 'POST',
+      url: '/v1/clusters/default/migrations',
+      payload: { moves, engine: 'atomic' },
+    });
+    expect(response.statusCode, response.body).toBe(202);
+    return response.json();
+  }
+
+  async function expectEveryKey(): Promise<void> {
+    for (const manifest of manifests) {
+      const result = await verifyDataset(stack.cluster.seedUrl, manifest);
+      expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0 });
+    }
+  }
+
+  /** The slots of each server task the in-process workers started (from their logs). */
+  function tasksStarted(lines: readonly string[] = stack.logLines): number[][] {
+    return lines
+      .filter((line) => line.includes('"server task started"'))
+      .map((line) => parseSlotRanges((JSON.parse(line) as { slots: string }).slots));
+  }
+
+  it('moves hundreds of slots in a few server tasks, keys counted, nothing lost', async () => {
+    await stack.startWorker();
+    await stack.startWorker();
+    const target = masters[0]!;
+    const { moves, slots } = await movesTo(target, SLOTS_PER_SOURCE);
+    const keys = await countKeysInSlots(stack.cluster, slots);
+    const before = tasksStarted().length;
+
+    const created = await post(moves);
+    const final = await waitForMigration(stack, created.id);
+    expect(final.errors).toEqual([]);
+    expect(final.state).toBe('done');
+    expect(final.engine).toBe('atomic');
+    expect(final.slots.done).toBe(slots.length);
+    expect(final.keysMoved).toBe(keys);
+    await expectOwnersEverywhere(stack.cluster, new Map(slots.map((slot) => [slot, target.id])));
+    await expectNoOpenSlots(stack.cluster);
+    await expectEveryKey();
+    // About one task per source (two workers racing for a source may split one): never one per slot.
+    const tasks = tasksStarted().slice(before);
+    expect(tasks.length).toBeGreaterThanOrEqual(2);
+    expect(tasks.length).toBeLessThanOrEqual(slots.length / 20);
+    expect(Math.max(...tasks.map((task) => task.length))).toBeGreaterThanOrEqual(SLOTS_PER_SOURCE / 2);
+    expect(tasks.flat().sort((a, b) => a - b)).toEqual([...slots].sort((a, b) => a - b));
+  });
+
+  it('cancelled mid-way: every slot either moved and done, or home and cancelled; nothing lost', async () => {
+    await stack.startWorker();
+    const target = masters[1]!;
+    const { moves, slots } = await movesTo(target, SLOTS_PER_SOURCE);
+    const created = await post(moves);
+    const cancel = await stack.api.app.inject({
+      method: 'POST',
+      url: `/v1/migrations/${created.id}/cancel`,
+      payload: {},
+    });
+    expect(cancel.statusCode, cancel.body).toBe(200);
+    const final = await waitForMigration(stack, created.id);
+    expect(final.errors).toEqual([]);
+    expect(['cancelled', 'done']).toContain(final.state);
+    const owners = new Map<number, string>();
+    for (const source of masters) {
+      for (const slot of await slotsOf(stack.cluster, source.id)) owners.set(slot, source.id);
+    }
+    const moved = slots.filter((slot) => owners.get(slot) === target.id);
+    expect(final.slots.done).toBe(moved.length);
+    expect(final.slots.cancelled).toBe(slots.length - moved.length);
+    await expectNoOpenSlots(stack.cluster);
+    await expectEveryKey();
+  });
+
+  it('a worker SIGKILLed while its task runs: the next adopts the task, no slot starts twice', async () => {
+    const logDir = await mkdtemp(join(tmpdir(), 'slotfleet-atomic-'));
+    try {
+      const target = masters[2]!;
+      const { moves, slots } = await movesTo(target, SLOTS_PER_SOURCE);
+      const [first] = spawnWorkerProcesses({ count: 1, env: stack.env, logDir });
+      const created = await post(moves);
+      const firstLog = join(logDir, 'worker-1.log');
+      const deadline = Date.now() + 30_000;
+      while (!(await readFile(firstLog, 'utf8').catch(() => '')).includes('server task started')) {
+        if (Date.now() > deadline) throw new Error('the first worker started no server task');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      first!.kill('SIGKILL');
+      await new Promise((resolve) => first!.once('exit', resolve));
+      const linesBefore = stack.logLines.length;
+      await stack.startWorker();
+      const final = await waitForMigration(stack, created.id, 120_000);
+      expect(final.errors).toEqual([]);
+      expect(final.state).toBe('done');
+      expect(final.slots.done).toBe(slots.length);
+      await expectOwnersEverywhere(stack.cluster, new Map(slots.map((slot) => [slot, target.id])));
+      await expectNoOpenSlots(stack.cluster);
+      await expectEveryKey();
+      // No slot went into two tasks: the second worker adopted the first one's tasks from what the
+      // source listed, and started tasks only for slots no task held.
+      const firstLines = (await readFile(firstLog, 'utf8')).split('\n');
+      const started = [...tasksStarted(firstLines), ...tasksStarted(stack.logLines.slice(linesBefore))]
+        .flat()
+        .filter((slot) => slots.includes(slot));
+      expect(tasksStarted(firstLines).length).toBeGreaterThan(0);
+      expect(new Set(started).size).toBe(started.length);
+      expect(started.length).toBe(slots.length);
+    } finally {
+      await rm(logDir, { recursive: true, force: true });
+    }
+  });
+});
