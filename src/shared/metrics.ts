@@ -8,7 +8,9 @@
  * workers does not report the same queue N times. Both kinds of process export every name (an
  * unfed one has no samples) plus the process default metrics.
  */
+
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { MigrationEngine } from './domain/migration.js';
 
 /** The end states a slot job counts in slotfleet_slots_finished_total. */
 export const SlotResult = { Done: 'done', Failed: 'failed', Cancelled: 'cancelled' } as const;
@@ -20,7 +22,7 @@ export interface Metrics {
   readonly keysRemaining: Gauge<'cluster' | 'migration'>;
   readonly migrateTimeouts: Counter<'cluster' | 'source' | 'target'>;
   readonly migrateErrors: Counter<'cluster' | 'code'>;
-  readonly slotsFinished: Counter<'cluster' | 'result'>;
+  readonly slotsFinished: Counter<'cluster' | 'result' | 'engine'>;
   readonly slotsInFlight: Gauge<'cluster' | 'source'>;
   readonly nodeSlotsInFlight: Gauge<'cluster' | 'node' | 'role'>;
   readonly slotsWaitingForLeases: Gauge;
@@ -30,7 +32,7 @@ export interface Metrics {
   readonly paceBatchKeys: Gauge<'cluster' | 'node'>;
   readonly paceBatches: Gauge<'cluster' | 'node'>;
   readonly migrateBatchDuration: Histogram<'cluster'>;
-  readonly slotDuration: Histogram<'cluster'>;
+  readonly slotDuration: Histogram<'cluster' | 'engine'>;
   readonly finalizeDuration: Histogram<'cluster'>;
   readonly queueJobs: Gauge<'queue' | 'state'>;
   readonly throttleWait: Counter<'cluster' | 'source'>;
@@ -68,8 +70,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     slotsFinished: new Counter({
       name: 'slotfleet_slots_finished_total',
-      help: 'Slots that reached an end state, by result (done, failed, cancelled).',
-      labelNames: ['cluster', 'result'],
+      help: 'Slots that reached an end state, by result (done, failed, cancelled) and engine (keys, atomic).',
+      labelNames: ['cluster', 'result', 'engine'],
       registers,
     }),
     slotsInFlight: new Gauge({
@@ -128,8 +130,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     slotDuration: new Histogram({
       name: 'slotfleet_slot_duration_seconds',
-      help: 'Duration of one migrate-slot job attempt, from claim to drained or to its error (not postponed ones).',
-      labelNames: ['cluster'],
+      help: 'Duration of one migrate-slot job attempt, from claim to drained (keys) or handed to a server task (atomic), or to its error (not postponed ones).',
+      labelNames: ['cluster', 'engine'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers,
     }),
@@ -160,5 +162,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
  * rate() and increase(), so label sets known in advance are exported before anything happens.
  */
 export function startClusterSeries(metrics: Metrics, cluster: string): void {
-  for (const result of Object.values(SlotResult)) metrics.slotsFinished.inc({ cluster, result }, 0);
+  for (const result of Object.values(SlotResult)) {
+    for (const engine of Object.values(MigrationEngine))
+      metrics.slotsFinished.inc({ cluster, result, engine }, 0);
+  }
 }

@@ -11,11 +11,10 @@
  *            MIGRATING is finished, so no slot is ever left with its keys split.
  */
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
-import { observeSlot } from '../shared/cluster/observe-slot.js';
 import type { ClusterPort } from '../shared/cluster/port.js';
-import { MigrationControl } from '../shared/domain/migration.js';
+import { MigrationControl, type MigrationEngine } from '../shared/domain/migration.js';
 import { FixKind } from '../shared/domain/planners/index.js';
-import { CancelDecision, cancelDecision, SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
+import { SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
 import { nodeAddress } from '../shared/domain/topology.js';
 import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -80,6 +79,11 @@ async function pacedCaps(deps: ProcessorDeps, data: SlotJobData): Promise<Pick<L
   };
 }
 
+/** The engine a slot job runs with, for metric labels: jobs added before engines existed move keys. */
+function engineOf(data: SlotJobData): MigrationEngine {
+  return moverFor(data).engine;
+}
+
 /** How long a paused slot job waits before it looks at the migration again. */
 export const PAUSE_RECHECK_MS = 1_000;
 
@@ -115,7 +119,11 @@ async function attemptSlot(
     if ((await moverFor(data).onCancel(data, engine)) === 'cancelled') {
       // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
       if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
-        deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Cancelled });
+        deps.metrics.slotsFinished.inc({
+          cluster: data.cluster,
+          result: SlotResult.Cancelled,
+          engine: engineOf(data),
+        });
       }
       return { keysMoved: 0, cancelled: true };
     }
@@ -133,7 +141,11 @@ async function attemptSlot(
     }
   }
   if (phase === SlotPhase.Finalize) {
-    deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Done });
+    deps.metrics.slotsFinished.inc({
+      cluster: data.cluster,
+      result: SlotResult.Done,
+      engine: engineOf(data),
+    });
     log.info({ keysMoved }, 'slot done');
   } else {
     // Added before this job completes: a crash in between re-runs the (drained) migrate job,
@@ -163,7 +175,11 @@ async function recordFailure(
   await deps.store.recordSlotError(data.migrationId, data.slot, { code, message });
   if (!retryable || lastAttempt) {
     await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Failed);
-    deps.metrics.slotsFinished.inc({ cluster: data.cluster, result: SlotResult.Failed });
+    deps.metrics.slotsFinished.inc({
+      cluster: data.cluster,
+      result: SlotResult.Failed,
+      engine: engineOf(data),
+    });
     log.error({ code, err: message }, 'slot failed: left open and safe, clients follow ASK; re-run or fix');
     return { retry: false, code, message };
   }
@@ -205,7 +221,7 @@ export function createMigrateProcessor(deps: ProcessorDeps) {
   ): Promise<{ keysMoved: number; cancelled?: boolean }> => {
     const data = job.data;
     const log = slotLog(deps, data, SlotPhase.Migrate, job.attemptsMade + 1);
-    const stopTimer = deps.metrics.slotDuration.startTimer({ cluster: data.cluster });
+    const stopTimer = deps.metrics.slotDuration.startTimer({ cluster: data.cluster, engine: engineOf(data) });
     const inFlight = { cluster: data.cluster, source: nodeAddress(data.source) };
     deps.metrics.slotsInFlight.inc(inFlight);
     // An attempt postponed by a pause (or by busy nodes) ends when the operator says, not when the

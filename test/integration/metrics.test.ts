@@ -123,9 +123,10 @@ describe('metrics', () => {
       // Each slot is counted once, when its step changed to cancelled.
       expect(await values(worker.metrics.slotsFinished)).toEqual(
         expect.arrayContaining([
-          { labels: { cluster: 'default', result: 'cancelled' }, value: 200 },
-          { labels: { cluster: 'default', result: 'done' }, value: 0 },
-          { labels: { cluster: 'default', result: 'failed' }, value: 0 },
+          { labels: { cluster: 'default', result: 'cancelled', engine: 'keys' }, value: 200 },
+          { labels: { cluster: 'default', result: 'done', engine: 'keys' }, value: 0 },
+          { labels: { cluster: 'default', result: 'failed', engine: 'keys' }, value: 0 },
+          { labels: { cluster: 'default', result: 'cancelled', engine: 'atomic' }, value: 0 },
         ]),
       );
       expect((await values(worker.metrics.slotsInFlight)).every(({ value }) => value === 0)).toBe(true);
@@ -174,7 +175,7 @@ describe('metrics', () => {
       expect(await values(worker.metrics.migrateTimeouts)).toEqual([{ labels: pair, value: 0 }]);
       expect(await values(worker.metrics.migrateErrors)).toEqual([]);
       expect(await values(worker.metrics.slotsFinished)).toContainEqual({
-        labels: { cluster: 'default', result: 'done' },
+        labels: { cluster: 'default', result: 'done', engine: 'keys' },
         value: 100,
       });
       expect(await count(worker.metrics.slotDuration)).toBe(100);
