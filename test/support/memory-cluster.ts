@@ -966,7 +966,7 @@ export class MemoryCluster implements ClusterPort {
     return this.command('serverMigrations', address, {}, 'CLUSTER GETSLOTMIGRATIONS', () => undefined);
   }
 
-  startServerMigration(address: NodeAddress, slots: readonly number[]) {
+  startServerMigration(address: NodeAddress, _target: NodeAddress, slots: readonly number[]) {
     return this.command(
       'startServerMigration',
       address,

@@ -194,8 +194,8 @@ export class ClusterAdapter implements ClusterPort {
     return this.serverTasks.list(node);
   }
 
-  startServerMigration(source: NodeAddress, slots: readonly number[], targetId: string): Promise<void> {
-    return this.serverTasks.start(source, slots, targetId);
+  startServerMigration(source: NodeRef, target: NodeRef, slots: readonly number[]): Promise<void> {
+    return this.serverTasks.start(source, slots, target.id);
   }
 
   cancelServerMigrations(source: NodeAddress): Promise<void> {

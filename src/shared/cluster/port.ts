@@ -87,12 +87,20 @@ export interface ClusterPort {
   ): Promise<(string | null)[]>;
 
   /**
-   * The server-side slot migrations the node lists (CLUSTER GETSLOTMIGRATIONS: in progress and
-   * recently ended); undefined where the server has no atomic slot migration (Redis, Valkey 8).
+   * The server-side slot migrations the node lists (in progress and recently ended); undefined where
+   * the server has no atomic slot migration (Redis 7.0, Valkey 8). Valkey 9: CLUSTER
+   * GETSLOTMIGRATIONS. A second dialect (Redis 8.4's CLUSTER MIGRATION STATUS) would answer the same
+   * shape.
    */
   serverMigrations(node: NodeAddress): Promise<readonly ServerMigration[] | undefined>;
-  /** CLUSTER MIGRATESLOTS on the source: one server task moving these slots to the target. */
-  startServerMigration(source: NodeAddress, slots: readonly number[], targetId: string): Promise<void>;
-  /** CLUSTER CANCELSLOTMIGRATIONS on the source: every task it exports is cancelled (and rolled back). */
-  cancelServerMigrations(source: NodeAddress): Promise<void>;
+  /**
+   * Starts one server task moving these slots from source to target. Valkey 9: CLUSTER MIGRATESLOTS
+   * on the source (Redis 8.4 would send CLUSTER MIGRATION IMPORT to the target: hence both ends).
+   */
+  startServerMigration(source: NodeRef, target: NodeRef, slots: readonly number[]): Promise<void>;
+  /**
+   * Cancels these tasks of the source (rolled back by the servers). Valkey 9's CLUSTER
+   * CANCELSLOTMIGRATIONS cancels every task the source exports: callers pass them all.
+   */
+  cancelServerMigrations(source: NodeAddress, names: readonly string[]): Promise<void>;
 }

@@ -236,7 +236,10 @@ async function cancelOwnTasks(data: SlotJobData, deps: AtomicDeps, runtime: Atom
   }
   if (exporting.length === 0) return;
   try {
-    await cluster.cancelServerMigrations(data.source);
+    await cluster.cancelServerMigrations(
+      data.source,
+      exporting.map((task) => task.name),
+    );
     deps.log.info({ tasks: exporting.length }, 'cancel: server tasks of the source cancelled');
   } catch (error) {
     // Another worker's cancel got there first ("No migrations ongoing"): nothing to do.

@@ -162,7 +162,7 @@ export class ServerTasks {
       const total = [...keys.values()].reduce((sum, count) => sum + count, 0);
       await context.throttle?.(total);
       await records.recordTaskKeys(data.migrationId, keys);
-      await cluster.startServerMigration(data.source, slots, data.target.id);
+      await cluster.startServerMigration(data.source, data.target, slots);
       this.lists.delete(`${data.cluster}/${nodeAddress(data.source)}`);
       log.info(
         {
