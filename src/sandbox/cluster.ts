@@ -58,6 +58,18 @@ export const SLOTFLEET_ACL_RULES = [
   '+client|setname',
 ].join(' ');
 
+/**
+ * What the atomic engine adds on Valkey 9 (Redis 7.0 and Valkey 8 refuse these names in ACL
+ * SETUSER): the planner reads every master's server slot migrations, the engine starts and cancels
+ * them. The source logs in to the target with its masteruser/masterauth for the snapshot, as a
+ * replica would: that user needs +cluster|syncslots.
+ */
+export const SLOTFLEET_ATOMIC_ACL_RULES = [
+  '+cluster|getslotmigrations',
+  '+cluster|migrateslots',
+  '+cluster|cancelslotmigrations',
+].join(' ');
+
 export interface SandboxClusterOptions {
   /** Masters, at least 3 (as `redis-cli --cluster create` requires). @defaultValue 3 */
   masters?: number;

@@ -4,6 +4,7 @@ export {
   type SandboxClusterOptions,
   type SandboxNode,
   SLOTFLEET_ACL_RULES,
+  SLOTFLEET_ATOMIC_ACL_RULES,
 } from './cluster.js';
 export { type ClusterNodeEntry, parseClusterNodes, SLOT_COUNT, slotOwners } from './cluster-nodes.js';
 export { type ControlRedisOptions, startControlRedis } from './control.js';

@@ -9,6 +9,7 @@ import {
   type ServerMigration,
   slotsRangeArguments,
 } from '../domain/server-migrations.js';
+import { ErrorCode, SlotfleetError } from '../errors.js';
 import type { NodeConnections } from './connections.js';
 import type { NodeAddress } from './port.js';
 
@@ -25,6 +26,15 @@ export class ServerMigrationCommands {
       return parseServerMigrations(reply);
     } catch (error) {
       if (UNKNOWN_SUBCOMMAND.test((error as Error).message)) return undefined;
+      if (error instanceof SlotfleetError && error.code === ErrorCode.AuthFailed) {
+        throw new SlotfleetError(
+          ErrorCode.AuthFailed,
+          `${error.message}: on Valkey 9 slotfleet reads every master's server slot migrations before it ` +
+            'plans and while the atomic engine runs; give its ACL user +cluster|getslotmigrations ' +
+            '+cluster|migrateslots +cluster|cancelslotmigrations (docs/operations.md, Password and ACL clusters)',
+          { cause: error },
+        );
+      }
       throw error;
     }
   }
