@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApi } from '../producer/server.js';
 import {
+  chooseServer,
+  describeServer,
+  type RedisBinariesOptions,
   type RedisProcess,
   requireRedisBinaries,
   SandboxCluster,
@@ -28,14 +31,17 @@ export interface DemoOptions {
   readonly workers: number;
   /** Leave everything running until Ctrl-C instead of stopping at the end. @defaultValue false */
   readonly keep?: boolean;
+  /** The server to run (SLOTFLEET_SERVER_BIN, SLOTFLEET_CLI_BIN). @defaultValue redis-server, else valkey-server */
+  readonly server?: RedisBinariesOptions;
 }
 
 const say = (text: string) => process.stdout.write(`${text}\n`);
 
 export async function runDemo(options: DemoOptions): Promise<ExitCode> {
+  chooseServer(options.server ?? {});
   const binaries = await requireRedisBinaries();
   const workDir = await mkdtemp(join(tmpdir(), 'slotfleet-demo-'));
-  say(`slotfleet demo: redis-server ${binaries.version}; logs in ${workDir}`);
+  say(`slotfleet demo: ${describeServer(binaries)} (${binaries.serverPath}); logs in ${workDir}`);
   const cleanups: (() => Promise<unknown>)[] = [];
   const cleanup = async () => {
     for (const step of cleanups.reverse()) await step().catch(() => undefined);
@@ -56,8 +62,10 @@ export async function runDemo(options: DemoOptions): Promise<ExitCode> {
     });
     const cluster = await SandboxCluster.start({ masters: 3, replicasPerMaster: 1 });
     cleanups.push(() => cluster.stop());
-    say(`started a control Redis and a 3 x 1 Redis Cluster in ${seconds(started)} (seed ${cluster.seedUrl})`);
-    say(`redis-server ports: ${[control.port, ...cluster.nodes.map((node) => node.port)].join(' ')}`);
+    say(
+      `started a control Redis and a 3 x 1 Redis Cluster of ${describeServer(cluster.server)} in ${seconds(started)} (seed ${cluster.seedUrl})`,
+    );
+    say(`server ports: ${[control.port, ...cluster.nodes.map((node) => node.port)].join(' ')}`);
 
     started = Date.now();
     const manifest = await seedDataset(cluster.seedUrl, {
@@ -122,6 +130,7 @@ export async function runDemo(options: DemoOptions): Promise<ExitCode> {
     );
     say('');
     say('summary');
+    say(`  server      ${describeServer(cluster.server)}`);
     say(`  migration   ${created.id}: ${final.state}`);
     say(
       `  slots       ${final.slots.done} done, ${final.slots.failed} failed, ${final.slots.cancelled} cancelled of ${final.slotsTotal}`,

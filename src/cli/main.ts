@@ -79,13 +79,17 @@ const commands: Record<string, Command> = {
         'slotfleet demo [--keys N] [--workers N] [--keep]\n' +
           '  Starts a control Redis and a 3-master x 1-replica Redis Cluster on loopback, loads N keys of\n' +
           '  mixed types, adds an empty master, moves a quarter of the slots onto it through the API and\n' +
-          '  the workers, verifies every key, and stops everything it started.',
+          '  the workers, verifies every key, and stops everything it started. It runs redis-server, else\n' +
+          '  valkey-server; SLOTFLEET_SERVER_BIN names another (a name or a path; SLOTFLEET_CLI_BIN its CLI).',
       );
     }
     const keys = positiveInteger(values.keys, '--keys');
     const workers = positiveInteger(values.workers, '--workers');
-    const { runDemo } = await import('./demo.js');
-    return runDemo({ keys, workers, keep: values.keep });
+    const [{ runDemo }, { serverChoiceFromEnvironment }] = await Promise.all([
+      import('./demo.js'),
+      import('../sandbox/index.js'),
+    ]);
+    return runDemo({ keys, workers, keep: values.keep, server: serverChoiceFromEnvironment(process.env) });
   },
 };
 
