@@ -113,6 +113,7 @@ async function attemptSlot(
     cluster,
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
+    controlNow: () => deps.controlOf(data.migrationId),
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {

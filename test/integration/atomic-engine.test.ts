@@ -142,6 +142,81 @@ describe('the atomic engine on Valkey 9', () => {
     await expectEveryKey();
   });
 
+  it('paused before any task: none starts while paused; resumed, it ends done', async () => {
+    const target = masters[0]!;
+    const { moves, slots } = await movesTo(target, 100);
+    const created = await post(moves);
+    const pause = await stack.api.app.inject({
+      method: 'POST',
+      url: `/v1/migrations/${created.id}/pause`,
+      payload: {},
+    });
+    expect(pause.statusCode, pause.body).toBe(200);
+    const linesBefore = stack.logLines.length;
+    await stack.startWorker();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(tasksStarted(stack.logLines.slice(linesBefore))).toEqual([]);
+    for (const master of masters) {
+      const client = stack.cluster.process(master.port).client();
+      try {
+        const listed = await client.call('CLUSTER', 'GETSLOTMIGRATIONS');
+        expect(JSON.stringify(listed)).not.toMatch(/snapshotting|replicating|waiting|connecting/);
+      } finally {
+        client.disconnect();
+      }
+    }
+    const paused = await waitForMigration(stack, created.id, 1_000).catch(() => undefined);
+    expect(paused).toBeUndefined();
+    const resume = await stack.api.app.inject({
+      method: 'POST',
+      url: `/v1/migrations/${created.id}/resume`,
+      payload: {},
+    });
+    expect(resume.statusCode, resume.body).toBe(200);
+    const final = await waitForMigration(stack, created.id);
+    expect(final.state).toBe('done');
+    expect(final.slots.done).toBe(slots.length);
+    await expectEveryKey();
+  });
+
+  it('a server task cancelled behind its back is started again, and the slots end done', async () => {
+    const target = masters[1]!;
+    const { moves, slots } = await movesTo(target, 200);
+    const sources = masters.filter((master) => master.id !== target.id);
+    // rdb-key-save-delay slows the snapshot (µs per key): the task is still running when cancelled.
+    const admin = sources.map((source) => stack.cluster.process(source.port).client());
+    try {
+      await Promise.all(admin.map((client) => client.call('CONFIG', 'SET', 'rdb-key-save-delay', '200')));
+      await stack.startWorker();
+      const created = await post(moves);
+      const deadline = Date.now() + 20_000;
+      let cancelled = false;
+      while (!cancelled) {
+        if (Date.now() > deadline) throw new Error('no server task ran on the first source');
+        try {
+          await admin[0]!.call('CLUSTER', 'CANCELSLOTMIGRATIONS');
+          cancelled = true;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }
+      await Promise.all(admin.map((client) => client.call('CONFIG', 'SET', 'rdb-key-save-delay', '0')));
+      const final = await waitForMigration(stack, created.id);
+      expect(final.state).toBe('done');
+      expect(final.slots.done).toBe(slots.length);
+      await expectOwnersEverywhere(stack.cluster, new Map(slots.map((slot) => [slot, target.id])));
+      const listed = JSON.stringify(await admin[0]!.call('CLUSTER', 'GETSLOTMIGRATIONS'));
+      expect(listed).toMatch(/cancelled/);
+      expect(listed).toMatch(/success/);
+      await expectEveryKey();
+    } finally {
+      await Promise.all(
+        admin.map((client) => client.call('CONFIG', 'SET', 'rdb-key-save-delay', '0').catch(() => undefined)),
+      );
+      for (const client of admin) client.disconnect();
+    }
+  });
+
   it('a worker SIGKILLed while its task runs: the next adopts the task, no slot starts twice', async () => {
     const logDir = await mkdtemp(join(tmpdir(), 'slotfleet-atomic-'));
     try {

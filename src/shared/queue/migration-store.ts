@@ -124,8 +124,11 @@ return {}`;
 // slots still pending (never started by anyone) and marks them migrating, so that two workers never
 // put the same slot in two tasks. The asking jobs' own slots (ARGV[3..3+n)) are taken whatever their
 // step, unless ended: their jobs know that no task holds them now (an earlier task failed, or its
-// starter died before MIGRATESLOTS). ARGV: now, limit, n, own slots..., candidates...
+// starter died before MIGRATESLOTS). Nothing is taken unless the operator lets the migration run: a
+// paused or cancelled migration starts no task. ARGV: now, limit, n, own slots..., candidates...
 const CLAIM_FOR_TASK_SCRIPT = `
+local control = redis.call('HGET', KEYS[2], 'control')
+if control and control ~= '${MigrationControl.Run}' then return {} end
 local taken = {}
 local seen = {}
 local limit = tonumber(ARGV[2])
@@ -194,6 +197,8 @@ export interface ServerTaskRecords {
   /** The keys each slot held on its source when its task started: its keys moved once it is done. */
   recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void>;
   taskKeys(id: string, slots: readonly number[]): Promise<number[]>;
+  /** The slot's recorded step (undefined: not a slot of this migration). */
+  stepOf(id: string, slot: number): Promise<SlotStep | undefined>;
 }
 
 export class MigrationStore implements SlotRecords, ServerTaskRecords {
@@ -478,6 +483,12 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
     if (slots.length === 0) return [];
     const counts = await this.redis.hmget(this.key(id, 'task-keys'), ...slots.map(String));
     return counts.map((count) => Number(count ?? 0));
+  }
+
+  async stepOf(id: string, slot: number): Promise<SlotStep | undefined> {
+    return ((await this.redis.hget(this.key(id, 'slots'), String(slot))) ?? undefined) as
+      | SlotStep
+      | undefined;
   }
 
   /** Each slot's recorded step (only SET_STEP_SCRIPT and create() write them, always a SlotStep). */

@@ -19,7 +19,7 @@
  * slot is ever open by hand.
  */
 import type { ClusterPort } from '../../shared/cluster/port.js';
-import { MigrationEngine } from '../../shared/domain/migration.js';
+import { MigrationControl, MigrationEngine } from '../../shared/domain/migration.js';
 import {
   describeServerMigration,
   isInProgress,
@@ -47,7 +47,18 @@ export interface AtomicRuntime {
   readonly planOf: (migrationId: string) => Promise<readonly PlanGroup[]>;
 }
 
-export type AtomicDeps = SlotRunDeps & { readonly atomic?: AtomicRuntime };
+export type AtomicDeps = SlotRunDeps & {
+  readonly atomic?: AtomicRuntime;
+  /** The operator's wish for the migration now (a short cache); absent: run. */
+  readonly controlNow?: () => Promise<MigrationControl>;
+};
+
+/**
+ * How long a cancel waits for a slot that a task starter has claimed (step migrating) to show up in
+ * a task, before it takes the slot for never started: longer than a start takes from claim to
+ * MIGRATESLOTS (reads of the slots' owners and key counts), under load.
+ */
+const CLAIM_GRACE_MS = 3_000;
 
 /** Where the slot is, as its source says. */
 type SlotPosition =
@@ -119,6 +130,7 @@ function startContext(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntim
       return group ? parseSlotRanges(group.slots) : [data.slot];
     },
     limits: async () => (await deps.limitsOf?.(data.migrationId)) ?? {},
+    mayStart: async () => ((await deps.controlNow?.()) ?? MigrationControl.Run) === MigrationControl.Run,
     ...(deps.throttle ? { throttle: (keys: number) => deps.throttle!(data, { keys, bytes: 0 }) } : {}),
   };
 }
@@ -193,7 +205,19 @@ async function cancelSlot(
   const { pollMs, waitMs } = runtime.tasks.settings;
   let position = await positionOf(data, deps, runtime, 0);
   if (position.kind === 'moved') return 'finish';
-  if (position.kind === 'free') return 'cancelled';
+  if (position.kind === 'free') {
+    // Pending: no task will take it (claims refuse a cancelled migration). Claimed: its starter may
+    // be about to send MIGRATESLOTS; give it the time to, then look again.
+    if ((await runtime.records.stepOf(data.migrationId, data.slot)) !== SlotStep.Migrating)
+      return 'cancelled';
+    const graceEnd = Date.now() + CLAIM_GRACE_MS;
+    while (position.kind === 'free' && Date.now() < graceEnd) {
+      await sleep(pollMs);
+      position = await positionOf(data, deps, runtime, pollMs);
+    }
+    if (position.kind === 'moved') return 'finish';
+    if (position.kind === 'free') return 'cancelled';
+  }
   await cancelOwnTasks(data, deps, runtime);
   const deadline = Date.now() + waitMs;
   while (position.kind === 'held' && Date.now() <= deadline) {

@@ -56,6 +56,8 @@ export interface StartContext {
   /** The slots the migration plans to move from this source to this target (all of them). */
   readonly pairSlots: () => Promise<readonly number[]>;
   readonly limits: () => Promise<MigrationLimits>;
+  /** False once the operator paused or cancelled: asked again just before a task starts. */
+  readonly mayStart: () => Promise<boolean>;
   /** Told of each task's keys before it starts; resolves when the keys/s limits allow it. */
   readonly throttle?: (keys: number) => Promise<void>;
 }
@@ -161,6 +163,14 @@ export class ServerTasks {
       const keys = new Map(slots.map((slot) => [slot, counts[movable.indexOf(slot)]!]));
       const total = [...keys.values()].reduce((sum, count) => sum + count, 0);
       await context.throttle?.(total);
+      // The claim refused a paused or cancelled migration, but it may have changed since: a cancel
+      // gives a claimed slot a grace period to show up in a task (atomic-mover.ts), this check closes
+      // the rest of the window.
+      if (!(await context.mayStart())) {
+        log.info({ slots: slots.length }, 'server task not started: the migration was paused or cancelled');
+        for (const request of requests) request.resolve(StartOutcome.Busy);
+        return;
+      }
       await records.recordTaskKeys(data.migrationId, keys);
       await cluster.startServerMigration(data.source, data.target, slots);
       this.lists.delete(`${data.cluster}/${nodeAddress(data.source)}`);
