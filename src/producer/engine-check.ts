@@ -40,44 +40,34 @@ export function engineOrRefuse(check: EngineCheck, options: { repairs: boolean }
   const { refusal } = check;
   switch (refusal.kind) {
     case EngineRefusalKind.AtomicForRepairs:
-      return reject(
-        new SlotfleetError(
-          ErrorCode.InvalidRequest,
-          'fix cannot run with engine atomic: it repairs open slots with hand-made CLUSTER SETSLOT, which ' +
-            "Valkey refuses alongside the servers' own slot migrations; use engine keys or auto (keys for fix)",
-        ),
+      throw new SlotfleetError(
+        ErrorCode.InvalidRequest,
+        'fix cannot run with engine atomic: it repairs open slots with hand-made CLUSTER SETSLOT, which ' +
+          "Valkey refuses alongside the servers' own slot migrations; use engine keys or auto (keys for fix)",
       );
     case EngineRefusalKind.AtomicUnsupported: {
       const nodes = refusal.lacking.map(nodeAddress);
-      return reject(
-        new SlotfleetError(
-          ErrorCode.AtomicUnsupported,
-          `engine atomic needs atomic slot migration (Valkey 9 CLUSTER MIGRATESLOTS) on every master, and ` +
-            `${nodes.join(', ')} ${nodes.length === 1 ? 'does' : 'do'} not have it: use engine keys, or auto ` +
-            '(keys on this cluster)',
-          { details: { nodes, ids: refusal.lacking.map((node) => node.id) } },
-        ),
+      throw new SlotfleetError(
+        ErrorCode.AtomicUnsupported,
+        `engine atomic needs atomic slot migration (Valkey 9 CLUSTER MIGRATESLOTS) on every master, and ` +
+          `${nodes.join(', ')} ${nodes.length === 1 ? 'does' : 'do'} not have it: use engine keys, or auto ` +
+          '(keys on this cluster)',
+        { details: { nodes, ids: refusal.lacking.map((node) => node.id) } },
       );
     }
     case EngineRefusalKind.ServerTask:
-      return reject(conflictError({ kind: ConflictKind.ServerTaskHoldsSlots, holdings: refusal.holdings }));
+      throw conflictError({ kind: ConflictKind.ServerTaskHoldsSlots, holdings: refusal.holdings });
     case EngineRefusalKind.OpenSlots:
-      return reject(conflictError({ kind: ConflictKind.OpenSlotsBlockAtomic, openSlots: refusal.openSlots }));
+      throw conflictError({ kind: ConflictKind.OpenSlotsBlockAtomic, openSlots: refusal.openSlots });
     case EngineRefusalKind.OtherDatabases:
-      return reject(
-        conflictError({
-          kind: ConflictKind.KeysInOtherDatabases,
-          nodes: refusal.nodes,
-          repairs: options.repairs,
-        }),
-      );
+      throw conflictError({
+        kind: ConflictKind.KeysInOtherDatabases,
+        nodes: refusal.nodes,
+        repairs: options.repairs,
+      });
     default: {
       const never: never = refusal;
       throw new Error(`unhandled engine refusal: ${JSON.stringify(never)}`);
     }
   }
-}
-
-function reject(error: SlotfleetError): never {
-  throw error;
 }

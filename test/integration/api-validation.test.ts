@@ -87,6 +87,12 @@ describe('API input validation', () => {
       400,
       /slot 5 appears in moves\[0\] and moves\[1\]/,
     ],
+    [
+      'unknown engine',
+      () => ({ moves: [{ slots: '1', target: masterAddress }], engine: 'fast' }),
+      400,
+      /engine/,
+    ],
   ])('%s: %i with a message naming it', async (_name, body, status, message) => {
     const response = await post(body());
     expect(response.statusCode, response.body).toBe(status);

@@ -16,8 +16,7 @@
  *
  * The refusals are data; the producer words them (src/producer/conflicts.ts).
  */
-import type { KeyspaceDatabase } from './keyspace.js';
-import { databasesBeyondZero } from './keyspace.js';
+import { databasesBeyondZero, type KeyspaceDatabase } from './keyspace.js';
 import { EngineChoice, MigrationEngine, resolveEngine } from './migration.js';
 import type { NodeRef, OpenSlot, SlotMove } from './plan.js';
 import {
