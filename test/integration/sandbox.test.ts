@@ -1,5 +1,6 @@
+import { dirname, join } from 'node:path';
 import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   countKeys,
   type DatasetManifest,
@@ -23,18 +24,39 @@ function isAlive(pid: number): boolean {
   }
 }
 
-describe('redis binaries', () => {
-  it('finds redis-server 7.0+ and redis-cli', async () => {
+describe('server binaries', () => {
+  it("finds this project's server (Redis 7.0 here) and its CLI", async () => {
     const binaries = await requireRedisBinaries();
-    expect(Number(binaries.version.split('.')[0])).toBeGreaterThanOrEqual(7);
+    expect(binaries).toMatchObject({ name: 'redis', version: expect.stringMatching(/^7\./) });
     expect(binaries.serverPath).toMatch(/redis-server$/);
     expect(binaries.cliPath).toMatch(/redis-cli$/);
   });
 
-  it('fails with the install command when redis-server is missing', async () => {
+  it('finds valkey-server by name, and valkey-cli next to it', async () => {
+    const binaries = await requireRedisBinaries({ serverPath: 'valkey-server' });
+    expect(binaries.name).toBe('valkey');
+    expect(binaries.serverPath).toMatch(/^\/.*\/valkey-server$/);
+    expect(binaries.cliPath).toBe(join(dirname(binaries.serverPath), 'valkey-cli'));
+  });
+
+  it('takes a server by path, its CLI the sibling in the same directory', async () => {
+    const { serverPath } = inject('sandboxServers').valkey9;
+    const binaries = await requireRedisBinaries({ serverPath });
+    expect(binaries).toMatchObject({ name: 'valkey', version: expect.stringMatching(/^9\./), serverPath });
+    expect(binaries.cliPath).toBe(join(dirname(serverPath), 'valkey-cli'));
+  });
+
+  it('fails with the install command when the server is missing', async () => {
     await expect(requireRedisBinaries({ serverPath: '/nonexistent/redis-server' })).rejects.toThrow(
       /apt-get install redis-server/,
     );
+    const valkey = requireRedisBinaries({ serverPath: '/nonexistent/valkey-server' });
+    await expect(valkey).rejects.toThrow(/apt-get install -t bookworm-backports valkey-server valkey-tools/);
+    await expect(valkey).rejects.toThrow(/\.ci\/valkey9/);
+  });
+
+  it('refuses a binary that is neither Redis nor Valkey', async () => {
+    await expect(requireRedisBinaries({ serverPath: '/bin/echo' })).rejects.toThrow(/not Redis or Valkey/);
   });
 });
 
