@@ -13,15 +13,22 @@
  *   queuefloor 4096 BullMQ jobs with an empty processor through 2 worker processes at the default
  *              concurrency: what the queue alone costs in CPU (see queue-floor.ts)
  *
+ * The server is redis-server unless SLOTFLEET_SERVER_BIN names another (valkey-server, by name or
+ * path; SLOTFLEET_CLI_BIN its CLI, by default the sibling): every cluster, the control Redis and the
+ * CLI rows run it, and the results file names it.
+ *
  * The tools (tools.ts): `slotfleet` is the project's defaults with cold workers, the headline row
- * (its client-latency budget is the default, 10 ms); `slotfleet-warm` the same on warmed-up workers;
- * `slotfleet-tuned` the bench's own settings with warmed-up workers; `slotfleet-budget-<N>` the
- * defaults with the migration's client-latency budget set to N ms (--budgets, 5 and 20 by default);
- * redis-cli with pipeline 10 and 1000. The workers inherit no SLOTFLEET_* setting from the bench's environment:
- * the bench refuses to start with one set, so the defaults row shows the defaults.
+ * (its client-latency budget is the default, 10 ms, its engine auto: atomic on Valkey 9);
+ * `slotfleet-keys` the same with engine keys (Valkey 9 only); `slotfleet-warm` the same on warmed-up
+ * workers; `slotfleet-tuned` the bench's own settings with warmed-up workers; `slotfleet-budget-<N>`
+ * the defaults with the migration's client-latency budget set to N ms (--budgets, 5 and 20 by
+ * default); the server's CLI (redis-cli or valkey-cli) with pipeline 10 and 1000, and on Valkey 9
+ * with atomic slot migration. The workers inherit no SLOTFLEET_* setting from the bench's
+ * environment but the server choice: the bench refuses to start with one set, so the defaults row
+ * shows the defaults.
  *
  * A slotfleet run is timed from its POST to the migration's own end (the last update of its record);
- * redis-cli from its start to its exit. Meanwhile a probe PINGs every master every 20 ms
+ * the CLI from its start to its exit. Meanwhile a probe PINGs every master every 20 ms
  * (latency-probe.ts), so each run also says what a client waited, overall and per master.
  *
  * Results go to bench/results/<time>.json; the summary prints each tool's figures, the targets
@@ -36,18 +43,23 @@ import { Queue } from 'bullmq';
 import calculateSlot from 'cluster-key-slot';
 import { startApi } from '../producer/server.js';
 import {
+  chooseServer,
   countKeys,
   type DatasetManifest,
+  describeServer,
   type RedisProcess,
   requireRedisBinaries,
   SandboxCluster,
+  SERVER_CHOICE_VARIABLES,
   seedDataset,
+  serverChoiceFromEnvironment,
   spawnWorkerProcesses,
   startControlRedis,
   stopProcesses,
   verifyDataset,
 } from '../sandbox/index.js';
 import { type Config, loadConfig } from '../shared/config.js';
+import type { MigrationEngine } from '../shared/domain/migration.js';
 import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
 import { createLogger } from '../shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
@@ -75,7 +87,18 @@ import {
 import { type ClientLatency, startLatencyProbes } from './latency-probe.js';
 import { cpuByGroup, cpuOfChildUntilExit, peakRssMb } from './proc-stats.js';
 import { measureQueueFloor, type QueueFloorResult } from './queue-floor.js';
-import { allTools, parseBudget, type SlotfleetVariant, selectTools, type ToolVariant } from './tools.js';
+import {
+  allTools,
+  type CliFlavor,
+  type CliVariant,
+  cliFlavor,
+  parseBudget,
+  type References,
+  referencesOf,
+  type SlotfleetVariant,
+  selectTools,
+  type ToolVariant,
+} from './tools.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -111,9 +134,11 @@ interface BenchOptions {
   readonly workerNodeArgs: readonly string[];
   /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
   readonly commandStats: boolean;
+  /** The chosen server's CLI: what the CLI rows and the cluster check run. */
+  readonly cli: { readonly path: string; readonly flavor: CliFlavor; readonly references: References };
 }
 
-function parseOptions(): BenchOptions {
+function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
   const { values } = parseArgs({
     options: {
       cases: { type: 'string', default: 'rebalance,wide,hotslot,bigvalues,enqueue,queuefloor' },
@@ -161,7 +186,7 @@ function parseOptions(): BenchOptions {
   ];
   if (budgetsMs.length > MAX_BUDGETS) throw new Error(`--budgets: at most ${MAX_BUDGETS}`);
   const workerEnv = parseWorkerEnv(values['worker-env']);
-  const variantOptions = { budgetsMs, warmupSlots, workerEnv };
+  const variantOptions = { budgetsMs, warmupSlots, workerEnv, cli: cli.flavor };
   const tools =
     values.tools === undefined
       ? allTools(variantOptions)
@@ -180,13 +205,15 @@ function parseOptions(): BenchOptions {
       ...values['worker-node-args'].split(' ').filter((arg) => arg !== ''),
     ],
     commandStats: values.commandstats,
+    cli: { ...cli, references: referencesOf(cli.flavor) },
   };
 }
 
 async function main(): Promise<void> {
-  const options = parseOptions();
   refuseInheritedSettings();
+  chooseServer(serverChoiceFromEnvironment(process.env));
   const binaries = await requireRedisBinaries();
+  const options = parseOptions({ path: binaries.cliPath, flavor: cliFlavor(binaries) });
   const report = {
     startedAt: new Date().toISOString(),
     machine: {
@@ -194,14 +221,17 @@ async function main(): Promise<void> {
       cpuModel: cpus()[0]?.model,
       memoryGb: Math.round(totalmem() / 2 ** 30),
       node: process.version,
-      redis: binaries.version,
+      // `redis 7.0.15`, `valkey 9.1.2`: every cluster and the control Redis of the run.
+      server: describeServer(binaries),
+      serverPath: binaries.serverPath,
+      cliPath: binaries.cliPath,
     },
     settings: describeSettings(options),
     cases: {} as Record<string, unknown>,
   };
   const summaries: [string, CaseSummary][] = [];
   for (const spec of migrationCases(options.scale).filter((candidate) => options.cases.has(candidate.name))) {
-    const summary = await runCase(spec, options, binaries.cliPath);
+    const summary = await runCase(spec, options);
     report.cases[spec.name] = summary;
     summaries.push([spec.name, summary]);
   }
@@ -225,18 +255,20 @@ async function main(): Promise<void> {
     const target = result.target ? `  (target ${result.target}: ${metText(result.targetMet ?? null)})` : '';
     log(`${name}: median ${result.seconds.median} s${target}`);
   }
-  for (const [name, summary] of summaries)
-    for (const line of frontierLines(name, summary.frontier)) log(line);
+  for (const [name, summary] of summaries) for (const line of frontierLines(name, summary)) log(line);
   log(`results written to ${file}`);
 }
 
 /**
  * The workers are spawned with the bench's environment: a SLOTFLEET_* variable set there would reach
  * every variant and make the defaults row show something else. (Not read as configuration: only
- * the names are looked at, to refuse.)
+ * the names are looked at, to refuse.) The server choice is the bench's own, and no worker setting.
  */
 function refuseInheritedSettings(): void {
-  const inherited = Object.keys(process.env).filter((name) => name.startsWith('SLOTFLEET_'));
+  const serverChoice: readonly string[] = SERVER_CHOICE_VARIABLES;
+  const inherited = Object.keys(process.env).filter(
+    (name) => name.startsWith('SLOTFLEET_') && !serverChoice.includes(name),
+  );
   if (inherited.length > 0) {
     throw new Error(
       `${inherited.join(', ')} set in the environment would reach every slotfleet variant's workers: unset it, or pass it with --worker-env`,
@@ -265,25 +297,30 @@ function describeSettings(options: BenchOptions) {
         tool.name,
         tool.kind === 'slotfleet'
           ? {
+              engine: tool.engine,
               warmupSlots: tool.warmupSlots,
               workerEnv: tool.workerEnv,
               limits: tool.budgetMs === undefined ? null : { maxClientLatencyMs: tool.budgetMs },
               worker: loadConfig({ ...WORKER_PLUMBING, ...tool.workerEnv }).worker,
             }
-          : { pipeline: tool.pipeline },
+          : {
+              cli: options.cli.flavor.name,
+              engine: tool.engine,
+              ...('pipeline' in tool ? { pipeline: tool.pipeline } : {}),
+            },
       ]),
     ),
   };
 }
 
 /** Every tool --runs times, the order rotated each run, every run on a fresh cluster. */
-async function runCase(spec: MigrationCase, options: BenchOptions, cliPath: string): Promise<CaseSummary> {
+async function runCase(spec: MigrationCase, options: BenchOptions): Promise<CaseSummary> {
   const { tools, runs } = options;
   const results: RunResult[] = [];
   for (let run = 0; run < runs; run++) {
     const order = tools.map((_, index) => tools[(index + run) % tools.length]!);
     for (const tool of order) {
-      const result = await measure(spec, tool, options, cliPath).catch(
+      const result = await measure(spec, tool, options).catch(
         (error: Error): RunResult => ({
           tool: tool.name,
           seconds: Number.NaN,
@@ -297,7 +334,7 @@ async function runCase(spec: MigrationCase, options: BenchOptions, cliPath: stri
       log(`${spec.name} run ${run + 1}/${runs} ${tool.name}: ${runText(result)}`);
     }
   }
-  return summarizeCase(spec, tools, results);
+  return summarizeCase(spec, tools, results, options.cli.references);
 }
 
 function runText(result: RunResult): string {
@@ -310,7 +347,8 @@ function runText(result: RunResult): string {
   const waits = latency
     ? `, client PING max ${latency.maxMs} ms p99 ${latency.p99Ms} ms${roles.length > 0 ? ` (worst ${roles.join(', ')} ms)` : ''}`
     : '';
-  return `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, ${result.slotsMoved} slot${result.slotsMoved === 1 ? '' : 's'}, verified ${result.verified}${cpu}${waits}`;
+  const engine = result.engine ? `, engine ${result.engine}` : '';
+  return `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, ${result.slotsMoved} slot${result.slotsMoved === 1 ? '' : 's'}, verified ${result.verified}${engine}${cpu}${waits}`;
 }
 
 /** A fresh cluster, seeded, with its empty masters added: what one run moves and where. */
@@ -343,15 +381,12 @@ interface Move {
   readonly workerPeakRssMb?: number;
   /** What the tool says it moved (slotfleet's migration record), checked against the cluster. */
   readonly reported?: { readonly keys: number; readonly slots: number };
+  /** The engine slotfleet's migration ran with, from its record. */
+  readonly engine?: MigrationEngine;
 }
 
 /** One timed run on a fresh cluster: stage, move, check, verify, tear down. */
-async function measure(
-  spec: MigrationCase,
-  tool: ToolVariant,
-  options: BenchOptions,
-  cliPath: string,
-): Promise<RunResult> {
+async function measure(spec: MigrationCase, tool: ToolVariant, options: BenchOptions): Promise<RunResult> {
   const stage = await prepareStage(spec);
   try {
     const keysBefore = await keysOn(stage);
@@ -359,14 +394,14 @@ async function measure(
     const move =
       tool.kind === 'slotfleet'
         ? await moveWithSlotfleet(stage, tool, options)
-        : await moveWithRedisCli(stage, tool, cliPath);
+        : await moveWithCli(stage, tool, options.cli);
     const keysMoved = (await keysOn(stage)) - keysBefore;
     if (move.reported && move.reported.keys !== keysMoved)
       throw new Error(`the record says ${move.reported.keys} keys moved, the targets gained ${keysMoved}`);
     const expected = expectedKeysMoved(spec);
     if (Math.abs(keysMoved - expected.keys) > expected.tolerance)
       throw new Error(`moved ${keysMoved} keys, expected ${expected.keys} +- ${expected.tolerance}`);
-    const verified = await verify(stage, cliPath);
+    const verified = await verify(stage, options.cli.path);
     const slotsMoved = (await slotsOf(stage)) - slotsBefore;
     if (move.reported && move.reported.slots !== slotsMoved)
       throw new Error(`the migration has ${move.reported.slots} slots, the targets gained ${slotsMoved}`);
@@ -380,6 +415,7 @@ async function measure(
       cpuSeconds: move.cpuSeconds,
       clientLatency: move.clientLatency,
       roles: stage.roles,
+      ...(move.engine !== undefined ? { engine: move.engine } : {}),
     };
   } finally {
     await stage.cluster.stop();
@@ -457,7 +493,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       SLOTFLEET_CONTROL_URL: control.url,
       SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
     });
-    if (tool.warmupSlots > 0) await warmUp(apiUrl, stage, tool.warmupSlots);
+    if (tool.warmupSlots > 0) await warmUp(apiUrl, stage, tool);
     const groups = {
       cluster: cluster.nodes.map((node) => node.pid),
       // Part of "cluster": every key moves into these nodes, so they are the first to run out of CPU.
@@ -487,6 +523,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       cpuSeconds: observed.cpuSeconds,
       workerPeakRssMb,
       reported: { keys: final.keysMoved, slots: created.slots },
+      engine: final.engine,
     };
   } finally {
     await stopProcesses(workers);
@@ -496,17 +533,18 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
   }
 }
 
-/** The POST that starts the move, with the variant's client-latency budget if it has one. */
+/** The POST that starts the move: the variant's engine, and its client-latency budget if it has one. */
 function migrationRequest(stage: Stage, tool: SlotfleetVariant): { path: string; payload: object } {
   const limits = tool.budgetMs === undefined ? {} : { limits: { maxClientLatencyMs: tool.budgetMs } };
+  const engine = { engine: tool.engine };
   switch (stage.spec.move) {
     case 'hot-slot':
       return {
         path: 'migrations',
-        payload: { moves: [{ slots: String(HOT_SLOT), target: stage.targets[0]!.id }], ...limits },
+        payload: { moves: [{ slots: String(HOT_SLOT), target: stage.targets[0]!.id }], ...engine, ...limits },
       };
     case 'rebalance':
-      return { path: 'rebalance', payload: { useEmptyMasters: true, ...limits } };
+      return { path: 'rebalance', payload: { useEmptyMasters: true, ...engine, ...limits } };
     default: {
       const never: never = stage.spec.move;
       throw new Error(`unhandled move: ${never}`);
@@ -514,12 +552,16 @@ function migrationRequest(stage: Stage, tool: SlotfleetVariant): { path: string;
   }
 }
 
-async function moveWithRedisCli(
-  stage: Stage,
-  tool: Extract<ToolVariant, { kind: 'redis-cli' }>,
-  cliPath: string,
-): Promise<Move> {
-  const pipeline = ['--cluster-pipeline', String(tool.pipeline)];
+/**
+ * The server's CLI, key by key at the variant's pipeline or with the servers' atomic slot migration
+ * (valkey-cli sends one CLUSTER MIGRATESLOTS per source -> target pair and polls GETSLOTMIGRATIONS
+ * every 100 ms until it is done).
+ */
+async function moveWithCli(stage: Stage, tool: CliVariant, cli: BenchOptions['cli']): Promise<Move> {
+  const how =
+    tool.engine === 'atomic'
+      ? ['--cluster-use-atomic-slot-migration']
+      : ['--cluster-pipeline', String(tool.pipeline)];
   let args: string[];
   switch (stage.spec.move) {
     case 'hot-slot':
@@ -534,11 +576,11 @@ async function moveWithRedisCli(
         '--cluster-slots',
         '1',
         '--cluster-yes',
-        ...pipeline,
+        ...how,
       ];
       break;
     case 'rebalance':
-      args = ['--cluster', 'rebalance', stage.seed, '--cluster-use-empty-masters', ...pipeline];
+      args = ['--cluster', 'rebalance', stage.seed, '--cluster-use-empty-masters', ...how];
       break;
     default: {
       const never: never = stage.spec.move;
@@ -552,7 +594,7 @@ async function moveWithRedisCli(
   };
   const observed = await observe(stage, groups, undefined, async () => {
     const started = performance.now();
-    const child = execFileAsync(cliPath, args, { maxBuffer: 256 * 1024 * 1024, timeout: MOVE_DEADLINE_MS });
+    const child = execFileAsync(cli.path, args, { maxBuffer: 256 * 1024 * 1024, timeout: MOVE_DEADLINE_MS });
     const cliCpu = cpuOfChildUntilExit(child.child.pid!);
     await child;
     return { seconds: (performance.now() - started) / 1000, cliCpuSeconds: await cliCpu };
@@ -560,7 +602,7 @@ async function moveWithRedisCli(
   return {
     seconds: observed.value.seconds,
     clientLatency: observed.clientLatency,
-    cpuSeconds: { ...observed.cpuSeconds, 'redis-cli': round(observed.value.cliCpuSeconds) },
+    cpuSeconds: { ...observed.cpuSeconds, [cli.flavor.name]: round(observed.value.cliCpuSeconds) },
   };
 }
 
@@ -757,10 +799,12 @@ function parseWorkerEnv(text: string): Record<string, string> {
 }
 
 /**
- * Moves up to `count` slots of the first master to the second and back, untimed: the worker processes
- * are then as warm (JIT-compiled) as a standing fleet's, and the cluster's slot map is as before.
+ * Moves up to the variant's warm-up count of slots of the first master to the second and back, with
+ * its engine, untimed: the worker processes are then as warm (JIT-compiled) as a standing fleet's,
+ * and the cluster's slot map is as before.
  */
-async function warmUp(apiUrl: string, stage: Stage, count: number): Promise<void> {
+async function warmUp(apiUrl: string, stage: Stage, tool: SlotfleetVariant): Promise<void> {
+  const count = tool.warmupSlots;
   const [from, to] = [stage.masters[0]!, stage.masters[1]!];
   const client = stage.cluster.process(from.port).client();
   const slots: number[] = [];
@@ -779,6 +823,7 @@ async function warmUp(apiUrl: string, stage: Stage, count: number): Promise<void
   for (const target of [to, from]) {
     const created = await postMigration(apiUrl, 'migrations', {
       moves: [{ slots: slots.join(','), target: target.id }],
+      engine: tool.engine,
     });
     const final = await waitForMigration(apiUrl, created.id);
     if (final.state !== 'done') throw new Error(`warm-up migration ${final.state}`);
@@ -818,6 +863,7 @@ async function waitForMigration(apiUrl: string, id: string) {
       state: string;
       updatedAt: string;
       keysMoved: number;
+      engine: MigrationEngine;
       errors: unknown[];
     };
     if (['done', 'failed', 'cancelled'].includes(view.state)) return view;
