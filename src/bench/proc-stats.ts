@@ -1,10 +1,13 @@
 /**
- * What the bench reads about its processes from Linux /proc: CPU seconds (utime + stime) and peak
- * RSS (VmHWM). A process that has exited reads as 0.
+ * What the bench reads about its processes from Linux /proc: CPU seconds (utime + stime, with the
+ * children it waited for) and peak RSS (VmHWM). A process that has exited reads as 0.
  */
 import { readFile } from 'node:fs/promises';
 
-/** utime + stime of each process (Linux /proc), summed per group, in seconds; `selfGroup`: this process. */
+/**
+ * utime + stime of each process and of its children it waited for (Linux /proc), summed per group, in
+ * seconds; `selfGroup`: this process.
+ */
 export async function cpuByGroup(
   groups: Record<string, number[]>,
   selfGroup: string | undefined,
@@ -39,10 +42,13 @@ export async function cpuOfChildUntilExit(pid: number): Promise<number> {
 
 async function cpuSecondsOf(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th,
+  // cutime and cstime (children it waited for) the 14th and 15th. The children count: a Valkey 9
+  // source sends its slots' snapshot from a fork, whose CPU is the atomic migration's.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticksPerSecond = 100;
-  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / ticksPerSecond;
+  const ticks = [11, 12, 13, 14].reduce((sum, index) => sum + Number(fields[index] ?? 0), 0);
+  return ticks / ticksPerSecond;
 }
 
 export async function peakRssMb(pid: number): Promise<number> {
