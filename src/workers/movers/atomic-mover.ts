@@ -87,11 +87,9 @@ async function positionOf(
   maxAgeMs: number,
 ): Promise<SlotPosition> {
   const { cluster } = deps;
-  const [view, tasks] = await Promise.all([
-    cluster.readSlotView(data.source, data.slot),
-    runtime.tasks.list(cluster, data.cluster, data.source, maxAgeMs),
-  ]);
-  if (view.owner === data.target.id) return { kind: 'moved' };
+  // The source's list first: most slots are in a task, and then the slot's view (a scan of a CLUSTER
+  // NODES text that lists thousands of ranges mid-rebalance) is not needed.
+  const tasks = await runtime.tasks.list(cluster, data.cluster, data.source, maxAgeMs);
   const task = taskHolding(
     tasks.filter((entry) => entry.operation === ServerMigrationOperation.Export),
     data.slot,
@@ -105,6 +103,8 @@ async function positionOf(
     }
     return { kind: 'held', task };
   }
+  const view = await cluster.readSlotView(data.source, data.slot);
+  if (view.owner === data.target.id) return { kind: 'moved' };
   if (view.owner !== data.source.id) {
     // Gossip may lag on the source: the target's own word settles a finished move.
     const targetView = await cluster.readSlotView(data.target, data.slot);
@@ -176,7 +176,10 @@ async function awaitMoved(
           `slot ${data.slot}: ${describeServerMigration(failed)}`,
         );
       }
-      if (await deps.isPaused?.()) throw new PauseRequested();
+      // Paused or cancelled: the job is postponed, and a cancel is then decided by cancelSlot.
+      if (((await deps.controlNow?.()) ?? MigrationControl.Run) !== MigrationControl.Run) {
+        throw new PauseRequested();
+      }
       const outcome = await runtime.tasks.requestStart(data, startContext(data, deps, runtime));
       if (outcome === StartOutcome.Started) startedHere = true;
     }
@@ -187,7 +190,9 @@ async function awaitMoved(
         `slot ${data.slot} has not moved after ${waitMs} ms: ${what}`,
       );
     }
-    await sleep(pollMs);
+    if (position.kind === 'held')
+      await runtime.tasks.untilEnded(deps.cluster, data.cluster, data.source, position.task.name, deadline);
+    else await sleep(pollMs);
   }
 }
 

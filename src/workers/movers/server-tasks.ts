@@ -96,6 +96,24 @@ export class ServerTasks {
   }
 
   /**
+   * Resolves once the node no longer lists this task in progress (ended, or gone), or at the
+   * deadline: every slot of a task waits on the same shared reads of the list.
+   */
+  async untilEnded(
+    cluster: ClusterPort,
+    clusterName: string,
+    node: NodeAddress,
+    name: string,
+    deadlineMs: number,
+  ): Promise<void> {
+    while (Date.now() < deadlineMs) {
+      await new Promise((resolve) => setTimeout(resolve, this.settings.pollMs));
+      const tasks = await this.list(cluster, clusterName, node, this.settings.pollMs);
+      if (!tasks.some((task) => task.name === name && isInProgress(task))) return;
+    }
+  }
+
+  /**
    * Puts the slot in a new server task with the others asking now and the pair's pending slots.
    * Resolves Busy when the source already runs its bound of tasks: ask again once one ended.
    */
@@ -155,7 +173,9 @@ export class ServerTasks {
       );
       const movable = claimed.filter((_, index) => owners[index] === data.source.id);
       if (movable.length === 0) {
-        for (const request of requests) request.resolve(StartOutcome.Started);
+        // Nothing claimed (the migration is paused or cancelled), or all moved meanwhile: the asking
+        // jobs look again.
+        for (const request of requests) request.resolve(StartOutcome.Busy);
         return;
       }
       const counts = await Promise.all(movable.map((slot) => cluster.countKeysInSlot(data.source, slot)));
