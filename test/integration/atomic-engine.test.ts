@@ -255,3 +255,62 @@ describe('the atomic engine on Valkey 9', () => {
     }
   });
 });
+
+describe('the atomic engine on Valkey 9, a failover in the middle of a server task', () => {
+  let stack: Stack;
+  let manifest: DatasetManifest;
+
+  beforeAll(async () => {
+    stack = await startStack({ workers: 1, replicasPerMaster: 1 });
+    manifest = await seedDataset(stack.cluster.seedUrl, {
+      keys: 20_000,
+      types: 'mixed',
+      ttlFraction: 0.3,
+      seed: 23,
+    });
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it.each(['target', 'source'] as const)(
+    'of the %s: the task fails, the promoted replica takes its place, the slots end done',
+    async (role) => {
+      const masters = [...(await stack.cluster.masters())].sort((a, b) => a.port - b.port);
+      const [source, target] = role === 'target' ? [masters[0]!, masters[1]!] : [masters[2]!, masters[0]!];
+      const slots = (await slotsOf(stack.cluster, source.id)).slice(0, 300);
+      const admin = stack.cluster.process(source.port).client();
+      try {
+        // A slow snapshot (µs per key): the failover lands while the task runs.
+        await admin.call('CONFIG', 'SET', 'rdb-key-save-delay', '300');
+        const response = await stack.api.app.inject({
+          method: 'POST',
+          url: '/v1/clusters/default/migrations',
+          payload: { moves: [{ slots: slots.join(','), target: target.id }], engine: 'atomic' },
+        });
+        expect(response.statusCode, response.body).toBe(202);
+        const deadline = Date.now() + 20_000;
+        while (!JSON.stringify(await admin.call('CLUSTER', 'GETSLOTMIGRATIONS')).includes('snapshotting')) {
+          if (Date.now() > deadline) throw new Error('no server task is snapshotting on the source');
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        const failedOver = role === 'target' ? target : source;
+        const promoted = await stack.cluster.failover(failedOver.id);
+        await admin.call('CONFIG', 'SET', 'rdb-key-save-delay', '0').catch(() => undefined);
+        const final = await waitForMigration(stack, response.json<{ id: string }>().id, 120_000);
+        expect(final.errors).toEqual([]);
+        expect(final.state).toBe('done');
+        expect(final.slots.done).toBe(slots.length);
+        const owner = role === 'target' ? promoted : target.id;
+        await expectOwnersEverywhere(stack.cluster, new Map(slots.map((slot) => [slot, owner])));
+        await expectNoOpenSlots(stack.cluster);
+        const result = await verifyDataset(stack.cluster.seedUrl, manifest);
+        expect(result).toMatchObject({ missingCount: 0, wrongValueCount: 0, wrongTtlCount: 0 });
+      } finally {
+        admin.disconnect();
+      }
+    },
+    180_000,
+  );
+});

@@ -29,6 +29,8 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
   // ADDSLOTS on a slot some node already serves.
   [/is already busy/, ErrorCode.AlreadyOwner],
   [/Please use SETSLOT only with masters/, ErrorCode.ReadOnly],
+  // Valkey 9: MIGRATESLOTS on a node that became a replica.
+  [/Slot migration can only be used on primary nodes/, ErrorCode.ReadOnly],
   // Valkey 9: SETSLOT during a server task, MIGRATESLOTS during a hand-made migration or on a slot a
   // task already exports.
   [

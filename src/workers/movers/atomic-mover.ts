@@ -31,6 +31,7 @@ import {
 } from '../../shared/domain/server-migrations.js';
 import { SlotPhase, SlotStep } from '../../shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
+import { nodeAddress } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
 import type { PlanGroup, ServerTaskRecords } from '../../shared/queue/migration-store.js';
 import type { SlotJobData } from '../../shared/queue/names.js';
@@ -80,7 +81,53 @@ function runtimeOf(deps: AtomicDeps): AtomicRuntime {
   return deps.atomic;
 }
 
+/** The slot's source and target as they are now: a failover replaces one by its promoted replica. */
+interface Ends {
+  data: SlotJobData;
+}
+
+/** Successors adopted in one observation at most (a source and a target both failing over). */
+const MAX_ADOPTIONS = 2;
+
+/**
+ * Where the slot is. A source or target that became a replica (a failover: Valkey fails the task,
+ * and the source keeps the slot) is replaced by the master it now follows, and the slot looked at
+ * again there.
+ */
 async function positionOf(
+  ends: Ends,
+  deps: AtomicDeps,
+  runtime: AtomicRuntime,
+  maxAgeMs: number,
+): Promise<SlotPosition> {
+  for (let adoptions = 0; ; adoptions++) {
+    try {
+      return await positionAt(ends.data, deps, runtime, maxAgeMs);
+    } catch (error) {
+      if (adoptions >= MAX_ADOPTIONS || !(await adoptSuccessors(ends, deps))) throw error;
+    }
+  }
+}
+
+async function adoptSuccessors(ends: Ends, deps: AtomicDeps): Promise<boolean> {
+  let adopted = false;
+  for (const role of ['source', 'target'] as const) {
+    const node = ends.data[role];
+    const view = await deps.cluster.readSlotView(node, ends.data.slot).catch(() => undefined);
+    if (!view || view.myselfIsMaster || !view.myselfMasterId) continue;
+    const successor = view.masters.find((master) => master.id === view.myselfMasterId);
+    if (!successor) continue;
+    deps.log.warn(
+      { role, from: nodeAddress(node), to: nodeAddress(successor) },
+      "the slot's node is a replica now: its master takes its place",
+    );
+    ends.data = { ...ends.data, [role]: { id: successor.id, host: successor.host, port: successor.port } };
+    adopted = true;
+  }
+  return adopted;
+}
+
+async function positionAt(
   data: SlotJobData,
   deps: AtomicDeps,
   runtime: AtomicRuntime,
@@ -117,11 +164,14 @@ async function positionOf(
   return { kind: 'free', lastEnded: lastEndedTask(tasks, data.slot) };
 }
 
-function startContext(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime) {
+/** How a start request of this slot reads the migration: `planned` is the job's data as enqueued. */
+function startContext(planned: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime) {
+  const data = planned;
   return {
     cluster: deps.cluster,
     records: runtime.records,
     log: deps.log,
+    // The plan's pair, by the planned ids: after a failover the adopted ends are not in the plan.
     pairSlots: async () => {
       const plan = await runtime.planOf(data.migrationId);
       const group = plan.find(
@@ -137,10 +187,12 @@ function startContext(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntim
 
 /** Migrate phase: the slot is in a server task (or moved) when this returns; it does not wait. */
 async function handOver(data: SlotJobData, deps: AtomicDeps, runtime: AtomicRuntime): Promise<SlotRunResult> {
-  const position = await positionOf(data, deps, runtime, runtime.tasks.settings.pollMs);
+  const ends: Ends = { data };
+  const position = await positionOf(ends, deps, runtime, runtime.tasks.settings.pollMs);
   if (position.kind === 'free') {
     if (await deps.isPaused?.()) throw new PauseRequested();
-    const outcome = await runtime.tasks.requestStart(data, startContext(data, deps, runtime));
+    await adoptSuccessors(ends, deps);
+    const outcome = await runtime.tasks.requestStart(ends.data, startContext(data, deps, runtime));
     deps.log.debug({ outcome }, 'slot handed to a server task');
   }
   return { keysMoved: 0, step: SlotStep.Migrating };
@@ -156,8 +208,9 @@ async function awaitMoved(
   const deadline = Date.now() + waitMs;
   const attemptStartedSeconds = Math.floor(Date.now() / 1000);
   let startedHere = false;
+  const ends: Ends = { data };
   for (;;) {
-    const position = await positionOf(data, deps, runtime, pollMs);
+    const position = await positionOf(ends, deps, runtime, pollMs);
     if (position.kind === 'moved') {
       const [keysMoved = 0] = await runtime.records.taskKeys(data.migrationId, [data.slot]);
       await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done, keysMoved);
@@ -180,7 +233,9 @@ async function awaitMoved(
       if (((await deps.controlNow?.()) ?? MigrationControl.Run) !== MigrationControl.Run) {
         throw new PauseRequested();
       }
-      const outcome = await runtime.tasks.requestStart(data, startContext(data, deps, runtime));
+      // A task to a target that became a replica fails in its handshake: start towards its master.
+      if (await adoptSuccessors(ends, deps)) continue;
+      const outcome = await runtime.tasks.requestStart(ends.data, startContext(data, deps, runtime));
       if (outcome === StartOutcome.Started) startedHere = true;
     }
     if (Date.now() > deadline) {
@@ -191,7 +246,13 @@ async function awaitMoved(
       );
     }
     if (position.kind === 'held')
-      await runtime.tasks.untilEnded(deps.cluster, data.cluster, data.source, position.task.name, deadline);
+      await runtime.tasks.untilEnded(
+        deps.cluster,
+        data.cluster,
+        ends.data.source,
+        position.task.name,
+        deadline,
+      );
     else await sleep(pollMs);
   }
 }
@@ -208,7 +269,8 @@ async function cancelSlot(
   runtime: AtomicRuntime,
 ): Promise<CancelOutcome> {
   const { pollMs, waitMs } = runtime.tasks.settings;
-  let position = await positionOf(data, deps, runtime, 0);
+  const ends: Ends = { data };
+  let position = await positionOf(ends, deps, runtime, 0);
   if (position.kind === 'moved') return 'finish';
   if (position.kind === 'free') {
     // Pending: no task will take it (claims refuse a cancelled migration). Claimed: its starter may
@@ -218,16 +280,16 @@ async function cancelSlot(
     const graceEnd = Date.now() + CLAIM_GRACE_MS;
     while (position.kind === 'free' && Date.now() < graceEnd) {
       await sleep(pollMs);
-      position = await positionOf(data, deps, runtime, pollMs);
+      position = await positionOf(ends, deps, runtime, pollMs);
     }
     if (position.kind === 'moved') return 'finish';
     if (position.kind === 'free') return 'cancelled';
   }
-  await cancelOwnTasks(data, deps, runtime);
+  await cancelOwnTasks(ends.data, deps, runtime);
   const deadline = Date.now() + waitMs;
   while (position.kind === 'held' && Date.now() <= deadline) {
     await sleep(pollMs);
-    position = await positionOf(data, deps, runtime, pollMs);
+    position = await positionOf(ends, deps, runtime, pollMs);
   }
   if (position.kind === 'held') {
     throw new SlotfleetError(
