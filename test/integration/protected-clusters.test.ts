@@ -1,7 +1,8 @@
 /**
  * Clusters that require credentials. One whose nodes have `requirepass` and `masterauth` (and a
  * control Redis with its own password); one with ACL users and the `default` user off, where
- * slotfleet logs in as a user that has exactly SLOTFLEET_ACL_RULES, so MIGRATE can only reach the
+ * slotfleet logs in as a user that has exactly SLOTFLEET_ACL_RULES (on Valkey 9 with
+ * SLOTFLEET_ATOMIC_ACL_RULES, as docs/operations.md says), so MIGRATE can only reach the
  * target with AUTH2 as that user (and the control Redis takes a user too). On both, a rebalance onto
  * a new empty master completes through the API and a worker, every key keeps its value and TTL, no
  * slot stays open and the replicas keep up with their masters.
@@ -15,10 +16,12 @@ import {
   SANDBOX_HOST,
   type SandboxCluster,
   SLOTFLEET_ACL_RULES,
+  SLOTFLEET_ATOMIC_ACL_RULES,
   seedDataset,
   verifyDataset,
   withAdminConnection,
 } from '../../src/sandbox/index.js';
+import { projectServer } from './support/servers.js';
 import { expectNoOpenSlots, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 const KEYS = 10_000;
@@ -127,9 +130,19 @@ describe('a cluster whose nodes require a password (requirepass + masterauth)', 
   }, 240_000);
 });
 
-describe('an ACL cluster: default user off, slotfleet logs in as a user with SLOTFLEET_ACL_RULES', () => {
+/**
+ * What docs/operations.md tells an operator to give slotfleet's user on this server: the atomic
+ * engine's commands on Valkey 9 only (Redis 7.0 and Valkey 8 refuse their names in ACL SETUSER).
+ */
+function slotfleetAclRules(): string {
+  const server = projectServer();
+  const atomic = server.name === 'valkey' && Number(server.version.split('.')[0]) >= 9;
+  return atomic ? `${SLOTFLEET_ACL_RULES} ${SLOTFLEET_ATOMIC_ACL_RULES}` : SLOTFLEET_ACL_RULES;
+}
+
+describe('an ACL cluster: default user off, slotfleet logs in as a user with SLOTFLEET_ACL_RULES (and SLOTFLEET_ATOMIC_ACL_RULES on Valkey 9)', () => {
   const admin = { username: 'sandbox-admin', password: 'admin-Pa55-word' };
-  const slotfleetUser = { username: 'slotfleet', password: 'sf-Pa55:w@rd/y', rules: SLOTFLEET_ACL_RULES };
+  const slotfleetUser = { username: 'slotfleet', password: 'sf-Pa55:w@rd/y', rules: slotfleetAclRules() };
   const queuesUser = { username: 'queues', password: 'queues-Pa55-word' };
   let stack: Stack;
   let manifest: DatasetManifest;

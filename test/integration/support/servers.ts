@@ -8,6 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
+import { inject } from 'vitest';
 import {
   describeServer,
   type RedisBinaries,
@@ -69,6 +70,11 @@ export async function requireTestServers(): Promise<Record<TestServerName, TestS
   return Object.fromEntries(
     names.map((name, index) => [name, (results[index] as PromiseFulfilledResult<TestServer>).value]),
   ) as Record<TestServerName, TestServer>;
+}
+
+/** In a test file: the server this project runs, as it said it is when the global setup started it. */
+export function projectServer(): ServerIdentity {
+  return inject('sandboxServers')[inject('sandboxServer')].answered;
 }
 
 /** `valkey 8.0.1 (valkey8)`: how a report names a project's server. */
