@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import { type Config, describeEndpoint } from '../shared/config.js';
 import { MigrationControl, type MigrationLimits } from '../shared/domain/migration.js';
+import { parseSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
@@ -188,6 +189,20 @@ export async function startWorker(
       return plan;
     },
   };
+  // Keys engine: the next pending slots of a pair are opened with the one that asks (slot-run.ts).
+  const openTogether = config.worker.openSlotsTogether;
+  const openAhead =
+    openTogether > 1
+      ? async (data: SlotJobData): Promise<number[]> => {
+          const plan = await atomic.planOf(data.migrationId);
+          const group = plan.find(
+            (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
+          );
+          if (!group) return [];
+          const candidates = parseSlotRanges(group.slots).filter((slot) => slot !== data.slot);
+          return store.claimForTask(data.migrationId, [], candidates, openTogether - 1);
+        }
+      : undefined;
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
   const deps: ProcessorDeps & typeof throttling = {
     ...throttling,
@@ -199,6 +214,7 @@ export async function startWorker(
     settings: config.worker,
     log,
     atomic,
+    ...(openAhead ? { openAhead } : {}),
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
     ...(nodeLeases && pacer
       ? {

@@ -514,3 +514,48 @@ describe('retryable replies end the attempt; the retry completes', () => {
     expect(untouchedProblems(cluster, seeded)).toEqual([]);
   });
 });
+
+describe('opening the slots of a pair together (openAhead)', () => {
+  it('opens the companions IMPORTING then MIGRATING with the first slot; their own runs drain them, nothing lost', async () => {
+    const first = seedSlot(cluster, { tag: 'ahead-0' });
+    const source = cluster.node(first.data.source.id);
+    // Two more slots of the same source, moving to the same target.
+    const companions = ['ahead-x', 'ahead-y'].map((prefix) =>
+      seedSlot(cluster, { tag: tagServedBy(cluster, source.port, prefix), targetId: first.data.target.id }),
+    );
+    const asked: number[] = [];
+    const openAhead = async (data: SlotJobData) => {
+      asked.push(data.slot);
+      return companions.map((companion) => companion.slot);
+    };
+    await driveSlot(first.data, SlotPhase.Migrate, { ...deps(), openAhead });
+    expect(asked).toEqual([first.slot]);
+    for (const companion of companions) {
+      expect(cluster.node(first.data.target.id).slotView(companion.slot)).toMatchObject({
+        importingFrom: source.id,
+      });
+      expect(source.slotView(companion.slot)).toMatchObject({ migratingTo: first.data.target.id });
+    }
+    // The target imported every companion before the source redirected any of them.
+    const setslots = cluster
+      .callsOf('setSlotImporting', 'setSlotMigrating')
+      .filter((call) => call.slot !== first.slot)
+      .map((call) => call.method);
+    expect(setslots).toEqual([
+      'setSlotImporting',
+      'setSlotImporting',
+      'setSlotMigrating',
+      'setSlotMigrating',
+    ]);
+    // Each companion's own run finds it open: no SETSLOT IMPORTING or MIGRATING of its own.
+    const actions: string[] = [];
+    for (const companion of companions) {
+      await runToEnd(companion.data, { beforeAction: (action) => void actions.push(action.kind) });
+      expect(movedProblems(cluster, companion, first.data.target.id)).toEqual([]);
+    }
+    expect(actions).not.toContain('set-importing');
+    expect(actions).not.toContain('set-migrating');
+    await driveSlot(first.data, SlotPhase.Finalize, deps());
+    expect(movedProblems(cluster, first, first.data.target.id)).toEqual([]);
+  });
+});
