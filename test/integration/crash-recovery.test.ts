@@ -4,7 +4,7 @@
  * time a replacement or the survivor), stopped with SIGTERM (exit 0 within the deadline, its slot
  * handed back and finished by another worker), and stopped past its shutdown deadline (exit 1, its
  * slot recovered by another worker). Every time the migration ends done, every key keeps its value
- * and TTL, and no slot is left open.
+ * and TTL, and no slot is left open. The migrations ask for the keys engine, on every server.
  *
  * Some slots hold thousands of keys and move 50 keys per MIGRATE, one batch at a time, so a slot is
  * being drained for a while; a worker is stopped only once it logged that it drains a slot (its
@@ -189,7 +189,12 @@ describe('workers killed or stopped in the middle of a slot', () => {
     const response = await stack.api.app.inject({
       method: 'POST',
       url: '/v1/clusters/default/migrations',
-      payload: { moves: moves.map((move) => ({ slots: move.slots.join(','), target: move.target })) },
+      // The keys engine on every server: this file kills workers in the middle of a key-by-key drain
+      // (on Valkey 9, auto would pick the servers' own slot migration, which has no such middle).
+      payload: {
+        moves: moves.map((move) => ({ slots: move.slots.join(','), target: move.target })),
+        engine: 'keys',
+      },
     });
     expect(response.statusCode, response.body).toBe(202);
     return response.json().id;
