@@ -34,7 +34,16 @@ export interface AtomicSettings {
   readonly pollMs: number;
   /** How long one attempt waits for its slot's task before it fails (retryable) (ms). */
   readonly waitMs: number;
+  /** The workers' client-latency budget for migrations that set none (0: none). */
+  readonly maxClientLatencyMs: number;
 }
+
+/**
+ * Keys a source drops per ms of its main thread when a task hands its slots over (small values,
+ * lazyfree-lazy-server-del on, as Valkey 9 ships): measured on the bench machine, see
+ * docs/performance.md. A budget of 10 ms thus allows tasks of about 20,000 keys.
+ */
+export const HANDOVER_KEYS_PER_MS = 2_000;
 
 /** The keys of one slot on its source when its task started (what "keys moved" will say). */
 export type KeysBySlot = ReadonlyMap<number, number>;
@@ -215,21 +224,28 @@ export class ServerTasks {
   }
 
   /**
-   * With a keys rate limit, a task holds at most a second's worth of keys (at least one slot): the
-   * limit then bounds both the task and, through the throttle, the tasks that follow.
+   * The keys one task may hold: a second's worth under a keys/s limit (the throttle then spaces the
+   * tasks), and what the source can drop within the client-latency budget. When a task ends, the
+   * source deletes the keys of every slot it handed over in one go (delKeysInSlot from the topology
+   * update, cluster_legacy.c), serving no client meanwhile: that, not the fork or the stream, is the
+   * longest wait a task causes (docs/performance.md). At least one slot, whatever it holds.
    */
   private async withinBudget(
     slots: readonly number[],
     counts: readonly number[],
     context: StartContext,
   ): Promise<number[]> {
-    const { maxKeysPerSecond } = await context.limits();
-    if (maxKeysPerSecond === undefined) return [...slots];
+    const { maxKeysPerSecond, maxClientLatencyMs } = await context.limits();
+    const budgetMs = maxClientLatencyMs ?? this.settings.maxClientLatencyMs;
+    const maxKeys = Math.min(
+      maxKeysPerSecond ?? Number.POSITIVE_INFINITY,
+      budgetMs > 0 ? budgetMs * HANDOVER_KEYS_PER_MS : Number.POSITIVE_INFINITY,
+    );
     const kept: number[] = [];
     let keys = 0;
     for (const [index, slot] of slots.entries()) {
       const count = counts[index]!;
-      if (kept.length > 0 && keys + count > maxKeysPerSecond) break;
+      if (kept.length > 0 && keys + count > maxKeys) break;
       kept.push(slot);
       keys += count;
     }
