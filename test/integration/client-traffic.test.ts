@@ -250,7 +250,10 @@ describe('client traffic during a rebalance', () => {
     expect(staleReads.slice(0, 10)).toEqual([]);
     // The traffic really crossed the migration, and met keys already moved and slots reassigned.
     expect(operations - operationsBefore).toBeGreaterThan(TRAFFIC_KEYS);
-    expect(redirections('ASK')).toBeGreaterThan(0);
+    // Keys engine: a key already moved out of an open slot is reached by ASK. Atomic engine (auto on
+    // Valkey 9): the source serves every key until the hand-over, so clients only ever see MOVED.
+    if (final!.engine === 'atomic') expect(redirections('ASK')).toBe(0);
+    else expect(redirections('ASK')).toBeGreaterThan(0);
     expect(redirections('MOVED')).toBeGreaterThan(0);
     expect(redirections('TRYAGAIN')).toBe(0);
 

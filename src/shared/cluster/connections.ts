@@ -199,6 +199,9 @@ export class NodeConnections {
     return {
       host: node.host,
       port: node.port,
+      // No CLIENT SETINFO on connect: Valkey 8+ has it, and slotfleet's ACL rules cannot allow it
+      // (Redis 7.0 refuses +client|setinfo in ACL SETUSER), so every connect left an ACL LOG entry.
+      disableClientInfo: true,
       ...(this.seed.username !== undefined ? { username: this.seed.username } : {}),
       ...(this.seed.password !== undefined ? { password: this.seed.password } : {}),
       ...(this.seed.tls ? { tls: {} } : {}),

@@ -29,6 +29,11 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
   // ADDSLOTS on a slot some node already serves.
   [/is already busy/, ErrorCode.AlreadyOwner],
   [/Please use SETSLOT only with masters/, ErrorCode.ReadOnly],
+  // Valkey 9 runs Lua as a module, which checks slot ownership before the replica check: the batch
+  // script on a source that failed over gets this where Redis 7.0 and Valkey 8 say READONLY.
+  [/access a non local key in a cluster node/, ErrorCode.Moved],
+  // Valkey 9: MIGRATESLOTS naming a slot the node does not own (it moved meanwhile).
+  [/Slots are not served by this node/, ErrorCode.NotOwner],
   // Valkey 9: MIGRATESLOTS on a node that became a replica.
   [/Slot migration can only be used on primary nodes/, ErrorCode.ReadOnly],
   // Valkey 9: SETSLOT during a server task, MIGRATESLOTS during a hand-made migration or on a slot a
