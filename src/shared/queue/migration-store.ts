@@ -122,37 +122,48 @@ return {}`;
 
 // The atomic engine gathers a source -> target pair's slots into one server task: it takes the
 // slots still pending (never started by anyone) and marks them migrating, so that two workers never
-// put the same slot in two tasks. The asking jobs' own slots (ARGV[3..3+n)) are taken whatever their
-// step, unless ended: their jobs know that no task holds them now (an earlier task failed, or its
-// starter died before MIGRATESLOTS). Nothing is taken unless the operator lets the migration run: a
-// paused or cancelled migration starts no task. ARGV: now, limit, n, own slots..., candidates...
+// put the same slot in two tasks. The asking jobs' own slots (ARGV[6..6+n)) are taken whatever their
+// step, unless ended or claimed by another start less than the grace ago (that start is on its way to
+// MIGRATESLOTS): their jobs know that no task holds them now (an earlier task failed, or its starter
+// died before MIGRATESLOTS). Each slot taken is stamped with the time (KEYS[3]). Nothing is taken
+// unless the operator lets the migration run: a paused or cancelled migration starts no task.
+// ARGV: now (ISO), now (ms), grace (ms), limit, n, own slots..., candidates...
 const CLAIM_FOR_TASK_SCRIPT = `
 local control = redis.call('HGET', KEYS[2], 'control')
 if control and control ~= '${MigrationControl.Run}' then return {} end
+local nowMs = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local owned = tonumber(ARGV[5])
 local taken = {}
 local seen = {}
-local limit = tonumber(ARGV[2])
-local owned = tonumber(ARGV[3])
-for i = 4, 3 + owned do
+for i = 6, 5 + owned do
   local step = redis.call('HGET', KEYS[1], ARGV[i])
-  if step and step ~= '${SlotStep.Done}' and step ~= '${SlotStep.Failed}' and step ~= '${SlotStep.Cancelled}' then
-    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+  local claimedAt = tonumber(redis.call('HGET', KEYS[3], ARGV[i]) or '0')
+  local fresh = step == '${SlotStep.Migrating}' and nowMs - claimedAt < grace
+  if step and not fresh and step ~= '${SlotStep.Done}' and step ~= '${SlotStep.Failed}' and step ~= '${SlotStep.Cancelled}' then
     taken[#taken + 1] = ARGV[i]
   end
   seen[ARGV[i]] = true
 end
-for i = 4 + owned, #ARGV do
+for i = 6 + owned, #ARGV do
   if #taken >= limit then break end
   if not seen[ARGV[i]] and redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Pending}' then
-    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
     taken[#taken + 1] = ARGV[i]
   end
+end
+for _, slot in ipairs(taken) do
+  redis.call('HSET', KEYS[1], slot, '${SlotStep.Migrating}')
+  redis.call('HSET', KEYS[3], slot, ARGV[2])
 end
 if #taken > 0 then
   redis.call('HSET', KEYS[2], 'updatedAt', ARGV[1])
   redis.call('HSETNX', KEYS[2], 'startedAt', ARGV[1])
 end
 return taken`;
+
+/** How long a slot claimed for a task is left to its claimer before another start may take it. */
+export const TASK_CLAIM_GRACE_MS = 3_000;
 
 const IDEMPOTENCY_TTL_SECONDS = 86_400;
 /** Slots per CLAIM_SCRIPT call (Lua's unpack has a stack limit). */
@@ -210,11 +221,11 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
   ) {
     redis.defineCommand('slotfleetSetStep', { numberOfKeys: 4, lua: SET_STEP_SCRIPT });
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
-    redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 2, lua: CLAIM_FOR_TASK_SCRIPT });
+    redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 3, lua: CLAIM_FOR_TASK_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
-  private key(id: string, part?: 'slots' | 'errors' | 'task-keys'): string {
+  private key(id: string, part?: 'slots' | 'errors' | 'task-keys' | 'task-claims'): string {
     return part ? `${this.prefix}:migration:${id}:${part}` : `${this.prefix}:migration:${id}`;
   }
 
@@ -460,10 +471,14 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
   ): Promise<number[]> {
     // Lua's unpack() and argument counts are bounded: a task never needs more than a chunk.
     const owned = own.slice(0, CLAIM_CHUNK);
+    const nowMs = Date.now();
     const taken = await this.scripts.slotfleetClaimForTask(
       this.key(id, 'slots'),
       this.key(id),
-      new Date().toISOString(),
+      this.key(id, 'task-claims'),
+      new Date(nowMs).toISOString(),
+      nowMs,
+      TASK_CLAIM_GRACE_MS,
       limit,
       owned.length,
       ...owned,

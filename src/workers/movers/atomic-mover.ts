@@ -33,7 +33,11 @@ import { SlotPhase, SlotStep } from '../../shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { nodeAddress } from '../../shared/domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
-import type { PlanGroup, ServerTaskRecords } from '../../shared/queue/migration-store.js';
+import {
+  type PlanGroup,
+  type ServerTaskRecords,
+  TASK_CLAIM_GRACE_MS,
+} from '../../shared/queue/migration-store.js';
 import type { SlotJobData } from '../../shared/queue/names.js';
 import { PauseRequested } from '../drain.js';
 import type { SlotRunDeps, SlotRunResult } from '../slot-run.js';
@@ -53,13 +57,6 @@ export type AtomicDeps = SlotRunDeps & {
   /** The operator's wish for the migration now (a short cache); absent: run. */
   readonly controlNow?: () => Promise<MigrationControl>;
 };
-
-/**
- * How long a cancel waits for a slot that a task starter has claimed (step migrating) to show up in
- * a task, before it takes the slot for never started: longer than a start takes from claim to
- * MIGRATESLOTS (reads of the slots' owners and key counts), under load.
- */
-const CLAIM_GRACE_MS = 3_000;
 
 /** Where the slot is, as its source says. */
 type SlotPosition =
@@ -277,7 +274,9 @@ async function cancelSlot(
     // be about to send MIGRATESLOTS; give it the time to, then look again.
     if ((await runtime.records.stepOf(data.migrationId, data.slot)) !== SlotStep.Migrating)
       return 'cancelled';
-    const graceEnd = Date.now() + CLAIM_GRACE_MS;
+    // As long as a start is left to its claimer (TASK_CLAIM_GRACE_MS): longer than a start takes
+    // from claim to MIGRATESLOTS, under load.
+    const graceEnd = Date.now() + TASK_CLAIM_GRACE_MS;
     while (position.kind === 'free' && Date.now() < graceEnd) {
       await sleep(pollMs);
       position = await positionOf(ends, deps, runtime, pollMs);
