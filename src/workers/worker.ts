@@ -177,7 +177,6 @@ export async function startWorker(
       tasksPerSource: config.worker.atomicTasksPerSource,
       pollMs: ATOMIC_POLL_MS,
       waitMs: ATOMIC_WAIT_MS,
-      maxClientLatencyMs: config.worker.maxClientLatencyMs,
     }),
     records: store,
     planOf: (migrationId) => {

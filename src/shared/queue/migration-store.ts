@@ -162,6 +162,17 @@ if #taken > 0 then
 end
 return taken`;
 
+// Gives back claimed slots a start did not put in its task (cut by a limit): pending again, for the
+// next start, unless something moved them on meanwhile.
+const RELEASE_CLAIMS_SCRIPT = `
+for i = 1, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Migrating}' then
+    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Pending}')
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return #ARGV`;
+
 /** How long a slot claimed for a task is left to its claimer before another start may take it. */
 export const TASK_CLAIM_GRACE_MS = 3_000;
 
@@ -174,6 +185,7 @@ interface ScriptCommands {
   slotfleetSetStep(...args: (string | number)[]): Promise<number>;
   slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
   slotfleetClaimForTask(...args: (string | number)[]): Promise<string[]>;
+  slotfleetReleaseClaims(...args: (string | number)[]): Promise<number>;
 }
 
 /**
@@ -205,6 +217,8 @@ export interface ServerTaskRecords {
     candidates: readonly number[],
     limit: number,
   ): Promise<number[]>;
+  /** Gives back slots claimed but not put in a task: pending again for the next start. */
+  releaseClaims(id: string, slots: readonly number[]): Promise<void>;
   /** The keys each slot held on its source when its task started: its keys moved once it is done. */
   recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void>;
   taskKeys(id: string, slots: readonly number[]): Promise<number[]>;
@@ -222,6 +236,7 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
     redis.defineCommand('slotfleetSetStep', { numberOfKeys: 4, lua: SET_STEP_SCRIPT });
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
     redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 3, lua: CLAIM_FOR_TASK_SCRIPT });
+    redis.defineCommand('slotfleetReleaseClaims', { numberOfKeys: 2, lua: RELEASE_CLAIMS_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
@@ -485,6 +500,16 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
       ...candidates.slice(0, CLAIM_CHUNK),
     );
     return taken.map(Number);
+  }
+
+  async releaseClaims(id: string, slots: readonly number[]): Promise<void> {
+    for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
+      await this.scripts.slotfleetReleaseClaims(
+        this.key(id, 'slots'),
+        this.key(id, 'task-claims'),
+        ...slots.slice(start, start + CLAIM_CHUNK),
+      );
+    }
   }
 
   async recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void> {
