@@ -132,16 +132,21 @@ async function attemptSlot(
   }
   const repairKind = data.repair?.kind;
   let keysMoved = 0;
+  // A mover may finish the slot in its migrate phase (the atomic engine: the servers hand the slot
+  // over, nothing is left for a finalizer): then no finalize job is added.
+  let finished = phase === SlotPhase.Finalize;
   if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
     if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
     else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
   } else {
-    keysMoved = (await moverFor(data).moveSlot(data, phase, engine)).keysMoved;
+    const result = await moverFor(data).moveSlot(data, phase, engine);
+    keysMoved = result.keysMoved;
+    finished ||= result.step === SlotStep.Done;
     if (phase === SlotPhase.Finalize && data.repair) {
       await Promise.all(data.repair.closeOn.map((node) => cluster.setSlotStable(node, data.slot)));
     }
   }
-  if (phase === SlotPhase.Finalize) {
+  if (finished) {
     deps.metrics.slotsFinished.inc({
       cluster: data.cluster,
       result: SlotResult.Done,
