@@ -62,6 +62,8 @@ export interface ProcessorDeps {
   readonly pacer?: Pacer;
   /** The atomic engine's per-process state (server tasks, their records); absent: keys only. */
   readonly atomic?: AtomicRuntime;
+  /** Told when a migrate job starts and stops waiting for a server task (see worker.ts). */
+  readonly taskWait?: { onWait(): void; onWaitEnd(): void };
 }
 
 /**

@@ -58,6 +58,11 @@ const MAX_STALLED_COUNT = 10;
  */
 const ATOMIC_POLL_MS = 50;
 const ATOMIC_WAIT_MS = 300_000;
+/**
+ * Engine atomic: jobs of one process that may wait for server tasks beyond its concurrency. A waiting
+ * job costs a promise and its job lock's renewal; one watch per task polls the source for all.
+ */
+const ATOMIC_WAITERS = 1_024;
 
 export async function startWorker(
   config: Config,
@@ -153,9 +158,23 @@ export async function startWorker(
   // concurrency rises by one while it waits, so it fetches a job of a free node pair instead. At most
   // as many wait as run, so that one process does not hoard the queue's head.
   let waitingForLeases = 0;
+  // Likewise a job of the atomic engine waiting for its server task, up to ATOMIC_WAITERS: the queue's
+  // other jobs are fetched while the servers move the slots, and all complete when the task ends.
+  let waitingForTasks = 0;
   const setMigrateConcurrency = () => {
     const { concurrency } = config.worker;
-    migrateWorker.concurrency = concurrency + Math.min(waitingForLeases, concurrency);
+    migrateWorker.concurrency =
+      concurrency + Math.min(waitingForLeases, concurrency) + Math.min(waitingForTasks, ATOMIC_WAITERS);
+  };
+  const taskWait = {
+    onWait: () => {
+      waitingForTasks++;
+      setMigrateConcurrency();
+    },
+    onWaitEnd: () => {
+      waitingForTasks--;
+      setMigrateConcurrency();
+    },
   };
   const leaseWait = {
     onWait: () => {
@@ -214,6 +233,7 @@ export async function startWorker(
     settings: config.worker,
     log,
     atomic,
+    taskWait,
     ...(openAhead ? { openAhead } : {}),
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
     ...(nodeLeases && pacer

@@ -57,6 +57,12 @@ export type AtomicDeps = SlotRunDeps & {
   readonly atomic?: AtomicRuntime;
   /** The operator's wish for the migration now (a short cache); absent: run. */
   readonly controlNow?: () => Promise<MigrationControl>;
+  /**
+   * Told when the job starts and stops waiting for a server task: the worker then lets it not count
+   * against its concurrency, so that the queue's other jobs are fetched while the servers work, and
+   * complete together when the task ends (worker.ts).
+   */
+  readonly taskWait?: { onWait(): void; onWaitEnd(): void };
 };
 
 /** Where the slot is, as its source says. */
@@ -229,15 +235,20 @@ async function awaitMoved(
         `slot ${data.slot} has not moved after ${waitMs} ms: ${what}`,
       );
     }
-    if (position.kind === 'held')
-      await runtime.tasks.untilEnded(
-        deps.cluster,
-        data.cluster,
-        ends.data.source,
-        position.task.name,
-        deadline,
-      );
-    else await sleep(pollMs);
+    if (position.kind === 'held') {
+      deps.taskWait?.onWait();
+      try {
+        await runtime.tasks.untilEnded(
+          deps.cluster,
+          data.cluster,
+          ends.data.source,
+          position.task.name,
+          deadline,
+        );
+      } finally {
+        deps.taskWait?.onWaitEnd();
+      }
+    } else await sleep(pollMs);
   }
 }
 

@@ -68,6 +68,7 @@ const GATHER_MS = 5;
 export class ServerTasks {
   private readonly lists = new Map<string, { atMs: number; list: Promise<readonly ServerMigration[]> }>();
   private readonly gathering = new Map<string, PendingStart[]>();
+  private readonly watches = new Map<string, Promise<void>>();
   /** One start at a time per source in this process: the next one reads what the last started. */
   private readonly startChains = new Map<string, Promise<void>>();
 
@@ -106,11 +107,20 @@ export class ServerTasks {
     name: string,
     deadlineMs: number,
   ): Promise<void> {
-    while (Date.now() < deadlineMs) {
-      await new Promise((resolve) => setTimeout(resolve, this.settings.pollMs));
-      const tasks = await this.list(cluster, clusterName, node, this.settings.pollMs);
-      if (!tasks.some((task) => task.name === name && isInProgress(task))) return;
+    // One watch per task for the whole process, however many of its slots' jobs wait on it.
+    const key = `${clusterName}/${nodeAddress(node)}/${name}`;
+    let watch = this.watches.get(key);
+    if (!watch) {
+      watch = (async () => {
+        while (Date.now() < deadlineMs) {
+          await new Promise((resolve) => setTimeout(resolve, this.settings.pollMs));
+          const tasks = await this.list(cluster, clusterName, node, this.settings.pollMs);
+          if (!tasks.some((task) => task.name === name && isInProgress(task))) return;
+        }
+      })().finally(() => this.watches.delete(key));
+      this.watches.set(key, watch);
     }
+    await watch;
   }
 
   /**
