@@ -11,10 +11,18 @@ import type {
   MigrationSummary,
   PlanGroup,
   PlanPreview,
+  ServerTask,
 } from '../producer/schemas.js';
 
-/** GET /v1/migrations/:id: the whole record, with errors, rate and ETA. */
-export type MigrationView = Static<typeof Migration>;
+/**
+ * GET /v1/migrations/:id: the whole record, with errors, rate, ETA and server tasks. serverTasks is
+ * optional here: an API from before it leaves it out, and the CLI then prints no task.
+ */
+export type MigrationView = Omit<Static<typeof Migration>, 'serverTasks'> &
+  Partial<Pick<Static<typeof Migration>, 'serverTasks'>>;
+
+/** A server task of an atomic migration, as its source lists it. */
+export type ServerTaskView = Static<typeof ServerTask>;
 
 /** An item of GET /v1/migrations, and the answer of pause, resume, cancel and PATCH. */
 export type MigrationSummaryView = Static<typeof MigrationSummary>;

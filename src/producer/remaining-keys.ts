@@ -102,7 +102,8 @@ async function countRemainingKeys(
   }
 }
 
-function splitAddress(address: string): [string, number] {
+/** "host:port" (the plan's form; the host may be IPv6, so split on the last colon). */
+export function splitAddress(address: string): [string, number] {
   const colon = address.lastIndexOf(':');
   return [address.slice(0, colon), Number(address.slice(colon + 1))];
 }

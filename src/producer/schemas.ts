@@ -6,6 +6,7 @@
  */
 import { Type } from '@fastify/type-provider-typebox';
 import { EngineChoice, LIMIT_RANGES, type LimitName, MigrationEngine } from '../shared/domain/migration.js';
+import { ServerMigrationOutcome } from '../shared/domain/server-migrations.js';
 import { SLOT_STEPS } from '../shared/domain/slot-migration.js';
 import { SLOT_COUNT } from '../shared/domain/slots.js';
 import { explainPattern } from './http-errors.js';
@@ -248,6 +249,32 @@ export const MigrationSummary = Type.Object({
   ),
 });
 
+/** A server task of an atomic migration, as its source lists it (CLUSTER GETSLOTMIGRATIONS). */
+export const ServerTask = Type.Object({
+  name: Type.String({ description: "the task's name (40 hex characters), the same on source and target" }),
+  source: Type.String({ description: 'host:port of the source that lists it' }),
+  target: Type.String({
+    description: 'host:port of its target (its node id when the plan does not name it)',
+  }),
+  slots: Type.String({ description: 'its slots, as ranges, e.g. "0-99,200"' }),
+  state: Type.String({
+    description:
+      "the server's state name: connecting ... waiting-to-snapshot, snapshotting, replicating, waiting-to-pause, " +
+      'failover-paused, failover-granted while it runs; success, failed or cancelled once ended',
+  }),
+  // One literal per ServerMigrationOutcome (a mapped array would lose the literal types).
+  outcome: Type.Union(
+    [
+      Type.Literal(ServerMigrationOutcome.InProgress),
+      Type.Literal(ServerMigrationOutcome.Succeeded),
+      Type.Literal(ServerMigrationOutcome.Failed),
+      Type.Literal(ServerMigrationOutcome.Cancelled),
+    ],
+    { description: 'in-progress, or how it ended' },
+  ),
+  message: Type.String({ description: 'why it failed or was cancelled; often empty otherwise' }),
+});
+
 export const Migration = Type.Object({
   ...MigrationSummary.properties,
   plan: Type.Array(PlanGroup),
@@ -260,6 +287,12 @@ export const Migration = Type.Object({
   }),
   keysPerSecond: Type.Number({ description: 'keys moved per second since the first slot started' }),
   etaSeconds: Type.Union([Type.Number(), Type.Null()]),
+  serverTasks: Type.Union([Type.Array(ServerTask), Type.Null()], {
+    description:
+      "an atomic migration's server tasks that have not ended, then those that ended since it was created " +
+      '(at most 20), read from its sources at most once a second; [] for engine keys and once it has ended; ' +
+      'null if the cluster did not answer',
+  }),
 });
 
 export const MigrationList = Type.Object({

@@ -27,6 +27,7 @@ import {
   MigrationParams,
   MigrationSummary,
 } from '../schemas.js';
+import { serverTasks } from '../server-tasks-view.js';
 
 export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
   app.post(
@@ -116,14 +117,18 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
     {
       schema: {
         description:
-          'State of a migration: slots by step, keys moved and remaining, rate, ETA, per-slot errors, timestamps.',
+          'State of a migration: slots by step, keys moved and remaining, rate, ETA, per-slot errors, timestamps, ' +
+          "and an atomic migration's server tasks.",
         params: MigrationParams,
         response: { 200: Migration, ...errorResponses(401, 404, 503) },
       },
     },
     async (request) => {
       const record = await requireRecord(deps, request.params.id);
-      const keysRemaining = await remainingKeys(deps, record);
+      const [keysRemaining, tasks] = await Promise.all([
+        remainingKeys(deps, record),
+        serverTasks(deps, record),
+      ]);
       const { keysPerSecond, etaSeconds } = migrationRate(record, keysRemaining);
       return {
         ...migrationSummary(record),
@@ -132,6 +137,7 @@ export function registerMigrationRoutes(app: TypedApp, deps: AppDeps): void {
         keysRemaining,
         keysPerSecond,
         etaSeconds,
+        serverTasks: tasks,
       };
     },
   );
