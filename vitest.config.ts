@@ -30,7 +30,7 @@ const SERVER_MATRIX = [
  * earlier run, but CI starts from a fresh `npm ci`, without that cache.)
  */
 /** Files about what only Valkey 9 has (atomic slot migration): they run in project valkey9 only. */
-const VALKEY9_ONLY = ['test/integration/atomic-engine.test.ts'];
+const VALKEY9_ONLY = ['test/integration/atomic-engine.test.ts', 'test/integration/server-tasks.test.ts'];
 
 const SLOWEST_FIRST = [
   'test/integration/control-outage.test.ts',

@@ -200,7 +200,6 @@ export async function runOperatorCommand(
     const preview = response.body as PlanPreviewView;
     if (values.json) return printJson(preview);
     out(planTable(preview.plan));
-    out(`engine ${preview.engine}`);
     out(`${preview.slots} slots, ${preview.keys} keys (dry run: nothing enqueued)`);
     return ExitCode.Ok;
   }

@@ -13,7 +13,7 @@ import {
   serverTasks,
 } from '../../src/producer/server-tasks-view.js';
 import type { NodeAddress } from '../../src/shared/cluster/port.js';
-import { type ServerMigration, ServerMigrationOutcome } from '../../src/shared/domain/server-migrations.js';
+import { parseServerMigrations, type ServerMigration } from '../../src/shared/domain/server-migrations.js';
 import type { MigrationRecord, PlanGroup } from '../../src/shared/queue/migration-store.js';
 
 const A = { address: '10.0.0.1:7000', id: 'a'.repeat(40) };
@@ -39,28 +39,25 @@ function group(source: typeof A, target: typeof A, slots: string): PlanGroup {
 const PLAN = [group(A, C, '0-99,200'), group(B, C, '5000-5099')];
 
 let taskCounter = 0;
-function task(overrides: Partial<ServerMigration> & Pick<ServerMigration, 'ranges'>): ServerMigration {
-  const state = overrides.state ?? 'snapshotting';
-  const outcome =
-    state === 'success'
-      ? ServerMigrationOutcome.Succeeded
-      : state === 'failed'
-        ? ServerMigrationOutcome.Failed
-        : state === 'cancelled'
-          ? ServerMigrationOutcome.Cancelled
-          : ServerMigrationOutcome.InProgress;
-  return {
-    name: String(++taskCounter).padStart(40, '0'),
-    operation: 'export',
-    sourceNodeId: A.id,
-    targetNodeId: C.id,
-    message: '',
-    createdAtSeconds: CREATED_SECONDS + 1,
-    updatedAtSeconds: CREATED_SECONDS + 2,
-    ...overrides,
-    state,
-    outcome,
+/**
+ * A task as a source lists it, built through the reply's parser (CLUSTER GETSLOTMIGRATIONS' fields),
+ * so the outcome follows from the state as it does for a real server.
+ */
+function task(
+  overrides: Partial<Omit<ServerMigration, 'outcome'>> & Pick<ServerMigration, 'ranges'>,
+): ServerMigration {
+  const fields = {
+    name: overrides.name ?? String(++taskCounter).padStart(40, '0'),
+    operation: overrides.operation ?? 'export',
+    slot_ranges: overrides.ranges.map((range) => `${range.start}-${range.end}`).join(' '),
+    source_node: overrides.sourceNodeId ?? A.id,
+    target_node: overrides.targetNodeId ?? C.id,
+    state: overrides.state ?? 'snapshotting',
+    message: overrides.message ?? '',
+    create_time: overrides.createdAtSeconds ?? CREATED_SECONDS + 1,
+    last_update_time: overrides.updatedAtSeconds ?? CREATED_SECONDS + 2,
   };
+  return parseServerMigrations([Object.entries(fields).flat()])[0]!;
 }
 
 function select(listed: SourceTasks[], limit?: number) {
@@ -89,7 +86,7 @@ describe('selectServerTasks', () => {
     ]);
   });
 
-  it.each<[string, Partial<ServerMigration> & Pick<ServerMigration, 'ranges'>, boolean]>([
+  it.each<[string, Parameters<typeof task>[0], boolean]>([
     ['an export of some of its slots', { ranges: [{ start: 90, end: 150 }] }, true],
     ['an export of none of its slots', { ranges: [{ start: 100, end: 199 }] }, false],
     ["an export of the other source's slots", { ranges: [{ start: 5000, end: 5000 }] }, false],
