@@ -59,6 +59,7 @@ describe('CLUSTER GETSLOTMIGRATIONS', () => {
       message: '',
       createdAtSeconds: 90,
       updatedAtSeconds: 100,
+      ackedAtSeconds: 100,
     });
   });
 

@@ -44,6 +44,8 @@ export interface ServerMigration {
   /** Unix seconds. */
   readonly createdAtSeconds: number;
   readonly updatedAtSeconds: number;
+  /** When the two ends last acknowledged each other (they do every second or so while it runs). */
+  readonly ackedAtSeconds?: number;
 }
 
 /** Valkey 9.1's terminal state names (slotMigrationJobStateToString in cluster_migrateslots.c). */
@@ -84,6 +86,7 @@ export function parseServerMigrations(reply: unknown): ServerMigration[] {
       message: fields.get('message') ?? '',
       createdAtSeconds: Number(fields.get('create_time') ?? 0),
       updatedAtSeconds: Number(fields.get('last_update_time') ?? 0),
+      ackedAtSeconds: Number(fields.get('last_ack_time') ?? 0),
     };
   });
 }

@@ -195,7 +195,7 @@ async function awaitMoved(
   runtime: AtomicRuntime,
 ): Promise<SlotRunResult> {
   const { pollMs, waitMs } = runtime.tasks.settings;
-  const deadline = Date.now() + waitMs;
+  let deadline = Date.now() + waitMs;
   const attemptStartedSeconds = Math.floor(Date.now() / 1000);
   let startedHere = false;
   const ends: Ends = { data };
@@ -228,6 +228,10 @@ async function awaitMoved(
       const outcome = await runtime.tasks.requestStart(ends.data, startContext(data, deps, runtime));
       if (outcome === StartOutcome.Started) startedHere = true;
     }
+    // A big task may outlast the wait: while the source still reports it moving, wait on.
+    if (Date.now() > deadline && position.kind === 'held' && isAlive(position.task)) {
+      deadline = Date.now() + waitMs;
+    }
     if (Date.now() > deadline) {
       const what = position.kind === 'held' ? describeServerMigration(position.task) : 'no task could start';
       throw new SlotfleetError(
@@ -250,6 +254,16 @@ async function awaitMoved(
       }
     } else await sleep(pollMs);
   }
+}
+
+/**
+ * How recently a task in progress must have changed state or been acknowledged by its other end for
+ * a waiter to go on waiting (Valkey itself fails a task whose acks stop for its repl-timeout).
+ */
+const TASK_ALIVE_SECONDS = 60;
+
+function isAlive(task: ServerMigration): boolean {
+  return Date.now() / 1000 - Math.max(task.updatedAtSeconds, task.ackedAtSeconds ?? 0) < TASK_ALIVE_SECONDS;
 }
 
 /**
