@@ -5,7 +5,12 @@
  * ends done. The commands that create a migration take --engine, passed on as the body's engine.
  */
 import type { Config } from '../shared/config.js';
-import { EngineChoice, MigrationState, migrationHasEnded } from '../shared/domain/migration.js';
+import {
+  EngineChoice,
+  MigrationEngine,
+  MigrationState,
+  migrationHasEnded,
+} from '../shared/domain/migration.js';
 import { ApiClient, type ApiResponse, refusalMessage } from './api-client.js';
 import { ExitCode, parseCommandLine, UsageError } from './command-line.js';
 import type {
@@ -249,7 +254,7 @@ export function describeLimits(limits: MigrationSummaryView['limits']): string {
  * engine, nor from an API that does not send the tasks.
  */
 export function describeServerTasks(view: Pick<MigrationView, 'engine' | 'state' | 'serverTasks'>): string[] {
-  if (view.engine !== 'atomic' || view.serverTasks === undefined) return [];
+  if (view.engine !== MigrationEngine.Atomic || view.serverTasks === undefined) return [];
   if (view.serverTasks === null) return ['  server tasks: the cluster did not answer'];
   if (view.serverTasks.length === 0) {
     return migrationHasEnded(view.state)
