@@ -75,11 +75,12 @@ export interface Config {
      */
     readonly maxSlotsPerTarget: number;
     /**
-     * Engine keys: slots of one source -> target pair opened together (SETSLOT IMPORTING on the
-     * target, then MIGRATING on the source, one write per node): a node saves its cluster config
-     * once per write, not once per slot, which on Valkey costs 4-12x what it does on Redis 7.0
-     * (docs/valkey-classic-path.md). The opened slots drain in turn; a cancel finishes them rather
-     * than dropping them. 1: one slot at a time. @defaultValue 64
+     * Engine keys: a source -> target pair's slots are opened in blocks of this many, in the plan's
+     * order (SETSLOT IMPORTING on the target, then MIGRATING on the source, one write per node): a
+     * node saves its cluster config once per write, not once per slot, which on Valkey costs 4-12x
+     * what it does on Redis 7.0 (docs/valkey-classic-path.md). The opened slots drain in turn; a
+     * cancel finishes the open ones rather than dropping them. 1: one slot at a time.
+     * @defaultValue 64
      */
     readonly openSlotsTogether: number;
     /**
@@ -175,7 +176,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
   SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots draining from one source node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots draining into one target node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
-  SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: slots of one source -> target pair opened (SETSLOT IMPORTING, MIGRATING) in one write per node; 1: one at a time (default ${DEFAULTS.openSlotsTogether})`,
+  SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: a source -> target pair's slots are opened (SETSLOT IMPORTING, MIGRATING) in blocks of this many, one write per node; 1: one at a time (default ${DEFAULTS.openSlotsTogether})`,
   SLOTFLEET_ATOMIC_SLOTS_PER_TASK: `engine atomic: slots in one server task (CLUSTER MIGRATESLOTS) at most (default ${DEFAULTS.atomicSlotsPerTask})`,
   SLOTFLEET_ATOMIC_TASKS_PER_SOURCE: `engine atomic: server tasks in progress per source node at most (default ${DEFAULTS.atomicTasksPerSource})`,
   SLOTFLEET_MAX_CLIENT_LATENCY_MS: `how long a client of a source may wait, for migrations that set none; 0: no pacing (default ${DEFAULTS.maxClientLatencyMs})`,

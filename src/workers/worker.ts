@@ -208,7 +208,10 @@ export async function startWorker(
       return plan;
     },
   };
-  // Keys engine: the next pending slots of a pair are opened with the one that asks (slot-run.ts).
+  // Keys engine: a pair's slots are opened in blocks of openTogether, in the plan's order: the job of
+  // a block's first slot opens the rest of the block with it (slot-run.ts). Only the first slot of a
+  // block opens others, so a pair has about one block open ahead of its drains, not the whole pair
+  // (a cancel finishes every open slot, and clients meet ASK in each).
   const openTogether = config.worker.openSlotsTogether;
   const openAhead =
     openTogether > 1
@@ -218,8 +221,11 @@ export async function startWorker(
             (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
           );
           if (!group) return [];
-          const candidates = parseSlotRanges(group.slots).filter((slot) => slot !== data.slot);
-          return store.claimForTask(data.migrationId, [], candidates, openTogether - 1);
+          const pairSlots = parseSlotRanges(group.slots);
+          const index = pairSlots.indexOf(data.slot);
+          if (index < 0 || index % openTogether !== 0) return [];
+          const block = pairSlots.slice(index + 1, index + openTogether);
+          return store.claimForTask(data.migrationId, [], block, block.length);
         }
       : undefined;
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
