@@ -96,6 +96,12 @@ export interface Config {
      */
     readonly atomicTasksPerSource: number;
     /**
+     * Engine atomic: server tasks in progress per target node at most, read from the target: one
+     * source hands over at a time, so the stalls of hand-overs do not pile up on shared cores.
+     * @defaultValue 1
+     */
+    readonly atomicTasksPerTarget: number;
+    /**
      * How long a client of a source node may wait because of a migration, for migrations that set
      * no limits.maxClientLatencyMs: the workers pace the slots draining per source and the keys per
      * MIGRATE to it (src/shared/domain/pacing.ts), under the two caps above. 0: no pacing, the caps
@@ -149,6 +155,7 @@ export const DEFAULTS = {
   openSlotsTogether: 64,
   atomicSlotsPerTask: 4096,
   atomicTasksPerSource: 1,
+  atomicTasksPerTarget: 1,
   jobAttempts: 8,
   jobBackoffMs: 500,
   jobLockMs: 30_000,
@@ -179,6 +186,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: a source -> target pair's slots are opened (SETSLOT IMPORTING, MIGRATING) in blocks of this many, one write per node; 1: one at a time (default ${DEFAULTS.openSlotsTogether})`,
   SLOTFLEET_ATOMIC_SLOTS_PER_TASK: `engine atomic: slots in one server task (CLUSTER MIGRATESLOTS) at most (default ${DEFAULTS.atomicSlotsPerTask})`,
   SLOTFLEET_ATOMIC_TASKS_PER_SOURCE: `engine atomic: server tasks in progress per source node at most (default ${DEFAULTS.atomicTasksPerSource})`,
+  SLOTFLEET_ATOMIC_TASKS_PER_TARGET: `engine atomic: server tasks in progress per target node at most (default ${DEFAULTS.atomicTasksPerTarget})`,
   SLOTFLEET_MAX_CLIENT_LATENCY_MS: `how long a client of a source may wait, for migrations that set none; 0: no pacing (default ${DEFAULTS.maxClientLatencyMs})`,
   SLOTFLEET_JOB_ATTEMPTS: `attempts per slot job (default ${DEFAULTS.jobAttempts})`,
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
@@ -270,6 +278,13 @@ export function loadConfig(env: Environment): Config {
         env,
         'SLOTFLEET_ATOMIC_TASKS_PER_SOURCE',
         DEFAULTS.atomicTasksPerSource,
+        1,
+        64,
+      ),
+      atomicTasksPerTarget: integer(
+        env,
+        'SLOTFLEET_ATOMIC_TASKS_PER_TARGET',
+        DEFAULTS.atomicTasksPerTarget,
         1,
         64,
       ),

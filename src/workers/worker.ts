@@ -194,6 +194,7 @@ export async function startWorker(
     tasks: new ServerTasks({
       slotsPerTask: config.worker.atomicSlotsPerTask,
       tasksPerSource: config.worker.atomicTasksPerSource,
+      tasksPerTarget: config.worker.atomicTasksPerTarget,
       pollMs: ATOMIC_POLL_MS,
       waitMs: ATOMIC_WAIT_MS,
     }),

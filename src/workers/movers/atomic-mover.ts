@@ -239,16 +239,15 @@ async function awaitMoved(
         `slot ${data.slot} has not moved after ${waitMs} ms: ${what}`,
       );
     }
-    if (position.kind === 'held') {
+    // Held: wait for its task. Free but busy: wait for the task that blocks its pair's start.
+    const awaited =
+      position.kind === 'held'
+        ? { node: ends.data.source, name: position.task.name }
+        : runtime.tasks.blockerOf(ends.data);
+    if (awaited) {
       deps.taskWait?.onWait();
       try {
-        await runtime.tasks.untilEnded(
-          deps.cluster,
-          data.cluster,
-          ends.data.source,
-          position.task.name,
-          deadline,
-        );
+        await runtime.tasks.untilEnded(deps.cluster, data.cluster, awaited.node, awaited.name, deadline);
       } finally {
         deps.taskWait?.onWaitEnd();
       }

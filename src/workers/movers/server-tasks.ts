@@ -30,6 +30,11 @@ export interface AtomicSettings {
   readonly slotsPerTask: number;
   /** Server tasks in progress per source node at most. @defaultValue DEFAULTS.atomicTasksPerSource */
   readonly tasksPerSource: number;
+  /**
+   * Server tasks in progress per target node at most (read from the target's imports). @defaultValue
+   * DEFAULTS.atomicTasksPerTarget
+   */
+  readonly tasksPerTarget: number;
   /** How often a slot waiting for its task looks again (ms). */
   readonly pollMs: number;
   /** How long one attempt waits for its slot's task before it fails (retryable) (ms). */
@@ -69,6 +74,13 @@ export class ServerTasks {
   private readonly lists = new Map<string, { atMs: number; list: Promise<readonly ServerMigration[]> }>();
   private readonly gathering = new Map<string, PendingStart[]>();
   private readonly watches = new Map<string, Promise<void>>();
+  /** The task that kept a pair's last start from happening (its source's or its target's). */
+  private readonly blockers = new Map<string, { node: NodeAddress; name: string }>();
+
+  /** What a busy start of this slot's pair waits for, if known. */
+  blockerOf(data: SlotJobData): { node: NodeAddress; name: string } | undefined {
+    return this.blockers.get(pairKeyOf(data));
+  }
   /** One start at a time per source in this process: the next one reads what the last started. */
   private readonly startChains = new Map<string, Promise<void>>();
 
@@ -128,7 +140,7 @@ export class ServerTasks {
    * Resolves Busy when the source already runs its bound of tasks: ask again once one ended.
    */
   requestStart(data: SlotJobData, context: StartContext): Promise<StartOutcome> {
-    const key = `${data.migrationId}/${data.cluster}/${nodeAddress(data.source)}>${data.target.id}`;
+    const key = pairKeyOf(data);
     return new Promise<StartOutcome>((resolve, reject) => {
       const waiting = this.gathering.get(key);
       if (waiting) {
@@ -165,10 +177,23 @@ export class ServerTasks {
         for (const request of requests) request.resolve(StartOutcome.Started);
         return;
       }
+      const pairKey = pairKeyOf(data);
       if (exporting.length >= this.settings.tasksPerSource) {
+        this.blockers.set(pairKey, { node: data.source, name: exporting[0]!.name });
         for (const request of requests) request.resolve(StartOutcome.Busy);
         return;
       }
+      // One source at a time into a target: a task stalls its source at hand-over, and three of them
+      // handing over at once on shared cores stalled each for twice as long (docs/performance.md).
+      const importing = (await this.list(cluster, data.cluster, data.target, this.settings.pollMs)).filter(
+        (task) => task.operation === ServerMigrationOperation.Import && isInProgress(task),
+      );
+      if (importing.length >= this.settings.tasksPerTarget) {
+        this.blockers.set(pairKey, { node: data.target, name: importing[0]!.name });
+        for (const request of requests) request.resolve(StartOutcome.Busy);
+        return;
+      }
+      this.blockers.delete(pairKey);
       const pairSlots = await context.pairSlots();
       const candidates = pairSlots.filter((slot) => !taskHolding(tasks, slot));
       const claimed = await records.claimForTask(
@@ -257,4 +282,8 @@ export class ServerTasks {
     }
     return kept;
   }
+}
+
+function pairKeyOf(data: SlotJobData): string {
+  return `${data.migrationId}/${data.cluster}/${nodeAddress(data.source)}>${data.target.id}`;
 }
