@@ -33,6 +33,8 @@ export const ErrorCode = {
   SlotMigrationBusy: 'SLOT_MIGRATION_BUSY',
   /** The node has no atomic slot migration (CLUSTER MIGRATESLOTS): Redis, Valkey before 9. */
   AtomicUnsupported: 'ATOMIC_UNSUPPORTED',
+  /** CLUSTER CANCELSLOTMIGRATIONS on a node that exports nothing (another cancel got there first). */
+  NoServerMigration: 'NO_SERVER_MIGRATION',
   /** NOAUTH, WRONGPASS, NOPERM: the node refuses slotfleet's credentials or its ACL rules refuse a command. */
   AuthFailed: 'AUTH_FAILED',
   RedisError: 'REDIS_ERROR',

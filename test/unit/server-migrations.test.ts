@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { mapRedisError } from '../../src/shared/cluster/error-map.js';
 import {
   describeServerMigration,
   lastEndedTask,
@@ -97,5 +98,21 @@ describe('CLUSTER GETSLOTMIGRATIONS', () => {
 
   it('gives MIGRATESLOTS its ranges, runs merged', () => {
     expect(slotsRangeArguments([5, 3, 4, 10, 12, 11])).toEqual([3, 5, 10, 12]);
+  });
+});
+
+describe('replies of the servers’ own slot migration, through the one error map', () => {
+  it.each([
+    ["ERR unknown subcommand 'GETSLOTMIGRATIONS'. Try CLUSTER HELP.", 'ATOMIC_UNSUPPORTED'],
+    ["ERR unknown subcommand 'migrateslots'. Try CLUSTER HELP.", 'ATOMIC_UNSUPPORTED'],
+    ['ERR No migrations ongoing', 'NO_SERVER_MIGRATION'],
+    ['ERR I am already migrating slot 10923.', 'SLOT_MIGRATION_BUSY'],
+    ['ERR Slot export in progress.', 'SLOT_MIGRATION_BUSY'],
+    ['ERR Slots are being manually migrated', 'SLOT_MIGRATION_BUSY'],
+    ['ERR Slots are not served by this node.', 'NOT_OWNER'],
+    ['ERR Slot migration can only be used on primary nodes.', 'READONLY'],
+    ['ERR Attempted to access a non local key in a cluster node script', 'MOVED'],
+  ])('%s is %s', (reply, code) => {
+    expect(mapRedisError(new Error(reply), 'test').code).toBe(code);
   });
 });

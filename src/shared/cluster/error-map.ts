@@ -46,6 +46,8 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
     /unknown subcommand '(MIGRATESLOTS|CANCELSLOTMIGRATIONS|GETSLOTMIGRATIONS)'/i,
     ErrorCode.AtomicUnsupported,
   ],
+  // CANCELSLOTMIGRATIONS on a source that exports nothing (another cancel got there first).
+  [/No migrations ongoing/, ErrorCode.NoServerMigration],
   // MIGRATE relays the target's refusal of RESTORE-ASKING (for instance MOVED when not importing).
   [/Target instance replied with error/, ErrorCode.TargetError],
 ];

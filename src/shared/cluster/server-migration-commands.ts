@@ -9,11 +9,9 @@ import {
   type ServerMigration,
   slotsRangeArguments,
 } from '../domain/server-migrations.js';
-import { ErrorCode, SlotfleetError } from '../errors.js';
+import { ErrorCode, errorCodeOf, SlotfleetError } from '../errors.js';
 import type { NodeConnections } from './connections.js';
 import type { NodeAddress } from './port.js';
-
-const UNKNOWN_SUBCOMMAND = /unknown subcommand/i;
 
 export class ServerMigrationCommands {
   constructor(private readonly connections: NodeConnections) {}
@@ -25,7 +23,8 @@ export class ServerMigrationCommands {
       );
       return parseServerMigrations(reply);
     } catch (error) {
-      if (UNKNOWN_SUBCOMMAND.test((error as Error).message)) return undefined;
+      // Redis 7.0 and Valkey 8 have no such command (mapped in error-map.ts): "none".
+      if (errorCodeOf(error) === ErrorCode.AtomicUnsupported) return undefined;
       if (error instanceof SlotfleetError && error.code === ErrorCode.AuthFailed) {
         throw new SlotfleetError(
           ErrorCode.AuthFailed,

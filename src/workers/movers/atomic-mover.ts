@@ -33,7 +33,7 @@ import {
 import { SlotStep } from '../../shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../../shared/domain/slots.js';
 import { nodeAddress } from '../../shared/domain/topology.js';
-import { ErrorCode, SlotfleetError } from '../../shared/errors.js';
+import { ErrorCode, errorCodeOf, SlotfleetError } from '../../shared/errors.js';
 import {
   type PlanGroup,
   type ServerTaskRecords,
@@ -343,8 +343,8 @@ async function cancelOwnTasks(data: SlotJobData, deps: AtomicDeps, runtime: Atom
     );
     deps.log.info({ tasks: exporting.length }, 'cancel: server tasks of the source cancelled');
   } catch (error) {
-    // Another worker's cancel got there first ("No migrations ongoing"): nothing to do.
-    if (!/No migrations ongoing/.test((error as Error).message)) throw error;
+    // Another worker's cancel got there first: nothing to do.
+    if (errorCodeOf(error) !== ErrorCode.NoServerMigration) throw error;
   }
 }
 
