@@ -2,17 +2,45 @@
  * Configuration, read once from the environment by loadConfig(). No other module reads
  * process.env: they receive the frozen Config (or the part of it they need).
  */
+import { accessSync, constants } from 'node:fs';
 import { LIMIT_RANGES } from './domain/migration.js';
 import { nodeAddress } from './domain/topology.js';
 import { ErrorCode, SlotfleetError } from './errors.js';
 
+/**
+ * TLS for a rediss:// endpoint, from the TLS variables (SLOTFLEET_TLS_CA_FILE and the others): file paths (checked readable at start, read
+ * where connections are made), so no key material sits in the frozen config. Certificates are
+ * always verified; with no caFile, against Node's default CAs.
+ */
+export interface TlsSettings {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** SNI and the name the server certificate must carry, instead of the host connected to. */
+  readonly servername?: string;
+}
+
+/** A control Redis found through Sentinel: redis+sentinel://[user:pass@]host:port[,host:port...]/name[/db]. */
+export interface SentinelSettings {
+  /** The sentinels to ask; any one that answers is enough. */
+  readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  /** The master group name the sentinels monitor. */
+  readonly name: string;
+  /** SLOTFLEET_SENTINEL_PASSWORD: the sentinels' own requirepass, when they have one. */
+  readonly password?: string;
+}
+
 export interface RedisEndpoint {
+  /** With sentinel: the first sentinel (what logs name); the master is asked of the sentinels. */
   readonly host: string;
   readonly port: number;
   readonly username?: string;
   readonly password?: string;
   readonly db?: number;
-  readonly tls?: boolean;
+  /** Set for rediss:// (and rediss+sentinel://): every connection to this endpoint uses TLS. */
+  readonly tls?: TlsSettings;
+  /** Only on SLOTFLEET_CONTROL_URL. */
+  readonly sentinel?: SentinelSettings;
 }
 
 export interface Config {
@@ -58,8 +86,13 @@ export interface Config {
     readonly batchBytes: number;
     /** MIGRATE's I/O timeout towards the target. @defaultValue 10000 */
     readonly migrateTimeoutMs: number;
-    /** Port of the worker's /metrics endpoint. @defaultValue 9464 */
+    /** Port of the worker's /metrics, /healthz and /readyz. @defaultValue 9464 */
     readonly metricsPort: number;
+    /**
+     * Address that port binds. A pod needs 0.0.0.0 for Prometheus and the kubelet's probes to reach it.
+     * @defaultValue api.host
+     */
+    readonly metricsHost: string;
     /**
      * Slots drained from one source node at once across the whole fleet (all worker processes):
      * MIGRATE blocks the source until the target has restored the batch, so this bounds the
@@ -170,7 +203,15 @@ export const DEFAULTS = {
 export const ENVIRONMENT = {
   SLOTFLEET_CLUSTER_URL: 'URL of one node of the cluster named "default" (redis://[user:pass@]host:port)',
   SLOTFLEET_CLUSTERS: 'more clusters: "name=redis://host:port,other=redis://..."',
-  SLOTFLEET_CONTROL_URL: `control Redis URL (default ${DEFAULTS.controlUrl})`,
+  SLOTFLEET_CONTROL_URL: `control Redis URL, or redis+sentinel://host:port[,host:port...]/master-name for Sentinel (default ${DEFAULTS.controlUrl})`,
+  SLOTFLEET_SENTINEL_PASSWORD:
+    "the sentinels' own password, when SLOTFLEET_CONTROL_URL names sentinels that require one",
+  SLOTFLEET_TLS_CA_FILE:
+    'PEM file of the CA(s) that signed the servers of every rediss:// URL (default: the system CAs)',
+  SLOTFLEET_TLS_CERT_FILE: 'PEM client certificate for rediss:// URLs, with SLOTFLEET_TLS_KEY_FILE',
+  SLOTFLEET_TLS_KEY_FILE: 'PEM private key of SLOTFLEET_TLS_CERT_FILE',
+  SLOTFLEET_TLS_SERVERNAME:
+    'name the servers of rediss:// URLs must carry in their certificate (SNI), instead of the host connected to',
   SLOTFLEET_QUEUE_PREFIX: `prefix of queues and records in the control Redis (default ${DEFAULTS.queuePrefix})`,
   SLOTFLEET_API_TOKEN:
     'bearer token required on every /v1 route (without one the API listens on loopback only)',
@@ -182,7 +223,8 @@ export const ENVIRONMENT = {
   SLOTFLEET_BATCHES_IN_FLIGHT: `MIGRATE batches of one slot in flight (default ${DEFAULTS.batchesInFlight})`,
   SLOTFLEET_BATCH_BYTES: `bytes per MIGRATE, 0 for no limit (default ${DEFAULTS.batchBytes})`,
   SLOTFLEET_MIGRATE_TIMEOUT_MS: `MIGRATE I/O timeout (default ${DEFAULTS.migrateTimeoutMs})`,
-  SLOTFLEET_METRICS_PORT: `worker /metrics port (default ${DEFAULTS.metricsPort})`,
+  SLOTFLEET_METRICS_PORT: `worker /metrics, /healthz and /readyz port (default ${DEFAULTS.metricsPort})`,
+  SLOTFLEET_METRICS_HOST: 'address the worker metrics port binds (default: SLOTFLEET_API_HOST)',
   SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots draining from one source node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots draining into one target node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
   SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: a source -> target pair's slots are opened (SETSLOT IMPORTING, MIGRATING) in blocks of this many, one write per node; 1: one at a time (default ${DEFAULTS.openSlotsTogether})`,
@@ -201,9 +243,10 @@ export const ENVIRONMENT = {
 type Environment = Readonly<Record<string, string | undefined>>;
 
 export function loadConfig(env: Environment): Config {
+  const tls = tlsSettings(env);
   const clusters: Record<string, RedisEndpoint> = {};
   const defaultUrl = nonEmpty(env.SLOTFLEET_CLUSTER_URL);
-  if (defaultUrl) clusters.default = parseRedisUrl(defaultUrl, 'SLOTFLEET_CLUSTER_URL');
+  if (defaultUrl) clusters.default = parseRedisUrl(defaultUrl, 'SLOTFLEET_CLUSTER_URL', { tls });
   const more = nonEmpty(env.SLOTFLEET_CLUSTERS);
   if (more) {
     const entries = more.split(',');
@@ -217,7 +260,9 @@ export function loadConfig(env: Environment): Config {
           `entry ${index + 1} of ${entries.length} is not name=redis://host:port (names: letters, digits, "-", "_")`,
         );
       }
-      clusters[name] = parseRedisUrl(entry.slice(separator + 1).trim(), `SLOTFLEET_CLUSTERS (${name})`);
+      clusters[name] = parseRedisUrl(entry.slice(separator + 1).trim(), `SLOTFLEET_CLUSTERS (${name})`, {
+        tls,
+      });
     }
   }
   const logLevel = nonEmpty(env.SLOTFLEET_LOG_LEVEL) ?? DEFAULTS.logLevel;
@@ -233,16 +278,22 @@ export function loadConfig(env: Environment): Config {
   if (token !== undefined && token.length < 16) {
     throw configError('SLOTFLEET_API_TOKEN', 'use at least 16 characters (e.g. openssl rand -hex 24)');
   }
+  const apiHost = nonEmpty(env.SLOTFLEET_API_HOST) ?? DEFAULTS.apiHost;
   const config: Config = {
     clusters,
     control: parseRedisUrl(
       nonEmpty(env.SLOTFLEET_CONTROL_URL) ?? DEFAULTS.controlUrl,
       'SLOTFLEET_CONTROL_URL',
+      {
+        tls,
+        sentinel: true,
+        sentinelPassword: nonEmpty(env.SLOTFLEET_SENTINEL_PASSWORD),
+      },
     ),
     queuePrefix,
     api: {
       ...(token !== undefined ? { token } : {}),
-      host: nonEmpty(env.SLOTFLEET_API_HOST) ?? DEFAULTS.apiHost,
+      host: apiHost,
       port: integer(env, 'SLOTFLEET_API_PORT', DEFAULTS.apiPort, 0, 65535),
       rateLimitPerMinute: integer(
         env,
@@ -266,6 +317,7 @@ export function loadConfig(env: Environment): Config {
         3_600_000,
       ),
       metricsPort: integer(env, 'SLOTFLEET_METRICS_PORT', DEFAULTS.metricsPort, 0, 65535),
+      metricsHost: nonEmpty(env.SLOTFLEET_METRICS_HOST) ?? apiHost,
       maxSlotsPerSource: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_SOURCE', DEFAULTS.maxSlotsPerSource, 0, 1024),
       maxSlotsPerTarget: integer(env, 'SLOTFLEET_MAX_SLOTS_PER_TARGET', DEFAULTS.maxSlotsPerTarget, 0, 1024),
       openSlotsTogether: integer(env, 'SLOTFLEET_OPEN_SLOTS_TOGETHER', DEFAULTS.openSlotsTogether, 1, 1024),
@@ -320,7 +372,28 @@ export function loadConfig(env: Environment): Config {
 /** Why a URL may not parse; the text itself is never echoed (which part is the password is unknown). */
 const ENCODING_HINT = 'characters such as @ / : # % , in a user or password must be URL-encoded';
 
-export function parseRedisUrl(text: string, variable: string): RedisEndpoint {
+export interface ParseOptions {
+  /** What a rediss:// URL connects with. @defaultValue {} (verified against the system CAs) */
+  readonly tls?: TlsSettings;
+  /** Accept redis+sentinel:// and rediss+sentinel:// (the control Redis only). @defaultValue false */
+  readonly sentinel?: boolean;
+  readonly sentinelPassword?: string;
+}
+
+const SENTINEL_PROTOCOLS = new Set(['redis+sentinel:', 'rediss+sentinel:']);
+const DEFAULT_SENTINEL_PORT = 26379;
+
+export function parseRedisUrl(text: string, variable: string, options: ParseOptions = {}): RedisEndpoint {
+  const protocol = /^[a-z+]+:/i.exec(text)?.[0].toLowerCase();
+  if (protocol !== undefined && SENTINEL_PROTOCOLS.has(protocol)) {
+    if (!options.sentinel) {
+      throw configError(
+        variable,
+        'Sentinel (redis+sentinel://) is for SLOTFLEET_CONTROL_URL only; give a cluster node',
+      );
+    }
+    return parseSentinelUrl(text, variable, options);
+  }
   let url: URL;
   try {
     url = new URL(text);
@@ -328,29 +401,117 @@ export function parseRedisUrl(text: string, variable: string): RedisEndpoint {
     throw configError(variable, `not a URL (expected redis://[user:pass@]host:port; ${ENCODING_HINT})`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw configError(variable, `protocol "${url.protocol}" is not redis: or rediss:`);
+    const also = options.sentinel ? ', redis+sentinel: or rediss+sentinel:' : '';
+    throw configError(variable, `protocol "${url.protocol}" is not redis: or rediss:${also}`);
   }
   if (!url.hostname) throw configError(variable, 'the URL has no host');
   const port = url.port === '' ? 6379 : Number(url.port);
   const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
   if (db !== undefined && !Number.isInteger(db)) throw configError(variable, 'the database must be a number');
-  let username: string;
-  let password: string;
+  return {
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port,
+    ...credentials(url, variable),
+    ...(db !== undefined ? { db } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: options.tls ?? {} } : {}),
+  };
+}
+
+/**
+ * redis+sentinel://[user:pass@]host:port[,host:port...]/master-name[/db]: WHATWG URL parsing takes
+ * one host only, so the sentinel list is cut out first and a placeholder host parsed in its place.
+ */
+function parseSentinelUrl(text: string, variable: string, options: ParseOptions): RedisEndpoint {
+  const expected = 'expected redis+sentinel://[user:pass@]host:port[,host:port...]/master-name[/db]';
+  const match = /^([a-z+]+):\/\/(?:([^@/]*)@)?([^/]*)(\/.*)?$/i.exec(text);
+  if (!match) throw configError(variable, `not a Sentinel URL (${expected}; ${ENCODING_HINT})`);
+  const [, scheme, auth, hostList, path] = match as unknown as [
+    string,
+    string,
+    string | undefined,
+    string,
+    string | undefined,
+  ];
+  const nodes = hostList.split(',').map((entry) => {
+    const hostPort = /^(\[[^\]]+\]|[^:[\]]+)(?::(\d+))?$/.exec(entry.trim());
+    if (!hostPort) throw configError(variable, `a sentinel address is not host:port (${expected})`);
+    const port = hostPort[2] === undefined ? DEFAULT_SENTINEL_PORT : Number(hostPort[2]);
+    if (port < 1 || port > 65535) throw configError(variable, 'a sentinel port is not 1-65535');
+    return { host: hostPort[1]!.replace(/^\[(.*)\]$/, '$1'), port };
+  });
+  const [name, dbText, ...rest] = (path ?? '').split('/').slice(1);
+  if (!name) throw configError(variable, `the URL names no master group (${expected})`);
+  if (rest.length > 0 || (dbText !== undefined && !/^\d+$/.test(dbText))) {
+    throw configError(variable, `the path is not /master-name[/db] (${expected})`);
+  }
+  let url: URL;
   try {
-    username = decodeURIComponent(url.username);
-    password = decodeURIComponent(url.password);
+    url = new URL(`redis://${auth === undefined ? '' : `${auth}@`}sentinel.invalid`);
+  } catch {
+    throw configError(variable, `the user or password does not parse (${ENCODING_HINT})`);
+  }
+  let masterName: string;
+  try {
+    masterName = decodeURIComponent(name);
+  } catch {
+    throw configError(variable, 'the master group name is not valid URL encoding');
+  }
+  const first = nodes[0]!;
+  return {
+    host: first.host,
+    port: first.port,
+    ...credentials(url, variable),
+    ...(dbText !== undefined ? { db: Number(dbText) } : {}),
+    ...(scheme.toLowerCase() === 'rediss+sentinel' ? { tls: options.tls ?? {} } : {}),
+    sentinel: {
+      nodes,
+      name: masterName,
+      ...(options.sentinelPassword !== undefined ? { password: options.sentinelPassword } : {}),
+    },
+  };
+}
+
+function credentials(url: URL, variable: string): { username?: string; password?: string } {
+  try {
+    const username = decodeURIComponent(url.username);
+    const password = decodeURIComponent(url.password);
+    return { ...(username ? { username } : {}), ...(password ? { password } : {}) };
   } catch {
     throw configError(variable, `the user or password is not valid URL encoding (${ENCODING_HINT})`);
   }
-  const endpoint: RedisEndpoint = {
-    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
-    port,
-    ...(username ? { username } : {}),
-    ...(password ? { password } : {}),
-    ...(db !== undefined ? { db } : {}),
-    ...(url.protocol === 'rediss:' ? { tls: true } : {}),
+}
+
+/** The TLS variables: each file must be readable now, not at the first rediss:// connection. */
+function tlsSettings(env: Environment): TlsSettings {
+  const file = (variable: string): string | undefined => {
+    const path = nonEmpty(env[variable]);
+    if (path === undefined) return undefined;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch (error) {
+      throw configError(
+        variable,
+        `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+    return path;
   };
-  return endpoint;
+  const caFile = file('SLOTFLEET_TLS_CA_FILE');
+  const certFile = file('SLOTFLEET_TLS_CERT_FILE');
+  const keyFile = file('SLOTFLEET_TLS_KEY_FILE');
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw configError(
+      certFile === undefined ? 'SLOTFLEET_TLS_CERT_FILE' : 'SLOTFLEET_TLS_KEY_FILE',
+      'a client certificate needs both SLOTFLEET_TLS_CERT_FILE and SLOTFLEET_TLS_KEY_FILE',
+    );
+  }
+  const servername = nonEmpty(env.SLOTFLEET_TLS_SERVERNAME);
+  return {
+    ...(caFile !== undefined ? { caFile } : {}),
+    ...(certFile !== undefined ? { certFile } : {}),
+    ...(keyFile !== undefined ? { keyFile } : {}),
+    ...(servername !== undefined ? { servername } : {}),
+  };
 }
 
 /** host:port of an endpoint: what logs and responses may show (never the credentials). */

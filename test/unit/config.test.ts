@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { mapRedisError } from '../../src/shared/cluster/error-map.js';
 import { DEFAULTS, loadConfig } from '../../src/shared/config.js';
@@ -134,5 +135,66 @@ describe('mapRedisError keeps credentials out of the cause', () => {
     const cause = withCommand(name, args);
     const mapped = mapRedisError(cause, 'test');
     expect((mapped.cause as typeof cause).command.args).toEqual(expected);
+  });
+});
+
+describe('TLS, Sentinel and the metrics host', () => {
+  it('gives every rediss:// endpoint the TLS files, checked readable at start', () => {
+    const file = fileURLToPath(import.meta.url);
+    const config = loadConfig({
+      SLOTFLEET_CLUSTER_URL: 'rediss://node:6380',
+      SLOTFLEET_CONTROL_URL: 'rediss://control:6380',
+      SLOTFLEET_TLS_CA_FILE: file,
+      SLOTFLEET_TLS_SERVERNAME: 'redis.internal',
+    });
+    expect(config.clusters.default?.tls).toEqual({ caFile: file, servername: 'redis.internal' });
+    expect(config.control.tls).toEqual({ caFile: file, servername: 'redis.internal' });
+    expect(loadConfig({ SLOTFLEET_CLUSTER_URL: 'redis://node:6379' }).clusters.default?.tls).toBeUndefined();
+    expect(() => loadConfig({ SLOTFLEET_TLS_CA_FILE: '/nonexistent/ca.pem' })).toThrow(
+      /SLOTFLEET_TLS_CA_FILE: cannot read \/nonexistent\/ca.pem \(ENOENT\)/,
+    );
+    expect(() => loadConfig({ SLOTFLEET_TLS_CERT_FILE: file })).toThrow(
+      /SLOTFLEET_TLS_KEY_FILE: a client certificate needs both/,
+    );
+  });
+
+  it('reads redis+sentinel:// for the control Redis only', () => {
+    const config = loadConfig({
+      SLOTFLEET_CONTROL_URL:
+        'redis+sentinel://app:p%40ss@10.0.0.1:26380,[::1],sentinel-2:26379/control-main/2',
+      SLOTFLEET_SENTINEL_PASSWORD: 'sentinel-secret',
+    });
+    expect(config.control).toEqual({
+      host: '10.0.0.1',
+      port: 26380,
+      username: 'app',
+      password: 'p@ss',
+      db: 2,
+      sentinel: {
+        nodes: [
+          { host: '10.0.0.1', port: 26380 },
+          { host: '::1', port: 26379 },
+          { host: 'sentinel-2', port: 26379 },
+        ],
+        name: 'control-main',
+        password: 'sentinel-secret',
+      },
+    });
+    expect(loadConfig({ SLOTFLEET_CONTROL_URL: 'rediss+sentinel://s1/m' }).control.tls).toEqual({});
+    expect(() => loadConfig({ SLOTFLEET_CLUSTER_URL: 'redis+sentinel://s1/m' })).toThrow(
+      /SLOTFLEET_CLUSTER_URL: Sentinel .* is for SLOTFLEET_CONTROL_URL only/,
+    );
+    expect(() => loadConfig({ SLOTFLEET_CONTROL_URL: 'redis+sentinel://s1:26379' })).toThrow(
+      /names no master group/,
+    );
+    expect(() => loadConfig({ SLOTFLEET_CONTROL_URL: 'redis+sentinel://s1:x/m' })).toThrow(/not host:port/);
+  });
+
+  it('binds the metrics port to SLOTFLEET_METRICS_HOST, else the API host', () => {
+    expect(loadConfig({}).worker.metricsHost).toBe('127.0.0.1');
+    expect(loadConfig({ SLOTFLEET_API_HOST: '10.1.1.1' }).worker.metricsHost).toBe('10.1.1.1');
+    expect(
+      loadConfig({ SLOTFLEET_API_HOST: '10.1.1.1', SLOTFLEET_METRICS_HOST: '0.0.0.0' }).worker.metricsHost,
+    ).toBe('0.0.0.0');
   });
 });
