@@ -88,6 +88,8 @@ export interface SandboxClusterOptions {
   clusterNodeTimeoutMs?: number;
   /** Deadline for the cluster to agree after creation. @defaultValue 30000 */
   readyTimeoutMs?: number;
+  /** More redis.conf directives on every node (e.g. `cluster-announce-hostname`), written last. */
+  extraConfig?: Record<string, string>;
 }
 
 export interface SandboxNode {
@@ -136,7 +138,7 @@ export class SandboxCluster {
   readonly username: string | undefined;
 
   private constructor(
-    private readonly access: Pick<SandboxClusterOptions, 'password' | 'aclUser' | 'extraAclUsers'>,
+    private readonly access: Pick<SandboxClusterOptions, 'password' | 'aclUser' | 'extraAclUsers' | 'extraConfig'>,
     private readonly clusterNodeTimeoutMs: number,
   ) {
     this.password = access.aclUser?.password ?? access.password;
@@ -159,7 +161,12 @@ export class SandboxCluster {
       throw new Error('give a sandbox cluster either password or aclUser, not both');
     }
     const cluster = new SandboxCluster(
-      { password: options.password, aclUser: options.aclUser, extraAclUsers: options.extraAclUsers },
+      {
+        password: options.password,
+        aclUser: options.aclUser,
+        extraAclUsers: options.extraAclUsers,
+        extraConfig: options.extraConfig,
+      },
       options.clusterNodeTimeoutMs ?? 5000,
     );
     try {
