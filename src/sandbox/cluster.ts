@@ -138,7 +138,10 @@ export class SandboxCluster {
   readonly username: string | undefined;
 
   private constructor(
-    private readonly access: Pick<SandboxClusterOptions, 'password' | 'aclUser' | 'extraAclUsers' | 'extraConfig'>,
+    private readonly access: Pick<
+      SandboxClusterOptions,
+      'password' | 'aclUser' | 'extraAclUsers' | 'extraConfig'
+    >,
     private readonly clusterNodeTimeoutMs: number,
   ) {
     this.password = access.aclUser?.password ?? access.password;
