@@ -5,6 +5,7 @@
  */
 import type { RedisOptions } from 'ioredis';
 import type { RedisEndpoint } from '../config.js';
+import { tlsConnectionOptions } from '../tls.js';
 
 export const ConnectionRole = { Worker: 'worker', Api: 'api' } as const;
 export type ConnectionRole = (typeof ConnectionRole)[keyof typeof ConnectionRole];
@@ -16,7 +17,7 @@ export function controlConnectionOptions(endpoint: RedisEndpoint, role: Connecti
     ...(endpoint.username !== undefined ? { username: endpoint.username } : {}),
     ...(endpoint.password !== undefined ? { password: endpoint.password } : {}),
     ...(endpoint.db !== undefined ? { db: endpoint.db } : {}),
-    ...(endpoint.tls ? { tls: {} } : {}),
+    ...(endpoint.tls ? { tls: tlsConnectionOptions(endpoint.tls) } : {}),
     connectionName: `slotfleet-${role}`,
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
   };
