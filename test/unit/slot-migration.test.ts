@@ -50,6 +50,12 @@ function observe(partial: {
 
 describe('nextSlotAction', () => {
   it.each([
+    [
+      'owner still importing: SETSLOT NODE on itself closes it before the source is assigned',
+      observe({ target: { owner: T, importingFrom: S }, source: { migratingTo: T, keys: 0 } }),
+      SlotPhase.Finalize,
+      'assign-target',
+    ],
     ['fresh slot: target imports first', observe({}), SlotPhase.Migrate, 'set-importing'],
     [
       'importing: source migrates next',

@@ -132,6 +132,10 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
     // A source that became a replica holds copies of the target's keys, nothing of its own.
     if (source.isMaster && source.keys > 0) return { kind: SlotActionKind.MigrateKeys };
     if (phase === SlotPhase.Migrate) return { kind: SlotActionKind.Drained };
+    // An owner still importing is open: clients of it get no ASK-less answer for missing keys and
+    // tools see the slot as unfinished. SETSLOT NODE on itself closes it (cluster.c: "n == myself
+    // && importing"). Valkey keeps an IMPORTING it took before ownership reached it some other way.
+    if (target.importingFrom !== null) return { kind: SlotActionKind.AssignTarget };
     if (source.isMaster && (source.owner !== targetId || source.migratingTo !== null)) {
       return { kind: SlotActionKind.AssignSource };
     }
