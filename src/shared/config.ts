@@ -514,9 +514,16 @@ function tlsSettings(env: Environment): TlsSettings {
   };
 }
 
-/** host:port of an endpoint: what logs and responses may show (never the credentials). */
+/**
+ * Where an endpoint is, for logs and responses (never the credentials): host:port, or for Sentinel
+ * the master group and the sentinels asked, `sentinel master control-main via 10.0.0.1:26379,...`.
+ */
 export function describeEndpoint(endpoint: RedisEndpoint): string {
-  return nodeAddress(endpoint);
+  if (endpoint.sentinel === undefined) return nodeAddress(endpoint);
+  const sentinels = endpoint.sentinel.nodes.map(({ host, port }) =>
+    host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+  );
+  return `sentinel master ${endpoint.sentinel.name} via ${sentinels.join(',')}`;
 }
 
 function httpUrl(text: string, variable: string): string {

@@ -2,24 +2,42 @@
  * ioredis options for the control Redis, by role (BullMQ's guidance): workers wait for the control
  * Redis forever (maxRetriesPerRequest: null) because a job in flight must not be abandoned by a
  * blip; the API fails fast (no offline queue) so a dead control Redis answers 503 at once.
+ *
+ * A control Redis behind Sentinel (redis+sentinel://) is found by asking the sentinels for the
+ * master on every (re)connect. After a failover the connections reach the new master three ways:
+ * the old master's death or demotion closes their sockets (Sentinel kills the normal clients of an
+ * instance it turns into a replica), the failover detector drops them on the sentinels'
+ * +switch-master, and a write that still meets the demoted master (READONLY) reconnects. The ready
+ * check (INFO, on by default) refuses a master a stale sentinel names that is a replica by now.
  */
 import type { RedisOptions } from 'ioredis';
-import type { RedisEndpoint } from '../config.js';
+import type { RedisEndpoint, SentinelSettings } from '../config.js';
 import { tlsConnectionOptions } from '../tls.js';
 
 export const ConnectionRole = { Worker: 'worker', Api: 'api' } as const;
 export type ConnectionRole = (typeof ConnectionRole)[keyof typeof ConnectionRole];
 
+/** Between reconnects, and between rounds over every sentinel: 200 ms, 400 ms, ... at most 2 s. */
+const reconnectDelayMs = (attempt: number) => Math.min(attempt * 200, 2_000);
+/** A sentinel that accepts the connection but does not answer (hung, SIGSTOPped) is skipped after this. */
+const SENTINEL_COMMAND_TIMEOUT_MS = 2_000;
+/**
+ * How soon the failover detector subscribes again to a sentinel it lost (ioredis' default: 1 min).
+ * It only makes a failover noticed sooner; socket drops and READONLY find the new master without it.
+ */
+const SENTINEL_RESUBSCRIBE_MS = 5_000;
+
 export function controlConnectionOptions(endpoint: RedisEndpoint, role: ConnectionRole): RedisOptions {
+  const tls = endpoint.tls ? tlsConnectionOptions(endpoint.tls) : undefined;
   const base: RedisOptions = {
-    host: endpoint.host,
-    port: endpoint.port,
+    ...(endpoint.sentinel
+      ? sentinelOptions(endpoint.sentinel, tls, role)
+      : { host: endpoint.host, port: endpoint.port, ...(tls ? { tls } : {}) }),
     ...(endpoint.username !== undefined ? { username: endpoint.username } : {}),
     ...(endpoint.password !== undefined ? { password: endpoint.password } : {}),
     ...(endpoint.db !== undefined ? { db: endpoint.db } : {}),
-    ...(endpoint.tls ? { tls: tlsConnectionOptions(endpoint.tls) } : {}),
     connectionName: `slotfleet-${role}`,
-    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
+    retryStrategy: reconnectDelayMs,
   };
   switch (role) {
     case ConnectionRole.Worker:
@@ -31,6 +49,44 @@ export function controlConnectionOptions(endpoint: RedisEndpoint, role: Connecti
       throw new Error(`unhandled connection role: ${never}`);
     }
   }
+}
+
+/**
+ * The Sentinel part of the options. The user, password and db stay the data node's (ioredis sends
+ * them to the master it resolves); the sentinels get their own password. With rediss+sentinel://
+ * both the sentinels and the master speak TLS (ioredis applies `tls` to a resolved master only with
+ * enableTLSForSentinelMode).
+ */
+function sentinelOptions(
+  sentinel: SentinelSettings,
+  tls: RedisOptions['tls'],
+  role: ConnectionRole,
+): RedisOptions {
+  return {
+    sentinels: sentinel.nodes.map(({ host, port }) => ({ host, port })),
+    name: sentinel.name,
+    ...(sentinel.password !== undefined ? { sentinelPassword: sentinel.password } : {}),
+    ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+    sentinelRetryStrategy: reconnectDelayMs,
+    sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
+    failoverDetector: true,
+    sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
+    reconnectOnError: (error: Error) => readonlyReconnect(error, role),
+  };
+}
+
+/**
+ * A write refused with READONLY went to a master Sentinel has demoted (a client that kept its
+ * socket: a partition, or a write sent just before the demotion). Redis executed nothing, so a
+ * worker reconnects (to the master the sentinels name now) and sends the command again (2): the
+ * job carries on instead of failing an attempt. The API has no offline queue to hold a resent
+ * command: it reconnects and lets this request fail (1), 503 saying the control Redis is a
+ * read-only replica; the next request meets the new master. Only with Sentinel: a standalone
+ * control Redis that is a replica stays one, and reconnecting to it would loop.
+ */
+function readonlyReconnect(error: Error, role: ConnectionRole): 1 | 2 | false {
+  if (!/READONLY/.test(error.message)) return false;
+  return role === ConnectionRole.Worker ? 2 : 1;
 }
 
 /**
