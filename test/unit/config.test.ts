@@ -98,7 +98,15 @@ describe('mapRedisError', () => {
     ['TRYAGAIN Multiple keys request during rehashing of slot', 'TRYAGAIN'],
     ['MOVED 5 127.0.0.1:7001', 'MOVED'],
     ['ASK 5 127.0.0.1:7001', 'ASK'],
+    // cluster-preferred-endpoint-type hostname (a node without one: "?"), unknown-endpoint, IPv6.
+    ['MOVED 5 redis-1.redis.default.svc:7001', 'MOVED'],
+    ['ASK 5 ?:7001', 'ASK'],
+    ['MOVED 5 :7001', 'MOVED'],
+    ['ASK 5 ::1:7001', 'ASK'],
+    ['ERR Target instance replied with error: MOVED 5 localhost:7000', 'MOVED'],
     ['connect ECONNREFUSED 127.0.0.1:7000', 'CONNECTION'],
+    ['getaddrinfo ENOTFOUND redis-1.redis', 'CONNECTION'],
+    ['getaddrinfo EAI_AGAIN redis-1.redis', 'CONNECTION'],
     ['WRONGPASS invalid username-password pair or user is disabled.', 'AUTH_FAILED'],
     ['NOAUTH Authentication required.', 'AUTH_FAILED'],
     [

@@ -5,6 +5,10 @@
  */
 import { ErrorCode, SlotfleetError } from '../errors.js';
 
+// MOVED and ASK are told apart by their first word only: the address after the slot is whatever the
+// node's cluster-preferred-endpoint-type names ("127.0.0.1:7001", "redis-1.redis:7001", "?:7001"
+// for a node without a hostname, ":7001" for unknown-endpoint), and slotfleet never follows it: a
+// retry reads the topology again.
 const PREFIX_CODES: readonly (readonly [string, ErrorCode])[] = [
   ['READONLY', ErrorCode.ReadOnly],
   ['CLUSTERDOWN', ErrorCode.ClusterDown],
@@ -52,8 +56,10 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
   [/Target instance replied with error/, ErrorCode.TargetError],
 ];
 
+// ENOTFOUND and EAI_AGAIN: a node's hostname that does not resolve (yet), as while a Kubernetes pod
+// restarts and its DNS record is gone.
 const CONNECTION_PATTERNS =
-  /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|Command timed out|Reached the max retries|Stream isn't writeable|enableOfflineQueue/;
+  /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Command timed out|Reached the max retries|Stream isn't writeable|enableOfflineQueue/;
 
 /** @param context a short description of what was attempted, e.g. "SETSLOT 5 NODE on 127.0.0.1:7001". */
 export function mapRedisError(error: unknown, context: string): SlotfleetError {
