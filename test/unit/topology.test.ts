@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
+  announcesHostname,
+  EndpointType,
+  endpointHost,
+  endpointTypeFromShards,
   findNode,
   indexSlotViews,
   ownerOf,
@@ -44,10 +48,10 @@ describe('parseClusterNodes', () => {
     expect(view.migrating.get(93)).toBe(C);
   });
 
-  it('flags failing nodes and strips hostnames from addresses', () => {
+  it('flags failing nodes, and addresses nodes by ip unless told otherwise', () => {
     const failing = view.nodes.find((node) => node.id === C)!;
     expect(failing.failed).toBe(true);
-    expect(failing.port).toBe(7002);
+    expect(failing).toMatchObject({ host: '127.0.0.1', ip: '127.0.0.1', hostname: 'host-c', port: 7002 });
   });
 
   it('maps slots to owners', () => {
@@ -122,5 +126,130 @@ describe('parseClusterNodes', () => {
 
   it('rejects a reply without myself', () => {
     expect(() => parseClusterNodes(SAMPLE.replace('myself,', ''))).toThrow(/myself/);
+  });
+});
+
+describe('node addresses and cluster-preferred-endpoint-type', () => {
+  const line = (address: string) => `${A} ${address} myself,master - 0 0 1 connected 0-16383`;
+  const { Ip, Hostname, UnknownEndpoint } = EndpointType;
+
+  it.each([
+    // address field, endpoint type, expected host, ip, hostname, port, bus port
+    ['127.0.0.1:7000@17000', Ip, '127.0.0.1', '127.0.0.1', null, 7000, 17000],
+    ['127.0.0.1:7000@17000', Hostname, '127.0.0.1', '127.0.0.1', null, 7000, 17000],
+    ['127.0.0.1:7000@17000,localhost', Ip, '127.0.0.1', '127.0.0.1', 'localhost', 7000, 17000],
+    ['127.0.0.1:7000@17000,localhost', Hostname, 'localhost', '127.0.0.1', 'localhost', 7000, 17000],
+    ['127.0.0.1:7000@17000,localhost', UnknownEndpoint, '127.0.0.1', '127.0.0.1', 'localhost', 7000, 17000],
+    [
+      '10.1.2.3:6379@16379,redis-0.redis.default.svc.cluster.local',
+      Hostname,
+      'redis-0.redis.default.svc.cluster.local',
+      '10.1.2.3',
+      'redis-0.redis.default.svc.cluster.local',
+      6379,
+      16379,
+    ],
+    ['::1:7000@17000', Ip, '::1', '::1', null, 7000, 17000],
+    [
+      '2001:db8::7:6379@16379,redis-0.redis',
+      Hostname,
+      'redis-0.redis',
+      '2001:db8::7',
+      'redis-0.redis',
+      6379,
+      16379,
+    ],
+    ['2001:db8::7:6379@16379,redis-0.redis', Ip, '2001:db8::7', '2001:db8::7', 'redis-0.redis', 6379, 16379],
+    // nodes.conf's form in Redis 7.2+ and Valkey: auxiliary fields, an empty hostname before them.
+    ['127.0.0.1:7000@17000,,shard-id=abc', Hostname, '127.0.0.1', '127.0.0.1', null, 7000, 17000],
+    ['127.0.0.1:7000@17000,node-0,shard-id=abc', Hostname, 'node-0', '127.0.0.1', 'node-0', 7000, 17000],
+    // Redis before 4.0 wrote no bus port.
+    ['127.0.0.1:7000', Ip, '127.0.0.1', '127.0.0.1', null, 7000, 0],
+    // A node without an address yet (noaddr).
+    [':0@0', Hostname, '', '', null, 0, 0],
+  ] as const)('%s with %s: host %s', (address, endpointType, host, ip, hostname, port, busPort) => {
+    const node = parseClusterNodes(line(address), endpointType).myself;
+    expect(node).toMatchObject({ host, ip, hostname, port, busPort });
+    // The slot readers name the same address as the full parse.
+    expect(readSlotView(line(address), 0, endpointType).masters).toEqual([{ id: A, host, port }]);
+    expect(indexSlotViews(line(address), endpointType).slotView(0).masters).toEqual([{ id: A, host, port }]);
+  });
+
+  it.each([
+    [{ ip: '10.0.0.1', hostname: 'redis-0' }, Ip, '10.0.0.1'],
+    [{ ip: '10.0.0.1', hostname: 'redis-0' }, Hostname, 'redis-0'],
+    // Redis tells clients "?" for a node without a hostname: its ip is all slotfleet can use.
+    [{ ip: '10.0.0.1', hostname: null }, Hostname, '10.0.0.1'],
+    [{ ip: '10.0.0.1', hostname: 'redis-0' }, UnknownEndpoint, '10.0.0.1'],
+  ] as const)('endpointHost(%o, %s) is %s', (node, endpointType, expected) => {
+    expect(endpointHost(node, endpointType)).toBe(expected);
+  });
+
+  it.each([
+    [SAMPLE, true],
+    [SAMPLE.replace(',host-c', ''), false],
+    [line('127.0.0.1:7000@17000,,shard-id=abc'), false],
+    [line('127.0.0.1:7000@17000,shard-id=abc'), false],
+    [line('127.0.0.1:7000@17000,node-0,shard-id=abc'), true],
+    [`${line('127.0.0.1:7000@17000')}\n${B} ::1:7001@17001,b.example master - 0 0 2 connected`, true],
+    ['', false],
+  ])('announcesHostname(%j) is %s', (text, expected) => {
+    expect(announcesHostname(text)).toBe(expected);
+  });
+
+  it('finds a node by the address slotfleet uses, by its ip and by its hostname', () => {
+    const nodes = parseClusterNodes(
+      [line('10.0.0.1:7000@17000,redis-0'), `${B} 10.0.0.2:7000@17000 master - 0 0 2 connected`].join('\n'),
+      Hostname,
+    ).nodes;
+    expect(findNode(nodes, 'redis-0:7000')?.id).toBe(A);
+    expect(findNode(nodes, '10.0.0.1:7000')?.id).toBe(A);
+    expect(findNode(nodes, '10.0.0.2:7000')?.id).toBe(B);
+    expect(findNode(nodes, 'redis-0:7001')).toBeUndefined();
+  });
+});
+
+describe('endpointTypeFromShards', () => {
+  // CLUSTER SHARDS as ioredis returns it over RESP2: maps as flat [name, value, ...] lists.
+  const shards = (...nodes: Record<string, string | number | null>[]) => [
+    ['slots', [0, 16383], 'nodes', nodes.map((node) => Object.entries(node).flat())],
+  ];
+  const node = (fields: Record<string, string | number | null>) => ({
+    id: A,
+    port: 7000,
+    role: 'master',
+    'replication-offset': 0,
+    health: 'online',
+    ...fields,
+  });
+  const { Ip, Hostname, UnknownEndpoint } = EndpointType;
+
+  it.each([
+    ['ip, no hostnames', shards(node({ ip: '10.0.0.1', endpoint: '10.0.0.1' })), Ip],
+    [
+      'ip, hostnames announced',
+      shards(node({ ip: '10.0.0.1', endpoint: '10.0.0.1', hostname: 'redis-0' })),
+      Ip,
+    ],
+    ['hostname', shards(node({ ip: '10.0.0.1', endpoint: 'redis-0', hostname: 'redis-0' })), Hostname],
+    ['hostname, a node without one', shards(node({ ip: '10.0.0.1', endpoint: '?' })), Hostname],
+    [
+      'unknown-endpoint',
+      shards(node({ ip: '10.0.0.1', endpoint: '', hostname: 'redis-0' })),
+      UnknownEndpoint,
+    ],
+    ['unknown-endpoint as null', shards(node({ ip: '10.0.0.1', endpoint: null })), UnknownEndpoint],
+    [
+      'a hostname equal to the ip tells nothing; the next node does',
+      shards(
+        node({ ip: '10.0.0.1', endpoint: '10.0.0.1', hostname: '10.0.0.1' }),
+        node({ ip: '10.0.0.2', endpoint: 'redis-1', hostname: 'redis-1' }),
+      ),
+      Hostname,
+    ],
+    ['no shards (no slots assigned)', [], Ip],
+    ['not a CLUSTER SHARDS reply', 'OK', Ip],
+  ] as const)('%s', (_, reply, expected) => {
+    expect(endpointTypeFromShards(reply)).toBe(expected);
   });
 });

@@ -40,7 +40,7 @@ export class ClusterAdapter implements ClusterPort {
     options: ClusterAdapterOptions,
   ) {
     this.connections = new NodeConnections(name, seed, { ...options, scripts: NODE_SCRIPTS });
-    this.views = new TopologyViews(name, seed, this.connections);
+    this.views = new TopologyViews(name, seed, this.connections, options.logger);
     this.commands = new SlotCommands(seed, this.connections, options.commandTimeoutMs);
     this.serverTasks = new ServerMigrationCommands(this.connections);
   }

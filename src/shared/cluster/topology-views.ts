@@ -3,13 +3,21 @@
  * slots on every call and dozens of slot jobs ask each node at once, so the reads of a node are
  * shared (one in flight, one queued for everyone who asks meanwhile), and each text is parsed once
  * per shape: the whole view for planning, a slot index for the slot jobs.
+ *
+ * Every node address the process uses comes from these parses (plans, job payloads, the masters a
+ * slot job assigns the slot on), so they all follow one endpoint type: once a reply names a
+ * hostname, the cluster's cluster-preferred-endpoint-type is asked once (CLUSTER SHARDS) and kept
+ * for the life of the process. A cluster without hostnames is never asked: the type changes nothing.
  */
 
 import type { RedisEndpoint } from '../config.js';
 import type { ClusterSnapshot } from '../domain/plan.js';
 import { snapshotFromViews } from '../domain/plan.js';
 import {
+  announcesHostname,
   type ClusterNode,
+  EndpointType,
+  endpointTypeFromShards,
   indexSlotViews,
   NodeRole,
   type NodeView,
@@ -18,6 +26,8 @@ import {
   type SlotView,
   type SlotViewIndex,
 } from '../domain/topology.js';
+import { ErrorCode, SlotfleetError } from '../errors.js';
+import type { Logger } from '../logger.js';
 import type { NodeConnections } from './connections.js';
 import { mapRedisError } from './error-map.js';
 import type { NodeAddress } from './port.js';
@@ -34,11 +44,15 @@ export class TopologyViews {
   private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
   private readonly slotIndexes = new Map<string, { text: string; index: SlotViewIndex }>();
   private knownAddresses: NodeAddress[];
+  /** The cluster's endpoint type, once a reply named a hostname and it was asked (see endpointTypeFor). */
+  private endpointType: EndpointType | undefined;
+  private askingEndpointType: Promise<EndpointType> | undefined;
 
   constructor(
     private readonly clusterName: string,
     private readonly seed: RedisEndpoint,
     private readonly connections: NodeConnections,
+    private readonly logger?: Logger,
   ) {
     this.knownAddresses = [{ host: seed.host, port: seed.port }];
   }
@@ -54,7 +68,7 @@ export class TopologyViews {
     const key = nodeAddress(node);
     const parsed = this.parsedViews.get(key);
     if (parsed?.text === text) return parsed.view;
-    const view = parseClusterNodes(text);
+    const view = parseClusterNodes(text, await this.endpointTypeFor(node, text));
     this.parsedViews.set(key, { text, view });
     return view;
   }
@@ -65,7 +79,7 @@ export class TopologyViews {
     const key = nodeAddress(node);
     const indexed = this.slotIndexes.get(key);
     if (indexed?.text === text) return indexed.index.slotView(slot);
-    const index = indexSlotViews(text);
+    const index = indexSlotViews(text, await this.endpointTypeFor(node, text));
     this.slotIndexes.set(key, { text, index });
     return index.slotView(slot);
   }
@@ -101,6 +115,46 @@ export class TopologyViews {
     const masters = seedView.nodes.filter((node) => node.role === NodeRole.Master && !node.failed);
     const views = await Promise.all(masters.map((master) => this.readView(master)));
     return snapshotFromViews(seedView, views);
+  }
+
+  /**
+   * How to address the nodes this text lists. Asked of the node that wrote the first text naming a
+   * hostname, once: a plan and the jobs it enqueues must name each node alike, and the type is a
+   * setting operators choose when they deploy. CLUSTER SHARDS rather than CONFIG GET, which an ACL
+   * user for slot moves should not have; a node that refuses it (an ACL user without
+   * +cluster|shards, a renamed command) leaves the ips, as slotfleet used before it read hostnames.
+   */
+  private async endpointTypeFor(node: NodeAddress, text: string): Promise<EndpointType> {
+    if (this.endpointType !== undefined) return this.endpointType;
+    if (!announcesHostname(text)) return EndpointType.Ip;
+    this.askingEndpointType ??= this.askEndpointType(node).finally(() => {
+      this.askingEndpointType = undefined;
+    });
+    return this.askingEndpointType;
+  }
+
+  private async askEndpointType(node: NodeAddress): Promise<EndpointType> {
+    let endpointType: EndpointType;
+    try {
+      endpointType = endpointTypeFromShards(
+        await this.connections.run(node, 'CLUSTER SHARDS', (redis) => redis.call('CLUSTER', 'SHARDS')),
+      );
+      this.logger?.info(
+        { endpointType, node: nodeAddress(node) },
+        'nodes announce hostnames: addressing them as cluster-preferred-endpoint-type says',
+      );
+    } catch (error) {
+      // Unanswered: the next read asks again.
+      if (error instanceof SlotfleetError && error.code === ErrorCode.Connection) throw error;
+      endpointType = EndpointType.Ip;
+      this.logger?.warn(
+        { err: (error as Error).message, node: nodeAddress(node) },
+        'nodes announce hostnames but CLUSTER SHARDS was refused: addressing them by ip whatever ' +
+          "cluster-preferred-endpoint-type says (give slotfleet's user +cluster|shards)",
+      );
+    }
+    this.endpointType = endpointType;
+    return endpointType;
   }
 
   /**

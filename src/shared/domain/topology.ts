@@ -4,6 +4,12 @@
  * One CLUSTER NODES reply is one node's view of the cluster. Only the node itself ("myself") lists
  * its open slots: "[slot->-target]" while MIGRATING and "[slot-<-source]" while IMPORTING. So the
  * state of a slot migration can only be known by asking the source and the target themselves.
+ *
+ * A node's address is "ip:port@cport", followed by ",hostname" when it announces one
+ * (cluster-announce-hostname, Redis 7.0+). Which of the two clients should use is the cluster's
+ * cluster-preferred-endpoint-type, which CLUSTER NODES does not show: the parsers take it as an
+ * argument (the adapter learns it from CLUSTER SHARDS, endpointTypeFromShards), and every address
+ * they return (ClusterNode.host, SlotView.masters) is the one it names.
  */
 import { ErrorCode, SlotfleetError } from '../errors.js';
 import { SLOT_COUNT, type SlotRange } from './slots.js';
@@ -11,9 +17,21 @@ import { SLOT_COUNT, type SlotRange } from './slots.js';
 export const NodeRole = { Master: 'master', Replica: 'replica' } as const;
 export type NodeRole = (typeof NodeRole)[keyof typeof NodeRole];
 
+/**
+ * cluster-preferred-endpoint-type: what a cluster tells its clients to reach a node by (CLUSTER
+ * SLOTS, CLUSTER SHARDS, MOVED and ASK). Redis' default is ip.
+ */
+export const EndpointType = { Ip: 'ip', Hostname: 'hostname', UnknownEndpoint: 'unknown-endpoint' } as const;
+export type EndpointType = (typeof EndpointType)[keyof typeof EndpointType];
+
 export interface ClusterNode {
   readonly id: string;
+  /** Where slotfleet reaches the node: its hostname or its ip, as endpointHost picks. */
   readonly host: string;
+  /** The ip CLUSTER NODES lists for it (empty while a node has no address). */
+  readonly ip: string;
+  /** The hostname it announces; null when it announces none. */
+  readonly hostname: string | null;
   readonly port: number;
   readonly busPort: number;
   readonly role: NodeRole;
@@ -38,7 +56,76 @@ export interface NodeView {
   readonly migrating: ReadonlyMap<number, string>;
 }
 
-export function parseClusterNodes(text: string): NodeView {
+/**
+ * Which address reaches a node. A node that announces no hostname is reached by its ip whatever the
+ * type (Redis tells clients "?" for it then: there is nothing else to use). unknown-endpoint means the
+ * clients should keep using the one address they were given (a load balancer in front of the
+ * cluster); slotfleet must reach each node, and its ip is the address the other nodes use.
+ */
+export function endpointHost(
+  node: { readonly ip: string; readonly hostname: string | null },
+  endpointType: EndpointType,
+): string {
+  switch (endpointType) {
+    case EndpointType.Hostname:
+      return node.hostname ?? node.ip;
+    case EndpointType.Ip:
+    case EndpointType.UnknownEndpoint:
+      return node.ip;
+    default: {
+      const never: never = endpointType;
+      throw new Error(`unhandled endpoint type: ${never}`);
+    }
+  }
+}
+
+/** Whether some line of a CLUSTER NODES text names a hostname: only then does the endpoint type matter. */
+export function announcesHostname(text: string): boolean {
+  return HOSTNAME_IN_ADDRESS.test(text);
+}
+
+// The second field of a line: "ip:port@cport," then a hostname (an empty one, or an auxiliary
+// "name=value" field of nodes.conf, is none).
+const HOSTNAME_IN_ADDRESS = /^\S+ [^\s,]+,[^\s,=]+[\s,]/m;
+
+/**
+ * The endpoint type a node's CLUSTER SHARDS reply shows (RESP2: maps as flat [name, value, ...]
+ * lists). Each node lists its "ip", its "hostname" when it has one, and the "endpoint" clients
+ * should use: "" for unknown-endpoint, "?" for hostname where the node has none, else its hostname or
+ * its ip. Without a node that tells them apart (no hostname anywhere), ip: the type changes nothing then.
+ */
+export function endpointTypeFromShards(reply: unknown): EndpointType {
+  for (const shard of asList(reply)) {
+    for (const node of asList(fieldsOf(shard).get('nodes'))) {
+      const fields = fieldsOf(node);
+      const endpoint = fields.get('endpoint');
+      if (endpoint === undefined) continue;
+      if (endpoint === null || String(endpoint) === '') return EndpointType.UnknownEndpoint;
+      if (String(endpoint) === '?') return EndpointType.Hostname;
+      const ip = String(fields.get('ip') ?? '');
+      const hostname = String(fields.get('hostname') ?? '');
+      if (hostname === '' || hostname === ip) continue;
+      if (String(endpoint) === hostname) return EndpointType.Hostname;
+      if (String(endpoint) === ip) return EndpointType.Ip;
+    }
+  }
+  return EndpointType.Ip;
+}
+
+function asList(value: unknown): readonly unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+/** A RESP2 map (a flat [name, value, ...] list) by name. */
+function fieldsOf(value: unknown): Map<string, unknown> {
+  const list = asList(value);
+  const fields = new Map<string, unknown>();
+  for (let index = 0; index + 1 < list.length; index += 2) fields.set(String(list[index]), list[index + 1]);
+  return fields;
+}
+
+/** @param endpointType how the cluster addresses its nodes. @defaultValue ip */
+export function parseClusterNodes(text: string, endpointType: EndpointType = EndpointType.Ip): NodeView {
   const nodes: ClusterNode[] = [];
   const importing = new Map<number, string>();
   const migrating = new Map<number, string>();
@@ -47,7 +134,7 @@ export function parseClusterNodes(text: string): NodeView {
     if (trimmed === '') continue;
     const fields = trimmed.split(' ');
     const { id, address, flagText, master, epochText, linkState } = fixedFields(fields, trimmed);
-    const { host, port, busPort } = parseAddress(address);
+    const { ip, hostname, port, busPort } = parseAddress(address);
     const flags = flagText.split(',');
     const myself = flags.includes('myself');
     const slots: SlotRange[] = [];
@@ -66,7 +153,9 @@ export function parseClusterNodes(text: string): NodeView {
     }
     nodes.push({
       id,
-      host,
+      host: endpointHost({ ip, hostname }, endpointType),
+      ip,
+      hostname,
       port,
       busPort,
       role: flags.includes('master') ? NodeRole.Master : NodeRole.Replica,
@@ -116,7 +205,11 @@ export interface SlotView {
  * ask this several times per slot, and a cluster mid-rebalance lists thousands of slot ranges: a
  * full parse per question made the fleet CPU-bound on parsing (profiled: 14 of 44 s).
  */
-export function readSlotView(text: string, slot: number): SlotView {
+export function readSlotView(
+  text: string,
+  slot: number,
+  endpointType: EndpointType = EndpointType.Ip,
+): SlotView {
   let myselfId: string | null = null;
   let myselfEpoch = 0;
   let myselfIsMaster = false;
@@ -156,8 +249,8 @@ export function readSlotView(text: string, slot: number): SlotView {
     }
     const failing = /(^|,)(fail\??|noaddr|handshake)(,|$)/.test(flagText);
     if (isMaster && !failing) {
-      const { host, port } = parseAddress(address);
-      masters.push({ id, host, port });
+      const { ip, hostname, port } = parseAddress(address);
+      masters.push({ id, host: endpointHost({ ip, hostname }, endpointType), port });
     }
     if (!isMaster || slotTokens === '') continue;
     if (isMyself) {
@@ -192,8 +285,8 @@ export interface SlotViewIndex {
   slotView(slot: number): SlotView;
 }
 
-export function indexSlotViews(text: string): SlotViewIndex {
-  const view = parseClusterNodes(text);
+export function indexSlotViews(text: string, endpointType: EndpointType = EndpointType.Ip): SlotViewIndex {
+  const view = parseClusterNodes(text, endpointType);
   const epochs: ReadonlyMap<string, number> = new Map(view.nodes.map((node) => [node.id, node.configEpoch]));
   const masters = view.nodes
     .filter((node) => node.role === NodeRole.Master && !node.failed)
@@ -335,11 +428,16 @@ export function nodeAddress(node: Pick<ClusterNode, 'host' | 'port'>): string {
 
 /**
  * Finds a node by id, id prefix (at least 8 characters, unique) or "host:port": the forms an
- * operator copies from CLUSTER NODES or redis-cli output.
+ * operator copies from CLUSTER NODES or redis-cli output. The host may be the address slotfleet
+ * uses, the node's ip or its hostname, whichever the node is addressed by.
  */
 export function findNode(nodes: readonly ClusterNode[], reference: string): ClusterNode | undefined {
   const wanted = reference.trim();
-  const byAddress = nodes.find((node) => nodeAddress(node) === wanted);
+  const byAddress =
+    nodes.find((node) => nodeAddress(node) === wanted) ??
+    nodes.find((node) =>
+      [node.ip, node.hostname].some((host) => host && nodeAddress({ host, port: node.port }) === wanted),
+    );
   if (byAddress) return byAddress;
   const exact = nodes.find((node) => node.id === wanted);
   if (exact) return exact;
@@ -366,14 +464,25 @@ function fixedFields(fields: readonly string[], line: string) {
   return { id, address, flagText, master, epochText, linkState };
 }
 
-function parseAddress(address: string): { host: string; port: number; busPort: number } {
-  // ip:port@cport[,hostname]; the ip may be IPv6, so split on the last colon.
-  const withoutHostname = address.split(',')[0]!;
-  const [hostPort, bus] = withoutHostname.split('@') as [string, string | undefined];
+/**
+ * ip:port@cport[,hostname]. The ip may be IPv6, so split on the last colon. Redis 7.2+ and Valkey
+ * write auxiliary fields after the hostname in nodes.conf (",shard-id=..."), with an empty hostname
+ * before them when there is none; a field holding "=" is never a hostname (announced hostnames are
+ * letters, digits, "-" and ".").
+ */
+function parseAddress(address: string): {
+  ip: string;
+  hostname: string | null;
+  port: number;
+  busPort: number;
+} {
+  const [ipPortBus, hostnameField] = address.split(',') as [string, string | undefined];
+  const [hostPort, bus] = ipPortBus.split('@') as [string, string | undefined];
   const colon = hostPort.lastIndexOf(':');
   if (colon < 0) throw malformed(`address "${address}" has no port`);
   return {
-    host: hostPort.slice(0, colon),
+    ip: hostPort.slice(0, colon),
+    hostname: hostnameField && !hostnameField.includes('=') ? hostnameField : null,
     port: Number(hostPort.slice(colon + 1)),
     busPort: bus === undefined ? 0 : Number(bus),
   };
