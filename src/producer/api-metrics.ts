@@ -1,6 +1,7 @@
 /**
  * What only the API process reports to Prometheus, read when it is scraped: the jobs of each queue
- * by BullMQ state, and the keys each running migration still has to move. Workers leave these out,
+ * by BullMQ state, and the keys each running migration still has to move, with its state (an alert
+ * on keys that stop falling must tell a paused migration from a stuck one). Workers leave these out,
  * so a fleet of N workers does not report one queue N times.
  *
  * One reading serves every scrape for REFRESH_MS, however many Prometheus servers ask, and a scrape
@@ -41,6 +42,8 @@ export class ApiMetrics {
   private readAt = Number.NEGATIVE_INFINITY;
   /** keys_remaining label sets the last reading set, by migration id. */
   private reported = new Map<string, { cluster: string; migration: string }>();
+  /** migration_state label sets the last reading set, by migration id. */
+  private reportedStates = new Map<string, { cluster: string; migration: string; state: string }>();
   /** Migrations seen ended: their records are not read again. */
   private ended = new Set<string>();
 
@@ -90,8 +93,9 @@ export class ApiMetrics {
   }
 
   private async readRemainingKeys(): Promise<void> {
-    const { keysRemaining } = this.metrics;
+    const { keysRemaining, migrationState } = this.metrics;
     const next = new Map<string, { cluster: string; migration: string }>();
+    const nextStates = new Map<string, { cluster: string; migration: string; state: string }>();
     try {
       const { ids } = await this.sources.store.list(RECENT_MIGRATIONS);
       this.ended = new Set(ids.filter((id) => this.ended.has(id)));
@@ -103,6 +107,11 @@ export class ApiMetrics {
           this.ended.add(id);
           continue;
         }
+        const state = { cluster: record.cluster, migration: record.id, state: record.state };
+        const before = this.reportedStates.get(id);
+        if (before && before.state !== state.state) migrationState.remove(before);
+        migrationState.set(state, 1);
+        nextStates.set(record.id, state);
         const keys = await remainingKeys(this.sources, record);
         if (keys === null) continue;
         const labels = { cluster: record.cluster, migration: record.id };
@@ -114,5 +123,7 @@ export class ApiMetrics {
     }
     for (const [id, labels] of this.reported) if (!next.has(id)) keysRemaining.remove(labels);
     this.reported = next;
+    for (const [id, labels] of this.reportedStates) if (!nextStates.has(id)) migrationState.remove(labels);
+    this.reportedStates = nextStates;
   }
 }

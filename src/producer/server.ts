@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
+import { trackControlRedis } from '../shared/metrics.js';
 import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName } from '../shared/queue/names.js';
@@ -30,6 +31,8 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     queue.on('error', (error) => log.warn({ queue: name, err: error.message }, 'control Redis (queue)'));
     return queue;
   });
+  const metrics = new ApiMetrics({ store, adapterFor, queues, log });
+  trackControlRedis(metrics.metrics, control);
   const app = buildApp({
     config,
     log,
@@ -40,7 +43,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     pingControl: async () => {
       await control.ping();
     },
-    metrics: new ApiMetrics({ store, adapterFor, queues, log }),
+    metrics,
   });
   return {
     app,

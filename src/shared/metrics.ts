@@ -6,7 +6,8 @@
  * Workers feed the slot metrics (each process counts what it did; Prometheus sums the fleet). The
  * API process alone feeds keys_remaining and queue_jobs, read when it is scraped, so a fleet of N
  * workers does not report the same queue N times. Both kinds of process export every name (an
- * unfed one has no samples) plus the process default metrics.
+ * unfed one has no samples) plus the process default metrics. Both report whether they reach the
+ * control Redis (trackControlRedis).
  */
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -20,6 +21,7 @@ export interface Metrics {
   readonly registry: Registry;
   readonly keysMigrated: Counter<'cluster' | 'source' | 'target'>;
   readonly keysRemaining: Gauge<'cluster' | 'migration'>;
+  readonly migrationState: Gauge<'cluster' | 'migration' | 'state'>;
   readonly migrateTimeouts: Counter<'cluster' | 'source' | 'target'>;
   readonly migrateErrors: Counter<'cluster' | 'code'>;
   readonly slotsFinished: Counter<'cluster' | 'result' | 'engine'>;
@@ -28,6 +30,7 @@ export interface Metrics {
   readonly slotsWaitingForLeases: Gauge;
   readonly leaseAttempts: Counter<'result'>;
   readonly nodeClientLatency: Gauge<'cluster' | 'node'>;
+  readonly nodeClientLatencyBudget: Gauge<'cluster' | 'node'>;
   readonly paceSlots: Gauge<'cluster' | 'node'>;
   readonly paceBatchKeys: Gauge<'cluster' | 'node'>;
   readonly paceBatches: Gauge<'cluster' | 'node'>;
@@ -36,6 +39,7 @@ export interface Metrics {
   readonly finalizeDuration: Histogram<'cluster'>;
   readonly queueJobs: Gauge<'queue' | 'state'>;
   readonly throttleWait: Counter<'cluster' | 'source'>;
+  readonly controlRedisUp: Gauge;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -54,6 +58,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_keys_remaining',
       help: "Keys still to move in a running migration's open slots (COUNTKEYSINSLOT on their sources), read when the API is scraped.",
       labelNames: ['cluster', 'migration'],
+      registers,
+    }),
+    migrationState: new Gauge({
+      name: 'slotfleet_migration_state',
+      help: '1 for each migration keys_remaining is reported for, labelled with its state (pending, running, paused), read when the API is scraped.',
+      labelNames: ['cluster', 'migration', 'state'],
       registers,
     }),
     migrateTimeouts: new Counter({
@@ -100,6 +110,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     nodeClientLatency: new Gauge({
       name: 'slotfleet_node_client_latency_seconds',
       help: "What a client of a source node waited behind the migration's MIGRATEs, as this process measured it: the longest run of batches the source ran back to back in the last pacing window, by the source's own clock (see docs/operations.md, pacing).",
+      labelNames: ['cluster', 'node'],
+      registers,
+    }),
+    nodeClientLatencyBudget: new Gauge({
+      name: 'slotfleet_node_client_latency_budget_seconds',
+      help: 'The client-latency budget (limits.maxClientLatencyMs) of the migration whose batches this process last paced on a source node, set with slotfleet_node_client_latency_seconds.',
       labelNames: ['cluster', 'node'],
       registers,
     }),
@@ -154,7 +170,28 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['cluster', 'source'],
       registers,
     }),
+    controlRedisUp: new Gauge({
+      name: 'slotfleet_control_redis_up',
+      help: "1 while this process' connection to the control Redis is ready, 0 from its loss (and before it first connects).",
+      registers,
+    }),
   };
+}
+
+/** The events of an ioredis connection trackControlRedis listens to. */
+export interface ControlConnectionEvents {
+  readonly status: string;
+  on(event: 'ready' | 'close', listener: () => void): unknown;
+}
+
+/**
+ * Follows the control Redis connection in slotfleet_control_redis_up. ioredis emits 'close' on every
+ * loss, before it reconnects, and 'ready' once a connection serves commands again.
+ */
+export function trackControlRedis(metrics: Metrics, connection: ControlConnectionEvents): void {
+  metrics.controlRedisUp.set(connection.status === 'ready' ? 1 : 0);
+  connection.on('ready', () => metrics.controlRedisUp.set(1));
+  connection.on('close', () => metrics.controlRedisUp.set(0));
 }
 
 /**

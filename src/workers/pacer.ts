@@ -101,6 +101,7 @@ export class Pacer {
     state.windowStartedAt = now;
     const { metrics, log } = this.deps;
     metrics.nodeClientLatency.set(state.labels, worstMs / 1000);
+    metrics.nodeClientLatencyBudget.set(state.labels, budgetMs / 1000);
     const { pace, change } = nextPace(state.pace, worstMs, budgetMs, ceilings);
     state.deciding = true;
     this.deps.store

@@ -11,7 +11,7 @@ import { MigrationControl, type MigrationLimits } from '../shared/domain/migrati
 import { parseSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { createMetrics, type Metrics, startClusterSeries } from '../shared/metrics.js';
+import { createMetrics, type Metrics, startClusterSeries, trackControlRedis } from '../shared/metrics.js';
 import {
   ConnectionRole,
   controlConnectionOptions,
@@ -80,6 +80,7 @@ export async function startWorker(
   // Auto-pipelined: the step and counter writes of dozens of concurrent slots leave in one write.
   const control = new Redis({ ...connection, enableAutoPipelining: true });
   const outage = watchControlConnection(control, config, log);
+  trackControlRedis(metrics, control);
   // BullMQ's own connections fail alongside ours: one line per reconnect attempt says nothing new.
   const logError = (message: string, fields: object) => (error: Error) => {
     if (outage.isOngoing() && controlUnavailableReason(error) !== undefined) return;

@@ -1,11 +1,13 @@
 /**
  * The observability stack end to end, on real servers: a real Prometheus scrapes the API and two
- * workers (the jobs of prometheus/prometheus.yml, pointed at loopback, every second) while a real
- * migration runs. Then every query of the Grafana dashboard must answer, Prometheus must count
- * exactly the keys that moved, and promtool must find nothing wrong with the metrics or the config.
+ * workers (the jobs of prometheus/prometheus.yml, pointed at loopback, every second) and evaluates
+ * prometheus/alerts.yml while a real migration runs. Then every query of the Grafana dashboard, its
+ * variables filled as Grafana would, must answer, each job variable must list its job, Prometheus
+ * must count exactly the keys that moved, the one slot made to fail must fire its alert and nothing
+ * else may fire, and promtool must find nothing wrong with the metrics or the config.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -17,6 +19,22 @@ import { countKeysInSlots, type Stack, startStack, waitForMigration } from './su
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** What Grafana would put in place of its macros, for a 1 s scrape interval. */
 const GRAFANA_MACROS: Record<string, string> = { $__rate_interval: '10s', $__range: '1h', $__interval: '1s' };
+const DASHBOARD_PATH = 'grafana/dashboards/slotfleet.json';
+const PROMETHEUS_CONFIG_PATH = 'prometheus/prometheus.yml';
+
+interface DashboardVariable {
+  name: string;
+  type: string;
+  query?: string;
+  current?: { value?: string };
+}
+
+interface Dashboard {
+  templating: { list: DashboardVariable[] };
+  panels: { title: string; targets?: { expr?: string }[] }[];
+}
+
+const readDashboard = () => JSON.parse(readFileSync(join(ROOT, DASHBOARD_PATH), 'utf8')) as Dashboard;
 
 interface ScrapeJob {
   job_name: string;
@@ -25,13 +43,19 @@ interface ScrapeJob {
   [setting: string]: unknown;
 }
 
-/** The checked-in scrape jobs, each pointed at local processes instead of compose services. */
+/**
+ * The checked-in scrape jobs, each pointed at local processes instead of compose services, and its
+ * rule files where they are in the repo.
+ */
 function localPrometheusConfig(targetsByJob: Record<string, string[]>) {
-  const checkedIn = parse(readFileSync(join(ROOT, 'prometheus/prometheus.yml'), 'utf8')) as {
+  const configPath = join(ROOT, PROMETHEUS_CONFIG_PATH);
+  const checkedIn = parse(readFileSync(configPath, 'utf8')) as {
+    rule_files?: string[];
     scrape_configs: ScrapeJob[];
   };
   return {
     global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
+    rule_files: (checkedIn.rule_files ?? []).map((file) => resolve(dirname(configPath), file)),
     scrape_configs: checkedIn.scrape_configs.map(({ static_configs, dns_sd_configs, ...job }) => {
       const targets = targetsByJob[job.job_name];
       if (!targets) throw new Error(`prometheus.yml has a job this test does not run: ${job.job_name}`);
@@ -40,15 +64,34 @@ function localPrometheusConfig(targetsByJob: Record<string, string[]>) {
   };
 }
 
-/** Every PromQL expression of the dashboard, with Grafana's macros filled in. */
+/**
+ * The dashboard's query variables (the job ones) with the value they start at, which is the job
+ * prometheus.yml gives them, and the PromQL that lists the values each one offers.
+ */
+function jobVariables(): { name: string; value: string; listing: string }[] {
+  return readDashboard()
+    .templating.list.filter((variable) => variable.type === 'query')
+    .map((variable) => {
+      // label_values(metric, label): the label's values among the metric's series.
+      const match = /^label_values\((\w+),\s*(\w+)\)$/.exec(variable.query ?? '');
+      if (!match)
+        throw new Error(`variable ${variable.name}: a query this test cannot run: ${variable.query}`);
+      const value = variable.current?.value;
+      if (!value) throw new Error(`variable ${variable.name} has no current value`);
+      return { name: variable.name, value, listing: `count by (${match[2]}) (${match[1]})` };
+    });
+}
+
+/** Every PromQL expression of the dashboard, with Grafana's macros and the job variables filled in. */
 function dashboardQueries(): { panel: string; expr: string }[] {
-  const dashboard = JSON.parse(readFileSync(join(ROOT, 'grafana/dashboards/slotfleet.json'), 'utf8')) as {
-    panels: { title: string; targets?: { expr?: string }[] }[];
-  };
-  return dashboard.panels.flatMap((panel) =>
+  const fills: [string, string][] = [
+    ...Object.entries(GRAFANA_MACROS),
+    ...jobVariables().map(({ name, value }): [string, string] => [`$${name}`, value]),
+  ];
+  return readDashboard().panels.flatMap((panel) =>
     (panel.targets ?? []).map((target) => {
       let expr = target.expr ?? '';
-      for (const [macro, value] of Object.entries(GRAFANA_MACROS)) expr = expr.replaceAll(macro, value);
+      for (const [variable, value] of fills) expr = expr.replaceAll(variable, value);
       if (expr.includes('$'))
         throw new Error(`panel "${panel.title}" uses a variable this test cannot fill: ${expr}`);
       return { panel: panel.title, expr };
@@ -236,11 +279,58 @@ describe('Prometheus scraping the API and two workers during a migration', () =>
     }
     expect(empty).toEqual([]);
 
+    // Each job variable offers exactly its own job, the one it starts at.
+    for (const { name, value, listing } of jobVariables()) {
+      const jobs = await prom.queryRange(listing, Math.floor(prometheusStartedAt), Math.ceil(end), 1);
+      expect(
+        jobs.map((series) => series.metric.job),
+        name,
+      ).toEqual([value]);
+    }
+
+    // The rules of prometheus/alerts.yml ran all along: the failed slot fired its alert, on the
+    // worker that ran it, and nothing else fired.
+    const firing = await until(
+      'SlotfleetSlotsFailed firing',
+      () => prom.query('ALERTS{alertstate="firing"}'),
+      (series) => series.some((entry) => entry.metric.alertname === 'SlotfleetSlotsFailed'),
+    );
+    expect(firing.map((series) => series.metric)).toEqual([
+      {
+        __name__: 'ALERTS',
+        alertname: 'SlotfleetSlotsFailed',
+        alertstate: 'firing',
+        severity: 'critical',
+        cluster: 'default',
+        instance: expect.stringMatching(
+          new RegExp(`^127\\.0\\.0\\.1:(${workers.map((worker) => worker.metricsPort).join('|')})$`),
+        ),
+      },
+    ]);
+    // Up on every process: what SlotfleetControlRedisUnreachable watches.
+    const controlUp = await prom.query('slotfleet_control_redis_up');
+    expect(controlUp.map((series) => [series.metric.job, scalar([series])]).sort()).toEqual([
+      ['slotfleet-api', 1],
+      ['slotfleet-worker', 1],
+      ['slotfleet-worker', 1],
+    ]);
+
     // What the dashboard's keys-remaining panel drew: all of them while pending, down to nothing.
     const history = await prom.queryRange(remaining, Math.floor(prometheusStartedAt), Math.ceil(end), 1);
     const drawn = history.flatMap((series) => series.values.map(([, value]) => Number(value)));
     expect(Math.max(...drawn)).toBe(keysBefore);
     expect(Math.min(...drawn)).toBeLessThan(keysBefore);
+    // And its states, which SlotfleetMigrationStuck tells apart: paused, then running (pending too, if
+    // a scrape fell between a resume and its first slot).
+    const states = await prom.queryRange(
+      `slotfleet_migration_state{migration="${id}"}`,
+      Math.floor(prometheusStartedAt),
+      Math.ceil(end),
+      1,
+    );
+    const seen = states.map((series) => series.metric.state);
+    expect(seen).toEqual(expect.arrayContaining(['paused', 'running']));
+    expect(seen.filter((state) => !['pending', 'paused', 'running'].includes(state!))).toEqual([]);
   });
 
   it('promtool check metrics finds nothing wrong with the slotfleet metrics of a worker and of the API', async () => {

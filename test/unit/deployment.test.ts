@@ -50,16 +50,32 @@ const prometheusConfig = yamlFile('prometheus/prometheus.yml') as {
   scrape_configs: ScrapeJob[];
 };
 const datasources = yamlFile('grafana/provisioning/datasources/prometheus.yml') as {
-  datasources: { uid: string; type: string; url: string; jsonData?: { timeInterval?: string } }[];
+  datasources: {
+    uid: string;
+    type: string;
+    url: string;
+    isDefault?: boolean;
+    jsonData?: { timeInterval?: string };
+  }[];
 };
 const dashboardProviders = yamlFile('grafana/provisioning/dashboards/slotfleet.yml') as {
   providers: { type: string; options: { path: string } }[];
 };
+interface DashboardVariable {
+  name: string;
+  type: string;
+  query?: string;
+  datasource?: { type?: string; uid?: string };
+  current?: { value?: string };
+}
+
 const dashboard = JSON.parse(read('grafana/dashboards/slotfleet.json')) as {
+  __inputs?: unknown[];
+  templating: { list: DashboardVariable[] };
   panels: {
     title: string;
-    datasource?: { uid?: string };
-    targets?: { expr?: string; datasource?: { uid?: string } }[];
+    datasource?: { type?: string; uid?: string };
+    targets?: { expr?: string; datasource?: { type?: string; uid?: string } }[];
   }[];
 };
 
@@ -270,16 +286,42 @@ describe('grafana/', () => {
     .registry.getMetricsAsArray()
     .map((metric) => metric.name);
 
-  it('provisions the Prometheus datasource every panel names by uid, at the scrape interval', () => {
+  it('provisions the default Prometheus datasource, at the scrape interval', () => {
     const [source, ...others] = datasources.datasources;
     expect(others).toEqual([]);
-    expect(source).toMatchObject({ type: 'prometheus', uid: 'slotfleet-prometheus' });
+    // The dashboard's datasource variable, left unset, takes the default one.
+    expect(source).toMatchObject({ type: 'prometheus', isDefault: true });
     expect(source!.jsonData?.timeInterval).toBe(prometheusConfig.global.scrape_interval);
+  });
+
+  it('names its datasource and jobs only through variables, so it imports into any Grafana', () => {
+    const variables = Object.fromEntries(
+      dashboard.templating.list.map((variable) => [variable.name, variable]),
+    );
+    expect(variables.datasource).toMatchObject({ type: 'datasource', query: 'prometheus' });
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a template.
+    const viaVariable = { type: 'prometheus', uid: '${datasource}' };
     for (const panel of dashboard.panels) {
-      expect(panel.datasource?.uid, panel.title).toBe(source!.uid);
-      for (const target of panel.targets ?? []) expect(target.datasource?.uid, panel.title).toBe(source!.uid);
+      expect(panel.datasource, panel.title).toEqual(viaVariable);
+      for (const target of panel.targets ?? []) expect(target.datasource, panel.title).toEqual(viaVariable);
     }
-    expect(JSON.stringify(dashboard)).not.toMatch(/localhost|127\.0\.0\.1|:9090|:8080|:9464/);
+    // Each job variable defaults to the job of prometheus/prometheus.yml it stands for.
+    for (const [name, job] of [
+      ['worker_job', 'slotfleet-worker'],
+      ['api_job', 'slotfleet-api'],
+    ] as const) {
+      expect(variables[name], name).toMatchObject({
+        type: 'query',
+        datasource: viaVariable,
+        current: { value: job },
+      });
+      expect(prometheusConfig.scrape_configs.map((scrape) => scrape.job_name)).toContain(job);
+    }
+    // Provisioning would leave an import placeholder unfilled (grafana/grafana#10786).
+    expect(dashboard.__inputs ?? []).toEqual([]);
+    const text = JSON.stringify(dashboard);
+    expect(text).not.toMatch(/\$\{DS_|slotfleet-prometheus|job=\\"slotfleet-/);
+    expect(text).not.toMatch(/localhost|127\.0\.0\.1|:9090|:8080|:9464/);
   });
 
   it('loads the dashboards from where compose mounts them', () => {
