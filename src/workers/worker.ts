@@ -1,8 +1,9 @@
 /**
  * A worker process: one BullMQ Worker per slot queue, sharing one set of per-node cluster
- * connections (so concurrent slots' commands to a node are pipelined), plus /metrics.
+ * connections (so concurrent slots' commands to a node are pipelined), plus /metrics, /healthz and
+ * /readyz.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
@@ -32,7 +33,7 @@ import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
   readonly metrics: Metrics;
-  /** Port /metrics listens on (0 when disabled). */
+  /** Port /metrics, /healthz and /readyz listen on (0 when disabled). */
   readonly metricsPort: number;
   /**
    * Stops taking jobs; slot jobs in flight finish their current step or MIGRATE batches, then
@@ -42,7 +43,7 @@ export interface WorkerHandle {
 }
 
 export interface WorkerOptions {
-  /** Serve /metrics on config.worker.metricsPort. @defaultValue true */
+  /** Serve /metrics, /healthz and /readyz on config.worker.metricsHost:metricsPort. @defaultValue true */
   readonly serveMetrics?: boolean;
   readonly beforeAction?: ProcessorDeps['beforeAction'];
 }
@@ -71,8 +72,11 @@ export async function startWorker(
 ): Promise<WorkerHandle> {
   const metrics = createMetrics();
   for (const cluster of Object.keys(config.clusters)) startClusterSeries(metrics, cluster);
+  // Replaced by the real checks once the connections they use exist.
+  let readiness = async (): Promise<Readiness> => ({ ready: false, checks: { worker: 'starting' } });
   // Bound before anything else is opened: a taken port then leaves nothing to clean up.
-  const server = options.serveMetrics === false ? undefined : await serveMetrics(metrics, config);
+  const server =
+    options.serveMetrics === false ? undefined : await serveMetrics(metrics, config, () => readiness());
   const bound = server?.address();
   const metricsPort = typeof bound === 'object' && bound ? bound.port : 0;
 
@@ -277,6 +281,8 @@ export async function startWorker(
   for (const worker of workers) {
     worker.on('error', logError('worker error', { queue: worker.name }));
   }
+  const probes = readinessProbes(control, clusters, config);
+  readiness = cachedReadiness(async () => (handingBack ? STOPPING : checkReadiness(probes)));
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
 
   log.info(
@@ -417,34 +423,161 @@ function watchControlConnection(control: Redis, config: Config, log: Logger): { 
   return { isOngoing: () => lostAt !== undefined };
 }
 
+/** What the worker's HTTP port serves, GET only (the Kubernetes manifests' probes are checked against it). */
+export const WorkerRoute = { Metrics: '/metrics', Health: '/healthz', Ready: '/readyz' } as const;
+
+/** What /readyz answers, in the API's shape (`checks` by name: `control`, `cluster:<name>`). */
+interface Readiness {
+  readonly ready: boolean;
+  /** 'ok', or why not. */
+  readonly checks: Readonly<Record<string, string>>;
+}
+
+const STOPPING: Readiness = { ready: false, checks: { worker: 'stopping: takes no new slot jobs' } };
+
+/** How long a readiness check waits for each PING. */
+const READY_TIMEOUT_MS = 2_000;
 /**
- * GET /metrics on config.worker.metricsPort, on the API host address (SLOTFLEET_API_HOST), so a
- * worker is scraped where its operator already chose to expose it.
+ * How long a readiness answer is reused (and a check in progress shared): probes from the kubelet, a
+ * load balancer and a person with curl cost one PING per dependency per second at most.
  */
-async function serveMetrics(metrics: Metrics, config: Config): Promise<Server> {
-  const server = createServer((request, response) => {
-    if (request.method === 'GET' && request.url?.split('?')[0] === '/metrics') {
-      metrics.registry.metrics().then(
-        (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        () => response.writeHead(500).end(),
-      );
-    } else response.writeHead(404).end();
+const READY_CACHE_MS = 1_000;
+
+/**
+ * /readyz's checks, on the worker's own connections: the control Redis, and every configured cluster
+ * (its seed, or the first node the adapter has seen), each answering PING within READY_TIMEOUT_MS.
+ * Every cluster, not any: a worker takes the slot jobs of all of them from one queue, so one that
+ * cannot reach a cluster fails that cluster's jobs, each failure an attempt spent. The API's /readyz
+ * means the same.
+ */
+function readinessProbes(
+  control: Redis,
+  clusters: ClusterRegistry,
+  config: Config,
+): Record<string, () => Promise<void>> {
+  const controlName = `control Redis at ${describeEndpoint(config.control)}`;
+  const probes: Record<string, () => Promise<void>> = {
+    control: async () => {
+      // Worker connections wait for the control Redis forever: a PING sent while one reconnects would
+      // only join the offline queue.
+      if (control.status !== 'ready') {
+        throw new Error(`${controlName} is not connected (${control.status})`);
+      }
+      const ping = control.ping().catch((error: Error) => {
+        throw new Error(`${controlName} ${controlUnavailableReason(error) ?? error.message}`);
+      });
+      await withDeadline(ping, `${controlName} did not answer PING`);
+    },
+  };
+  for (const name of Object.keys(config.clusters)) {
+    probes[`cluster:${name}`] = async () => {
+      // The adapter's errors name the node and never the credentials (cluster/error-map.ts).
+      await withDeadline(clusters.get(name).ping(), `cluster ${name} did not answer PING`);
+    };
+  }
+  return probes;
+}
+
+async function checkReadiness(probes: Record<string, () => Promise<void>>): Promise<Readiness> {
+  const checks = Object.fromEntries(
+    await Promise.all(
+      Object.entries(probes).map(async ([name, probe]) => {
+        const outcome = await probe().then(
+          () => 'ok',
+          (error: Error) => error.message.slice(0, 300),
+        );
+        return [name, outcome] as const;
+      }),
+    ),
+  );
+  return { ready: Object.values(checks).every((check) => check === 'ok'), checks };
+}
+
+/** One check at a time, its answer reused for READY_CACHE_MS after it settles. */
+function cachedReadiness(check: () => Promise<Readiness>): () => Promise<Readiness> {
+  let answer: Promise<Readiness> | undefined;
+  /** When `answer` settled; undefined while it is in progress. */
+  let answeredAt: number | undefined;
+  return () => {
+    if (answer && (answeredAt === undefined || Date.now() - answeredAt < READY_CACHE_MS)) return answer;
+    answeredAt = undefined;
+    const current = check().finally(() => {
+      if (answer === current) answeredAt = Date.now();
+    });
+    answer = current;
+    return current;
+  };
+}
+
+function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
   });
-  const { metricsPort } = config.worker;
-  const { host } = config.api;
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** listen() errors that mean the address, not the port, is wrong. */
+const HOST_ERRORS = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAFNOSUPPORT']);
+
+/**
+ * GET /metrics, /healthz and /readyz on config.worker.metricsHost:metricsPort (SLOTFLEET_METRICS_HOST,
+ * by default the API's address). /healthz is 200 while the process runs; /readyz is 200 when every
+ * readiness check passes, else 503 with each check's answer. Neither shows a credential.
+ */
+async function serveMetrics(
+  metrics: Metrics,
+  config: Config,
+  readiness: () => Promise<Readiness>,
+): Promise<Server> {
+  const json = (response: ServerResponse, status: number, body: object) =>
+    response
+      .writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+      .end(JSON.stringify(body));
+  const server = createServer((request, response) => {
+    const path = request.method === 'GET' ? request.url?.split('?')[0] : undefined;
+    switch (path) {
+      case WorkerRoute.Metrics:
+        metrics.registry.metrics().then(
+          (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+          () => response.writeHead(500).end(),
+        );
+        return;
+      case WorkerRoute.Health:
+        json(response, 200, { status: 'ok' });
+        return;
+      case WorkerRoute.Ready:
+        readiness().then(
+          ({ ready, checks }) =>
+            json(response, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks }),
+          () => response.writeHead(500).end(),
+        );
+        return;
+      default:
+        response.writeHead(404).end();
+    }
+  });
+  const { metricsPort, metricsHost } = config.worker;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(metricsPort, host, () => {
+      server.listen(metricsPort, metricsHost, () => {
         server.off('error', reject);
         resolve();
       });
     });
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    const where = `${metricsHost.includes(':') ? `[${metricsHost}]` : metricsHost}:${metricsPort}`;
+    const [variable, hint] = HOST_ERRORS.has(code)
+      ? [
+          'SLOTFLEET_METRICS_HOST',
+          'give an address of this machine (default: SLOTFLEET_API_HOST), or 0.0.0.0 for all of them',
+        ]
+      : ['SLOTFLEET_METRICS_PORT', 'give each worker on one host its own port, or 0 for any free one'];
     throw new SlotfleetError(
       ErrorCode.Config,
-      `SLOTFLEET_METRICS_PORT: cannot serve /metrics on ${host}:${metricsPort} (${(error as Error).message}); ` +
-        'give each worker on one host its own port, or 0 for any free one',
+      `${variable}: cannot serve /metrics on ${where} (${(error as Error).message}); ${hint}`,
       { cause: error },
     );
   }
