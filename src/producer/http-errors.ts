@@ -59,6 +59,7 @@ export function statusForCode(code: string): number {
     case ErrorCode.ControlStore:
     case ErrorCode.NotConverged:
     case ErrorCode.AuthFailed:
+    case ErrorCode.TlsFailed:
       return 503;
     default:
       return 500;

@@ -37,6 +37,11 @@ export const ErrorCode = {
   NoServerMigration: 'NO_SERVER_MIGRATION',
   /** NOAUTH, WRONGPASS, NOPERM: the node refuses slotfleet's credentials or its ACL rules refuse a command. */
   AuthFailed: 'AUTH_FAILED',
+  /**
+   * A TLS handshake failed: the server's certificate is not trusted (CA, name, dates) or the server
+   * refuses slotfleet's client certificate. Not retried: it needs the operator, as AUTH_FAILED does.
+   */
+  TlsFailed: 'TLS_FAILED',
   RedisError: 'REDIS_ERROR',
   // Conditions slotfleet itself detects.
   Connection: 'CONNECTION',

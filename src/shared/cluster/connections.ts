@@ -41,8 +41,11 @@ interface CommandWindow {
 
 export class NodeConnections {
   private readonly connections = new Map<string, Redis>();
-  /** The last refused login (WRONGPASS, NOAUTH, NOPERM) per address, until the connection is ready. */
-  private readonly refusedLogins = new Map<string, Error>();
+  /**
+   * The last refused login (WRONGPASS, NOAUTH, NOPERM) or failed TLS handshake per address, until the
+   * connection is ready.
+   */
+  private readonly refusals = new Map<string, Error>();
   /** Commands waiting to leave together, by address: see windowFor. */
   private readonly openWindows = new Map<string, CommandWindow>();
   private closed = false;
@@ -90,7 +93,7 @@ export class NodeConnections {
       ]);
     } catch (error) {
       const mapped = mapRedisError(error, context);
-      const refused = this.refusedLogins.get(nodeAddress(node));
+      const refused = this.refusals.get(nodeAddress(node));
       if (mapped.code === ErrorCode.Connection && refused) throw mapRedisError(refused, context);
       throw mapped;
     } finally {
@@ -187,10 +190,12 @@ export class NodeConnections {
       redis.on('error', (error) => {
         this.options.logger?.debug({ node: key, err: error.message }, 'node connection');
         // A refused login fails the commands waiting at that moment with its reply, but a command
-        // that arrives while the connection retries fails later as "max retries": remember why.
-        if (mapRedisError(error, key).code === ErrorCode.AuthFailed) this.refusedLogins.set(key, error);
+        // that arrives while the connection retries fails later as "max retries": remember why. A
+        // failed TLS handshake reaches commands only that way, as "max retries".
+        const { code } = mapRedisError(error, key);
+        if (code === ErrorCode.AuthFailed || code === ErrorCode.TlsFailed) this.refusals.set(key, error);
       });
-      redis.on('ready', () => this.refusedLogins.delete(key));
+      redis.on('ready', () => this.refusals.delete(key));
       this.connections.set(key, redis);
     }
     return redis;

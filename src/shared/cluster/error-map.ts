@@ -1,7 +1,8 @@
 /**
  * The one place where replies of Redis Cluster nodes become slotfleet error codes. The texts are
  * those of Redis 7.0's cluster.c (CLUSTER SETSLOT, MIGRATE), of Valkey 9's cluster_legacy.c and
- * cluster_migrateslots.c (atomic slot migration), and of ioredis' connection errors.
+ * cluster_migrateslots.c (atomic slot migration), of ioredis' connection errors, and of Node's TLS
+ * handshake (the control Redis' connection reads the same TLS table: describeTlsFailure).
  */
 import { ErrorCode, SlotfleetError } from '../errors.js';
 
@@ -61,10 +62,71 @@ const TEXT_CODES: readonly (readonly [RegExp, ErrorCode])[] = [
 const CONNECTION_PATTERNS =
   /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Command timed out|Reached the max retries|Stream isn't writeable|enableOfflineQueue/;
 
+const UNTRUSTED_CA =
+  "the server's certificate is not signed by a CA slotfleet trusts (SLOTFLEET_TLS_CA_FILE's, or Node's default CAs without it)";
+
+/**
+ * TLS handshakes that failed, by the code Node gives the socket's error: its own verdict on the
+ * server's certificate (OpenSSL's X509 verify codes, ERR_TLS_CERT_ALTNAME_INVALID), or an alert the
+ * server sent about ours (ERR_SSL_*: with `tls-auth-clients yes` a server checks the client
+ * certificate). Each needs the operator (a file, a CA, a name), never a retry.
+ */
+const TLS_FAILURES: Readonly<Record<string, string>> = {
+  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED_CA,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED_CA,
+  UNABLE_TO_GET_ISSUER_CERT: UNTRUSTED_CA,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED_CA,
+  CERT_SIGNATURE_FAILURE: UNTRUSTED_CA,
+  DEPTH_ZERO_SELF_SIGNED_CERT:
+    "the server's certificate is self-signed and is not SLOTFLEET_TLS_CA_FILE's certificate",
+  ERR_TLS_CERT_ALTNAME_INVALID:
+    "the server's certificate does not name the address connected to: give it that name or IP as a " +
+    'subjectAltName, or set SLOTFLEET_TLS_SERVERNAME to a name it holds',
+  CERT_HAS_EXPIRED: "the server's certificate has expired",
+  CERT_NOT_YET_VALID: "the server's certificate is not valid yet (check the clocks)",
+  CERT_REVOKED: "the server's certificate is revoked",
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    'the server requires a client certificate: set SLOTFLEET_TLS_CERT_FILE and SLOTFLEET_TLS_KEY_FILE',
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA:
+    "the server does not trust slotfleet's client certificate (SLOTFLEET_TLS_CERT_FILE): it is not signed by the server's tls-ca-cert-file",
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE:
+    "the server refused slotfleet's client certificate (SLOTFLEET_TLS_CERT_FILE)",
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    "the server refused slotfleet's client certificate as expired (SLOTFLEET_TLS_CERT_FILE)",
+  // TLS 1.2 servers answer a missing client certificate with a plain handshake failure.
+  ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE:
+    'the server refused the handshake (a client certificate it requires, or no protocol or cipher in common)',
+  ERR_SSL_WRONG_VERSION_NUMBER:
+    'the server does not answer in TLS on this port: a rediss:// URL to a plaintext port?',
+};
+
+/**
+ * `TLS: <what is wrong> (<Node's words>)` when `error` is a failed TLS handshake, else undefined. The
+ * one reading of Node's TLS errors: the cluster's nodes (mapRedisError, TLS_FAILED) and the control
+ * Redis (queue/connections.ts) both say it this way. It names files by their variable, never by
+ * content: no key material or password is in these errors.
+ */
+export function describeTlsFailure(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = (error as { code?: unknown }).code;
+  let reason = typeof code === 'string' ? TLS_FAILURES[code] : undefined;
+  // A socket write that met a non-TLS answer: "write EPROTO ...:wrong version number".
+  if (reason === undefined && /wrong version number/.test(error.message)) {
+    reason = TLS_FAILURES.ERR_SSL_WRONG_VERSION_NUMBER;
+  }
+  if (reason === undefined) return undefined;
+  // OpenSSL's own text is a line of addresses and source paths; its reason string is what it says.
+  const openssl = /SSL routines:[^:]*:([^:]+)/.exec(error.message)?.[1];
+  return `TLS: ${reason} (${openssl ?? error.message})`;
+}
+
 /** @param context a short description of what was attempted, e.g. "SETSLOT 5 NODE on 127.0.0.1:7001". */
 export function mapRedisError(error: unknown, context: string): SlotfleetError {
   if (error instanceof SlotfleetError) return error;
   redactCommandCredentials(error);
+  const tls = describeTlsFailure(error);
+  if (tls !== undefined)
+    return new SlotfleetError(ErrorCode.TlsFailed, `${context}: ${tls}`, { cause: error });
   const message = error instanceof Error ? error.message : String(error);
   const text = message.replace(/^ERR /, '');
   let code: ErrorCode = ErrorCode.RedisError;

@@ -11,6 +11,7 @@
  * check (INFO, on by default) refuses a master a stale sentinel names that is a replica by now.
  */
 import type { RedisOptions } from 'ioredis';
+import { describeTlsFailure } from '../cluster/error-map.js';
 import type { RedisEndpoint, SentinelSettings } from '../config.js';
 import { tlsConnectionOptions } from '../tls.js';
 
@@ -122,6 +123,8 @@ const CONNECTION_ERROR_NAMES = new Set(['MaxRetriesPerRequestError', 'Connection
  */
 export function controlUnavailableReason(error: unknown): string | undefined {
   if (!(error instanceof Error)) return undefined;
+  const tls = describeTlsFailure(error);
+  if (tls !== undefined) return `cannot be used: ${tls}`;
   const firstWord = /^[A-Z]+/.exec(error.message)?.[0];
   if (firstWord !== undefined && UNAVAILABLE_REPLIES[firstWord] !== undefined) {
     return `${UNAVAILABLE_REPLIES[firstWord]}: ${error.message.slice(0, 160)}`;
