@@ -70,7 +70,9 @@ export function buildApp(deps: AppDeps) {
   app.setErrorHandler((error, request, reply) => {
     // Routes let the control Redis' errors through as ioredis/BullMQ raise them; they become 503 here.
     const unavailable =
-      error instanceof SlotfleetError ? undefined : controlStoreError(error, deps.config.control);
+      error instanceof SlotfleetError
+        ? undefined
+        : controlStoreError(error, deps.config.control, deps.controlTlsFailure?.());
     const body = errorBodyOf(unavailable ?? error, request);
     if (body.code === ErrorCode.ControlStore) {
       // Expected while the control Redis is away, and its connection logs why: no stack per request.
@@ -110,7 +112,7 @@ export function buildApp(deps: AppDeps) {
       async (_request, reply) => {
         const checks: Record<string, string> = {};
         const control = deps.pingControl().catch((error: unknown) => {
-          throw controlStoreError(error, deps.config.control) ?? error;
+          throw controlStoreError(error, deps.config.control, deps.controlTlsFailure?.()) ?? error;
         });
         const probes: [string, Promise<void>][] = [['control', control]];
         for (const name of Object.keys(deps.config.clusters)) {

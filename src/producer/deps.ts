@@ -30,6 +30,11 @@ export interface AppDeps {
   readonly adapterFor: (cluster: string) => ClusterAdapter | undefined;
   /** Resolves when the control Redis answers. */
   readonly pingControl: () => Promise<void>;
+  /**
+   * The control connection's last failed TLS handshake, until it is ready again. The API's commands
+   * fail at once while it reconnects ("Stream isn't writeable"): only its error event says why.
+   */
+  readonly controlTlsFailure?: () => Error | undefined;
   /** This process's Prometheus metrics, served on GET /metrics. */
   readonly metrics: Pick<ApiMetrics, 'render'>;
 }

@@ -108,14 +108,17 @@ export const CONTROL_STORE_RETRY_AFTER_SECONDS = 5;
 /**
  * A failure of the control Redis as 503 CONTROL_STORE, naming its address (never its credentials),
  * or undefined when `error` is something else. The API's error handler and /readyz both use it, so
- * a dead control Redis reads the same everywhere.
+ * a dead control Redis reads the same everywhere. `tlsFailure`, the connection's failed handshake
+ * (AppDeps.controlTlsFailure), names the reason a command's own error cannot.
  */
 export function controlStoreError(
   error: unknown,
   control: Pick<RedisEndpoint, 'host' | 'port'>,
+  tlsFailure?: Error,
 ): SlotfleetError | undefined {
-  const reason = controlUnavailableReason(error);
+  let reason = controlUnavailableReason(error);
   if (reason === undefined) return undefined;
+  if (tlsFailure !== undefined) reason = controlUnavailableReason(tlsFailure) ?? reason;
   const host = control.host.includes(':') ? `[${control.host}]` : control.host;
   return new SlotfleetError(
     ErrorCode.ControlStore,

@@ -1,6 +1,7 @@
 /** The API process: wires the control Redis, the cluster adapters and the app, then listens. */
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { describeTlsFailure } from '../shared/cluster/error-map.js';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
@@ -21,7 +22,16 @@ export interface ApiHandle {
 export function createApi(config: Config, log: Logger): { app: App; close(): Promise<void> } {
   const connection = controlConnectionOptions(config.control, ConnectionRole.Api);
   const control = new Redis(connection);
-  control.on('error', (error) => log.warn({ err: error.message }, 'control Redis connection'));
+  // A failed TLS handshake reaches no command (they fail at once while the connection retries): keep
+  // it for the 503s, as node connections keep theirs.
+  let controlTlsFailure: Error | undefined;
+  control.on('error', (error) => {
+    log.warn({ err: error.message }, 'control Redis connection');
+    if (describeTlsFailure(error) !== undefined) controlTlsFailure = error;
+  });
+  control.on('ready', () => {
+    controlTlsFailure = undefined;
+  });
   const clusters = new ClusterRegistry(config, log);
   const store = new MigrationStore(control, config.queuePrefix);
   const adapterFor = (cluster: string) => clusters.find(cluster);
@@ -43,6 +53,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     pingControl: async () => {
       await control.ping();
     },
+    controlTlsFailure: () => controlTlsFailure,
     metrics,
   });
   return {

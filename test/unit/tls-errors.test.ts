@@ -116,4 +116,18 @@ describe('TLS failures of the control Redis', () => {
     );
     expect(mapped?.message).not.toContain(control.password);
   });
+
+  it("names the connection's remembered TLS failure where the command only says it could not be sent", () => {
+    const offline = new Error("Stream isn't writeable and enableOfflineQueue options is false");
+    const handshake = tlsError(
+      'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+      OPENSSL_LINE('tlsv13 alert certificate required', 116),
+    );
+    expect(controlStoreError(offline, control)?.message).toMatch(/ is unreachable; /);
+    expect(controlStoreError(offline, control, handshake)?.message).toMatch(
+      /^control Redis at 10\.0\.0\.9:6380 cannot be used: TLS: the server requires a client certificate/,
+    );
+    // Not a control Redis failure at all: the remembered handshake does not make it one.
+    expect(controlStoreError(new TypeError('a bug'), control, handshake)).toBeUndefined();
+  });
 });
