@@ -456,12 +456,21 @@ function readinessProbes(
   config: Config,
 ): Record<string, () => Promise<void>> {
   const controlName = `control Redis at ${describeEndpoint(config.control)}`;
+  // Why the connection is down, until it is ready again: its commands would only wait, not fail.
+  let lastError: Error | undefined;
+  control.on('error', (error) => {
+    lastError = error;
+  });
+  control.on('ready', () => {
+    lastError = undefined;
+  });
   const probes: Record<string, () => Promise<void>> = {
     control: async () => {
       // Worker connections wait for the control Redis forever: a PING sent while one reconnects would
       // only join the offline queue.
       if (control.status !== 'ready') {
-        throw new Error(`${controlName} is not connected (${control.status})`);
+        const reason = lastError && (controlUnavailableReason(lastError) ?? lastError.message);
+        throw new Error(`${controlName} ${reason ?? 'is not connected'} (connection ${control.status})`);
       }
       const ping = control.ping().catch((error: Error) => {
         throw new Error(`${controlName} ${controlUnavailableReason(error) ?? error.message}`);
