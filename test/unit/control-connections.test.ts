@@ -52,7 +52,8 @@ describe('controlConnectionOptions', () => {
         username: 'app',
         password: 'p@ss',
         db: 2,
-        failoverDetector: true,
+        // Off: in ioredis 5.9 it can end a reconnecting client for good (connections.ts).
+        failoverDetector: false,
         connectionName: `slotfleet-${role}`,
       });
       // The first sentinel is no data node: nothing may connect to it as one.
@@ -61,7 +62,6 @@ describe('controlConnectionOptions', () => {
       expect(options.enableTLSForSentinelMode).toBeUndefined();
       expect(options.sentinelCommandTimeout).toBeGreaterThan(0);
       expect(options.sentinelRetryStrategy?.(100)).toBeLessThanOrEqual(2_000);
-      expect(options.sentinelReconnectStrategy?.(1)).toBeLessThanOrEqual(5_000);
     },
   );
 

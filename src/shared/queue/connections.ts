@@ -4,11 +4,18 @@
  * blip; the API fails fast (no offline queue) so a dead control Redis answers 503 at once.
  *
  * A control Redis behind Sentinel (redis+sentinel://) is found by asking the sentinels for the
- * master on every (re)connect. After a failover the connections reach the new master three ways:
- * the old master's death or demotion closes their sockets (Sentinel kills the normal clients of an
- * instance it turns into a replica), the failover detector drops them on the sentinels'
- * +switch-master, and a write that still meets the demoted master (READONLY) reconnects. The ready
- * check (INFO, on by default) refuses a master a stale sentinel names that is a replica by now.
+ * master on every (re)connect. After a failover the connections reach the new master two ways: the
+ * old master's death or demotion closes their sockets (Sentinel kills the normal clients of an
+ * instance it turns into a replica), and a write that still meets the demoted master (READONLY)
+ * reconnects. The ready check (INFO, on by default) refuses a master that a sentinel not yet told
+ * of the failover still names, once it is a replica.
+ *
+ * ioredis' failover detector (a subscription to +switch-master) stays off: in ioredis 5.9 a
+ * +switch-master that arrives while a client is reconnecting after its master died ends that
+ * client for good ("Connection is closed."), which the Sentinel sandbox showed within a few
+ * failovers; a worker would then wait forever. Without it, a master that hangs without closing its
+ * connections (a frozen process, a host lost without a reset) holds them until it comes back and
+ * is demoted, or until TCP gives up (docs/operations.md).
  */
 import type { RedisOptions } from 'ioredis';
 import { describeTlsFailure } from '../cluster/error-map.js';
@@ -22,11 +29,6 @@ export type ConnectionRole = (typeof ConnectionRole)[keyof typeof ConnectionRole
 const reconnectDelayMs = (attempt: number) => Math.min(attempt * 200, 2_000);
 /** A sentinel that accepts the connection but does not answer (hung, SIGSTOPped) is skipped after this. */
 const SENTINEL_COMMAND_TIMEOUT_MS = 2_000;
-/**
- * How soon the failover detector subscribes again to a sentinel it lost (ioredis' default: 1 min).
- * It only makes a failover noticed sooner; socket drops and READONLY find the new master without it.
- */
-const SENTINEL_RESUBSCRIBE_MS = 5_000;
 
 export function controlConnectionOptions(endpoint: RedisEndpoint, role: ConnectionRole): RedisOptions {
   const tls = endpoint.tls ? tlsConnectionOptions(endpoint.tls) : undefined;
@@ -70,8 +72,7 @@ function sentinelOptions(
     ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
     sentinelRetryStrategy: reconnectDelayMs,
     sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
-    failoverDetector: true,
-    sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
+    failoverDetector: false,
     reconnectOnError: (error: Error) => readonlyReconnect(error, role),
   };
 }
