@@ -9,6 +9,7 @@
  * what it asked for: every operation ends by polling CLUSTER INFO and CLUSTER NODES on every
  * responsive node until they agree, within a deadline.
  */
+import type { ConnectionOptions } from 'node:tls';
 import {
   type ClusterNodeEntry,
   parseClusterNodes,
@@ -16,6 +17,7 @@ import {
   SLOT_COUNT,
   slotOwners,
 } from './cluster-nodes.js';
+import type { NodeTarget } from './dataset.js';
 import { requireRedisBinaries, type ServerIdentity } from './redis-binaries.js';
 import {
   type AclUser,
@@ -25,6 +27,7 @@ import {
   sleep,
   withAdminConnection,
 } from './redis-process.js';
+import type { SandboxCertificates } from './tls-certs.js';
 
 /**
  * Exactly what slotfleet sends to cluster nodes, as ACL rules (docs/operations.md lists the same): the
@@ -90,6 +93,11 @@ export interface SandboxClusterOptions {
   readyTimeoutMs?: number;
   /** More redis.conf directives on every node (e.g. `cluster-announce-hostname`), written last. */
   extraConfig?: Record<string, string>;
+  /**
+   * TLS-only nodes with these certificates (RedisProcessOptions.tls): clients, the cluster bus,
+   * replication and MIGRATE all use TLS, and every address the cluster gives out is a TLS port.
+   */
+  tls?: SandboxCertificates;
 }
 
 export interface SandboxNode {
@@ -140,7 +148,7 @@ export class SandboxCluster {
   private constructor(
     private readonly access: Pick<
       SandboxClusterOptions,
-      'password' | 'aclUser' | 'extraAclUsers' | 'extraConfig'
+      'password' | 'aclUser' | 'extraAclUsers' | 'extraConfig' | 'tls'
     >,
     private readonly clusterNodeTimeoutMs: number,
   ) {
@@ -169,6 +177,7 @@ export class SandboxCluster {
         aclUser: options.aclUser,
         extraAclUsers: options.extraAclUsers,
         extraConfig: options.extraConfig,
+        tls: options.tls,
       },
       options.clusterNodeTimeoutMs ?? 5000,
     );
@@ -204,10 +213,28 @@ export class SandboxCluster {
    * responsive, of any responsive node, so a client can still discover the cluster.
    */
   get seedUrl(): string {
-    const first = this.nodes.find((node) => node.port === this.firstMasterPort);
-    const seed = first?.isResponsive ? first : (this.nodes.find((node) => node.isResponsive) ?? first);
-    if (seed === undefined) throw new Error('sandbox cluster has no nodes');
-    return redisUrl(seed.port, this.password, SANDBOX_HOST, this.username);
+    const seed = this.seedNode();
+    return redisUrl(seed.port, this.password, SANDBOX_HOST, this.username, this.tls !== undefined);
+  }
+
+  /**
+   * The seed node of `seedUrl` as parts, with the TLS options a client needs (a URL cannot carry a CA):
+   * what seedDataset and verifyDataset take for a TLS cluster.
+   */
+  get seedTarget(): NodeTarget {
+    const seed = this.seedNode();
+    return {
+      host: SANDBOX_HOST,
+      port: seed.port,
+      ...(this.username !== undefined ? { username: this.username } : {}),
+      ...(this.password !== undefined ? { password: this.password } : {}),
+      ...(this.tls !== undefined ? { tls: this.tls } : {}),
+    };
+  }
+
+  /** Node TLS options for clients of a TLS cluster (the CA, the client certificate); else undefined. */
+  get tls(): ConnectionOptions | undefined {
+    return this.nodes[0]?.tls;
   }
 
   /** Which server the nodes run, as the first one reported it (INFO server): `valkey 9.1.2`. */
@@ -558,6 +585,14 @@ export class SandboxCluster {
       from.flatMap((sender) => to.filter((node) => node !== sender).map((node) => [sender, node] as const)),
     );
     await this.waitForHandshakes(timeoutMs);
+  }
+
+  /** The lowest-port master found at start-up; if it is no longer responsive, any responsive node. */
+  private seedNode(): RedisProcess {
+    const first = this.nodes.find((node) => node.port === this.firstMasterPort);
+    const seed = first?.isResponsive ? first : (this.nodes.find((node) => node.isResponsive) ?? first);
+    if (seed === undefined) throw new Error('sandbox cluster has no nodes');
+    return seed;
   }
 
   private portOf(id: string): number {

@@ -1,10 +1,13 @@
 import { type AclUser, RedisProcess } from './redis-process.js';
+import type { SandboxCertificates } from './tls-certs.js';
 
 export interface ControlRedisOptions {
   /** `requirepass`: clients use redis://:password@host:port. */
   password?: string;
   /** An ACL user instead (the `default` user is then off): redis://user:password@host:port. */
   aclUser?: AclUser;
+  /** TLS only, with these certificates (RedisProcessOptions.tls): its `url` is then rediss://. */
+  tls?: SandboxCertificates;
 }
 
 /**
@@ -18,5 +21,10 @@ export interface ControlRedisOptions {
  * event-loop turn.
  */
 export function startControlRedis(options: ControlRedisOptions = {}): Promise<RedisProcess> {
-  return RedisProcess.start({ appendonly: true, password: options.password, aclUser: options.aclUser });
+  return RedisProcess.start({
+    appendonly: true,
+    password: options.password,
+    aclUser: options.aclUser,
+    ...(options.tls ? { tls: options.tls } : {}),
+  });
 }

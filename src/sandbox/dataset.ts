@@ -9,6 +9,7 @@
  * topology: a MOVED reply fails the seed); reads go through an ioredis `Cluster` so they follow
  * MOVED and ASK the way a real client would.
  */
+import type { ConnectionOptions } from 'node:tls';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis } from 'ioredis';
 import { SLOT_COUNT } from '../shared/domain/slots.js';
@@ -21,8 +22,20 @@ export type DatasetTypes = 'mixed' | 'string';
 export const MIXED_KEY_TYPES = ['string', 'hash', 'list', 'set', 'zset', 'stream'] as const;
 export type KeyType = (typeof MIXED_KEY_TYPES)[number];
 
-/** A seed node as a URL (`redis://[[user]:password@]host:port`) or as parts. */
-export type ClusterTarget = string | { host: string; port: number; username?: string; password?: string };
+/**
+ * A seed node as a URL (`redis://[[user]:password@]host:port`, or `rediss://` for TLS with Node's
+ * default CAs) or as parts (SandboxCluster.seedTarget: with the sandbox CA and client certificate).
+ */
+export type ClusterTarget = string | NodeTarget;
+
+export interface NodeTarget {
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+  /** Node TLS options: set, every connection to the cluster's nodes uses TLS with them. */
+  tls?: ConnectionOptions;
+}
 
 export interface SeedOptions {
   keys: number;
@@ -115,7 +128,7 @@ export async function seedDataset(target: ClusterTarget, options: SeedOptions): 
   await Promise.all(
     masters.addresses.map((address, masterIndex) =>
       writeToMaster(
-        { ...address, username: seedNode.username, password: seedNode.password },
+        { ...address, username: seedNode.username, password: seedNode.password, tls: seedNode.tls },
         manifest,
         indexesByMaster[masterIndex] ?? [],
       ),
@@ -289,6 +302,7 @@ export async function countKeys(target: ClusterTarget): Promise<number> {
         ...address,
         username: seedNode.username,
         password: seedNode.password,
+        ...(seedNode.tls ? { tls: seedNode.tls } : {}),
         lazyConnect: true,
       });
       try {
@@ -302,25 +316,30 @@ export async function countKeys(target: ClusterTarget): Promise<number> {
   return sizes.reduce((total, size) => total + size, 0);
 }
 
-interface NodeAddress {
-  host: string;
-  port: number;
-  username?: string;
-  password?: string;
-}
-
-function parseTarget(target: ClusterTarget): NodeAddress {
+function parseTarget(target: ClusterTarget): NodeTarget {
   if (typeof target !== 'string') return target;
   const url = new URL(target);
-  if (url.protocol !== 'redis:') throw new Error(`expected a redis:// URL, got ${target}`);
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new Error(`expected a redis:// or rediss:// URL, got ${target}`);
+  }
   const username = url.username === '' ? undefined : decodeURIComponent(url.username);
   const password = url.password === '' ? undefined : decodeURIComponent(url.password);
-  return { host: url.hostname || SANDBOX_HOST, port: Number(url.port || 6379), username, password };
+  return {
+    host: url.hostname || SANDBOX_HOST,
+    port: Number(url.port || 6379),
+    username,
+    password,
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
 }
 
-function clusterClient(seedNode: NodeAddress): Cluster {
+function clusterClient(seedNode: NodeTarget): Cluster {
   return new Cluster([{ host: seedNode.host, port: seedNode.port }], {
-    redisOptions: { username: seedNode.username, password: seedNode.password },
+    redisOptions: {
+      username: seedNode.username,
+      password: seedNode.password,
+      ...(seedNode.tls ? { tls: seedNode.tls } : {}),
+    },
     // Slots move under our feet during migrations; follow them rather than give up.
     maxRedirections: 64,
     retryDelayOnMoved: 0,
@@ -332,7 +351,7 @@ function clusterClient(seedNode: NodeAddress): Cluster {
  * seed flags as failed are left out: their slots belong to whoever replaced them.
  */
 async function readSlotOwners(
-  seedNode: NodeAddress,
+  seedNode: NodeTarget,
   options: { includeEmptyMasters?: boolean } = {},
 ): Promise<{ addresses: Array<{ host: string; port: number }>; ownerBySlot: Int32Array }> {
   const connection = new Redis({ ...seedNode, lazyConnect: true, maxRetriesPerRequest: 1 });

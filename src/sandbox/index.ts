@@ -22,6 +22,7 @@ export {
   type KeyType,
   keyTypeAt,
   MIXED_KEY_TYPES,
+  type NodeTarget,
   type SeedOptions,
   seedDataset,
   type VerifyOptions,
@@ -59,4 +60,12 @@ export {
   SANDBOX_HOST,
   withAdminConnection,
 } from './redis-process.js';
+export {
+  createSandboxCertificates,
+  OPENSSL_INSTALL_HINT,
+  removeSandboxCertificates,
+  type SandboxCertificates,
+  type SandboxCertificatesOptions,
+  sandboxTlsOptions,
+} from './tls-certs.js';
 export { spawnWorkerProcesses, stopProcesses, type WorkerProcessOptions } from './worker-processes.js';

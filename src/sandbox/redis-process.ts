@@ -12,8 +12,10 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
 import { Redis } from 'ioredis';
 import { parseServerIdentity, requireRedisBinaries, type ServerIdentity } from './redis-binaries.js';
+import { type SandboxCertificates, sandboxTlsOptions } from './tls-certs.js';
 
 export const SANDBOX_HOST = '127.0.0.1';
 
@@ -53,6 +55,14 @@ export interface RedisProcessOptions {
   startTimeoutMs?: number;
   /** The server binary to run. @defaultValue the chosen one, `requireRedisBinaries()` */
   serverPath?: string;
+  /**
+   * TLS only: `port 0` (no plaintext port) and `tls-port` on the port this object reports, these
+   * certificates, `tls-auth-clients yes` (every client presents a certificate of the CA; `extraConfig`
+   * may say `no` or `optional`), and `tls-cluster`/`tls-replication yes`, so the cluster bus,
+   * replication and MIGRATE between nodes use TLS too. The server must be built with TLS (Redis 7.0
+   * and Valkey 8 of Debian are; the Valkey 9 of .ci/valkey9 is not).
+   */
+  tls?: SandboxCertificates;
 }
 
 const PORT_RANGE_START = 15_000;
@@ -112,6 +122,8 @@ export class RedisProcess {
     readonly cluster: boolean,
     private readonly serverPath: string,
     private readonly startTimeoutMs: number,
+    /** What a client needs to connect (the CA, the client certificate); undefined without TLS. */
+    readonly tls: ConnectionOptions | undefined,
   ) {}
 
   /** Starts a redis-server on a free loopback port and resolves once it answers PING. */
@@ -125,6 +137,7 @@ export class RedisProcess {
     if (options.extraAclUsers?.length && options.aclUser === undefined) {
       throw new Error('extraAclUsers need aclUser (the user the sandbox itself connects as)');
     }
+    const tls = options.tls === undefined ? undefined : sandboxTlsOptions(options.tls);
     const failures: string[] = [];
     for (let attempt = 1; attempt <= MAX_PORT_ATTEMPTS; attempt++) {
       const port = await reserveFreePort();
@@ -136,6 +149,7 @@ export class RedisProcess {
         cluster,
         serverPath,
         options.startTimeoutMs ?? 10_000,
+        tls,
       );
       try {
         await writeFile(redis.configPath, renderConfig(redis, options));
@@ -174,8 +188,9 @@ export class RedisProcess {
     return this.spawnedPids;
   }
 
+  /** `redis://`, or `rediss://` for a TLS server (its CA and client certificate are in `tls`). */
   get url(): string {
-    return redisUrl(this.port, this.password, SANDBOX_HOST, this.username);
+    return redisUrl(this.port, this.password, SANDBOX_HOST, this.username, this.tls !== undefined);
   }
 
   /** The process exists (it may be paused). */
@@ -211,7 +226,13 @@ export class RedisProcess {
 
   /** A new connection; the caller closes it. */
   client(): Redis {
-    return new Redis({ host: this.host, port: this.port, username: this.username, password: this.password });
+    return new Redis({
+      host: this.host,
+      port: this.port,
+      username: this.username,
+      password: this.password,
+      ...(this.tls ? { tls: this.tls } : {}),
+    });
   }
 
   /** SIGTERM, then SIGKILL if still alive after 5 s. Safe to call twice. */
@@ -379,16 +400,17 @@ export function redisUrl(
   password: string | undefined,
   host = SANDBOX_HOST,
   username?: string,
+  tls = false,
 ): string {
   const user = username === undefined ? '' : encodeURIComponent(username);
   const auth = password === undefined ? (user ? `${user}@` : '') : `${user}:${encodeURIComponent(password)}@`;
-  return `redis://${auth}${host}:${port}`;
+  return `${tls ? 'rediss' : 'redis'}://${auth}${host}:${port}`;
 }
 
 function renderConfig(redis: RedisProcess, options: RedisProcessOptions): string {
   const settings: Array<[string, string]> = [
     ['bind', SANDBOX_HOST],
-    ['port', String(redis.port)],
+    ...tlsSettings(redis, options.tls),
     ['protected-mode', 'no'],
     ['daemonize', 'no'],
     ['dir', redis.dir],
@@ -426,6 +448,28 @@ function renderConfig(redis: RedisProcess, options: RedisProcessOptions): string
   for (const [name, value] of Object.entries(options.extraConfig ?? {})) settings.push([name, value]);
   lines.push(...settings.map(([name, value]) => `${name} ${quoteConfigValue(value)}`));
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The port directives: the plaintext `port`, or for TLS `port 0` and `tls-port`. Redis then announces
+ * the TLS port in CLUSTER NODES and opens the cluster bus on it + 10000 (with tls-cluster), so every
+ * address the cluster gives out is a TLS one.
+ */
+function tlsSettings(
+  redis: RedisProcess,
+  certificates: SandboxCertificates | undefined,
+): Array<[string, string]> {
+  if (certificates === undefined) return [['port', String(redis.port)]];
+  return [
+    ['port', '0'],
+    ['tls-port', String(redis.port)],
+    ['tls-cert-file', certificates.serverCertFile],
+    ['tls-key-file', certificates.serverKeyFile],
+    ['tls-ca-cert-file', certificates.caFile],
+    ['tls-auth-clients', 'yes'],
+    ['tls-replication', 'yes'],
+    ...(redis.cluster ? ([['tls-cluster', 'yes']] as Array<[string, string]>) : []),
+  ];
 }
 
 function quoteConfigValue(value: string): string {
@@ -474,7 +518,14 @@ async function probe(redis: RedisProcess): Promise<{ processId: number; server: 
  * so a dead or SIGSTOPped node costs at most a couple of seconds instead of hanging a poll.
  */
 export async function withAdminConnection<T>(
-  target: { port: number; password: string | undefined; username?: string | undefined; host?: string },
+  target: {
+    port: number;
+    password: string | undefined;
+    username?: string | undefined;
+    host?: string;
+    /** Node TLS options (a TLS sandbox server's `tls`); undefined for plaintext. */
+    tls?: ConnectionOptions | undefined;
+  },
   use: (connection: Redis) => Promise<T>,
   timeoutMs = 2000,
 ): Promise<T> {
@@ -483,6 +534,7 @@ export async function withAdminConnection<T>(
     port: target.port,
     username: target.username,
     password: target.password,
+    ...(target.tls ? { tls: target.tls } : {}),
     lazyConnect: true,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,

@@ -8,6 +8,7 @@
  * so counting them needs no general parser.
  */
 import { connect, type Socket } from 'node:net';
+import { type ConnectionOptions, connect as connectTls } from 'node:tls';
 
 const CR = 0x0d;
 const SIMPLE_STRING = 0x2b; // +
@@ -21,6 +22,8 @@ export interface RespTarget {
   /** An ACL user: AUTH username password. */
   username?: string;
   password?: string;
+  /** Node TLS options: set, the connection is TLS (verified against their CA). */
+  tls?: ConnectionOptions | undefined;
 }
 
 interface Waiter {
@@ -52,10 +55,14 @@ export class RespPipeline {
   /** Opens the connection and authenticates; a silent server fails it after `idleTimeoutMs`. */
   static async open(target: RespTarget, idleTimeoutMs = 30_000): Promise<RespPipeline> {
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const candidate = connect({ host: target.host, port: target.port });
+      const candidate =
+        target.tls === undefined
+          ? connect({ host: target.host, port: target.port })
+          : connectTls({ ...target.tls, host: target.host, port: target.port });
       candidate.setNoDelay(true);
       candidate.setTimeout(idleTimeoutMs);
-      candidate.once('connect', () => {
+      // A TLS socket is usable once the handshake has verified the server, not at TCP connect.
+      candidate.once(target.tls === undefined ? 'connect' : 'secureConnect', () => {
         candidate.off('error', reject);
         resolve(candidate);
       });
