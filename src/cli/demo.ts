@@ -1,7 +1,9 @@
-import { createWriteStream } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startApi } from '../producer/server.js';
 import {
   chooseServer,
@@ -37,7 +39,30 @@ export interface DemoOptions {
 
 const say = (text: string) => process.stdout.write(`${text}\n`);
 
+/** The repository's machine setup, beside dist/ in a clone; an installed package has none. */
+const SETUP_SCRIPT = fileURLToPath(new URL('../../scripts/setup', import.meta.url));
+
+/**
+ * Installs a server when the machine has none (`scripts/setup demo`: apt-get as root or through
+ * `sudo -n`, after saying what and why; where it cannot, it prints the command and fails). Skipped
+ * when the user named a server, and where the script is absent (an installed package): there a
+ * missing server still fails, in requireRedisBinaries, naming the command that installs it.
+ * False when the setup failed: it has said why.
+ */
+async function setUpMachine(server: RedisBinariesOptions): Promise<boolean> {
+  const named = server.serverPath !== undefined || server.cliPath !== undefined;
+  if (named || !existsSync(SETUP_SCRIPT)) return true;
+  // No stdin: nothing the setup runs may wait for an answer.
+  const child = spawn('bash', [SETUP_SCRIPT, 'demo'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', resolve);
+  });
+  return code === 0;
+}
+
 export async function runDemo(options: DemoOptions): Promise<ExitCode> {
+  if (!(await setUpMachine(options.server ?? {}))) return ExitCode.Failed;
   chooseServer(options.server ?? {});
   const binaries = await requireRedisBinaries();
   const workDir = await mkdtemp(join(tmpdir(), 'slotfleet-demo-'));

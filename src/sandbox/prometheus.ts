@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { SANDBOX_HOST, sleep } from './redis-process.js';
 
 export const PROMETHEUS_INSTALL_HINT =
-  "install it with 'sudo apt-get install prometheus' (Debian/Ubuntu; provides prometheus and promtool)";
+  "install it with 'sudo apt-get install prometheus' (Debian/Ubuntu; provides prometheus and promtool), or 'bash scripts/setup tests', which npm test runs first";
 
 export interface PrometheusBinaries {
   readonly prometheusPath: string;

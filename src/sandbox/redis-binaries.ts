@@ -44,12 +44,16 @@ export interface RedisBinariesOptions {
 /** The variables `serverChoiceFromEnvironment` reads (docs/testing.md describes them). */
 export const SERVER_CHOICE_VARIABLES = ['SLOTFLEET_SERVER_BIN', 'SLOTFLEET_CLI_BIN'] as const;
 
-/** How to install each server the tests run on (Debian 12; Valkey 8 from bookworm-backports). */
+/**
+ * How to install each server the tests run on (Debian 12). `scripts/setup tests`, which `npm test` runs
+ * first, installs all three; these name the step each one takes, for a server found missing.
+ */
 export const SERVER_INSTALL_COMMANDS = {
   redis7: 'sudo apt-get install redis-server',
   valkey8:
-    'sudo apt-get install -t bookworm-backports valkey-server valkey-tools (after the apt source setup in .ci/run)',
-  valkey9: "bash .ci/valkey9 (builds sid's valkey 9.1.2 source package and prints its bin directory)",
+    'sudo bash scripts/setup tests --system-only (it adds bookworm-backports, pinned, then runs apt-get install -t bookworm-backports valkey-server valkey-tools)',
+  valkey9:
+    "bash scripts/setup tests, or bash .ci/valkey9 alone (builds sid's valkey 9.1.2 source package, about 4 minutes, and prints its bin directory)",
 } as const;
 
 const DEFAULT_SERVER_NAMES = ['redis-server', 'valkey-server'];
