@@ -31,7 +31,8 @@ import type { SandboxCertificates } from './tls-certs.js';
 
 /**
  * Exactly what slotfleet sends to cluster nodes, as ACL rules (docs/operations.md lists the same): the
- * CLUSTER subcommands it reads topology and moves slots with, MIGRATE on the source (alone for a big
+ * CLUSTER subcommands it reads topology and moves slots with (SHARDS: the endpoint type, asked only of
+ * clusters that announce hostnames), MIGRATE on the source (alone for a big
  * key, else inside the batch script, EVALSHA or EVAL, which also calls MEMORY USAGE and TIME), and on the
  * target what MIGRATE ... AUTH2 runs there as this user (SELECT, RESTORE-ASKING); PING, INFO
  * (ioredis' ready check), DBSIZE (cluster detail), CLIENT SETNAME (connection names).
@@ -46,6 +47,7 @@ export const SLOTFLEET_ACL_RULES = [
   '+cluster|getkeysinslot',
   '+cluster|countkeysinslot',
   '+cluster|addslots',
+  '+cluster|shards',
   '+migrate',
   '+evalsha',
   '+eval',

@@ -4,7 +4,8 @@
  * node by that name (its connections, the host MIGRATE is sent to, the addresses of plans and
  * records); set back to ip, with the hostnames still announced, by the ip. Each of these two runs a
  * rebalance to done and checks every key (the second empties the master the first filled). Last, a
- * user whose ACL rules refuse CLUSTER SHARDS gets the ips and a warning.
+ * user whose ACL rules refuse CLUSTER SHARDS (slotfleet's rules without +cluster|shards) gets the ips
+ * and a warning.
  *
  * What slotfleet connects to is read from ioredis (every Redis connect in this process, kept while a
  * phase's slotfleet runs); what MIGRATE was sent to, from MONITOR on the masters: the batch script's
@@ -284,15 +285,19 @@ describe('nodes that announce hostnames', () => {
         'on',
         '>slotfleet-pass',
         ...SLOTFLEET_ACL_RULES.split(' '),
+        '-cluster|shards',
       ]);
       const seed = new URL(cluster.seedUrl);
       seed.username = 'slotfleet';
       seed.password = 'slotfleet-pass';
       running = await startSlotfleet(seed.href);
-      const ports = (await cluster.masters()).map((master) => master.port);
-      expect((await masterAddresses(running)).sort()).toEqual(
-        ports.map((port) => `127.0.0.1:${port}`).sort(),
-      );
+      // By ip, and nodes of this cluster. Not compared with the sandbox's master list: the fourth
+      // master, emptied by the case before, may be turning into a replica (Redis 7.0 replica
+      // migration) between the two reads.
+      const addresses = await masterAddresses(running);
+      const nodeAddresses = cluster.nodes.map((node) => `127.0.0.1:${node.port}`);
+      expect(addresses.length).toBeGreaterThanOrEqual(3);
+      for (const address of addresses) expect(nodeAddresses).toContain(address);
       expect(running.logLines.join('')).toMatch(/CLUSTER SHARDS was refused.*\+cluster\|shards/);
     },
     PHASE_TIMEOUT_MS,
