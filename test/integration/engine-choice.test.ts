@@ -22,6 +22,7 @@ import { type Config, loadConfig } from '../../src/shared/config.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../../src/shared/queue/connections.js';
 import { migrateJobId, QueueName } from '../../src/shared/queue/names.js';
+import { isAlive } from './support/processes.js';
 import type { TestServer, TestServerName } from './support/servers.js';
 import { slotsOf } from './support/slots.js';
 import { ownershipFingerprint } from './support/stack.js';
@@ -103,15 +104,6 @@ async function startHarness(server: TestServer): Promise<Harness> {
       for (const pid of pids) expect(isAlive(pid), `server pid ${pid} still running`).toBe(false);
     },
   };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function requireServer(name: TestServerName, install: string): TestServer {

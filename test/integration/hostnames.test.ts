@@ -11,7 +11,6 @@
  * phase's slotfleet runs); what MIGRATE was sent to, from MONITOR on the masters: the batch script's
  * MIGRATE shows there with its arguments.
  */
-import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { MigrationView, PlanPreviewView } from '../../src/cli/migration-view.js';
@@ -26,8 +25,8 @@ import {
 } from '../../src/sandbox/index.js';
 import type { RedisProcess } from '../../src/sandbox/redis-process.js';
 import { loadConfig } from '../../src/shared/config.js';
-import { createLogger } from '../../src/shared/logger.js';
 import { startWorker, type WorkerHandle } from '../../src/workers/worker.js';
+import { capturedLogger, isAlive } from './support/processes.js';
 
 const HOSTNAME = 'localhost';
 const PHASE_TIMEOUT_MS = 240_000;
@@ -101,14 +100,7 @@ describe('nodes that announce hostnames', () => {
       SLOTFLEET_JOB_BACKOFF_MS: '100',
       SLOTFLEET_LOG_LEVEL: 'info',
     });
-    const logLines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        logLines.push(String(chunk));
-        done();
-      },
-    });
-    const log = createLogger({ level: config.logLevel, name: 'test' }, sink);
+    const { log, lines: logLines } = capturedLogger(config.logLevel);
     const api = createApi(config, log);
     const worker = await startWorker(config, log, { serveMetrics: false });
     return {
@@ -314,12 +306,3 @@ describe('nodes that announce hostnames', () => {
     }
   }
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

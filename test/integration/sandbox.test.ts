@@ -12,17 +12,9 @@ import {
   startControlRedis,
   verifyDataset,
 } from '../../src/sandbox/index.js';
+import { isAlive } from './support/processes.js';
 
 const HOOK_TIMEOUT_MS = 60_000;
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('server binaries', () => {
   it("finds this project's server (Redis 7.0 here) and its CLI", async () => {

@@ -7,7 +7,6 @@
  * (the nodes' tls-cluster). Then the same servers with another CA in SLOTFLEET_TLS_CA_FILE: the API
  * answers 503 naming the TLS problem, without a stack or a password, and enqueues nothing.
  */
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { MigrationView } from '../../src/cli/migration-view.js';
 import { createApi } from '../../src/producer/server.js';
@@ -25,8 +24,8 @@ import {
 } from '../../src/sandbox/index.js';
 import type { RedisProcess } from '../../src/sandbox/redis-process.js';
 import { type Config, loadConfig } from '../../src/shared/config.js';
-import { createLogger } from '../../src/shared/logger.js';
 import { startWorker } from '../../src/workers/worker.js';
+import { capturedLogger, isAlive } from './support/processes.js';
 
 const CLUSTER_PASSWORD = 'tls-cluster-pw-7f3a9c';
 const CONTROL_PASSWORD = 'tls-control-pw-4e1b2d';
@@ -85,17 +84,6 @@ describe('TLS to the cluster and the control Redis', () => {
     });
   }
 
-  function capturedLogger(config: Config): { log: ReturnType<typeof createLogger>; lines: string[] } {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(String(chunk));
-        done();
-      },
-    });
-    return { log: createLogger({ level: config.logLevel, name: 'test' }, sink), lines };
-  }
-
   it('rebalances a TLS-only cluster onto a new master through the API, every key intact', async () => {
     // No plaintext port anywhere: whatever moved, moved over TLS.
     for (const node of [...cluster.nodes, control]) {
@@ -105,7 +93,7 @@ describe('TLS to the cluster and the control Redis', () => {
     expect(cluster.seedUrl).toMatch(/^rediss:\/\//);
     const added = await cluster.addEmptyMaster();
     const config = configTrusting(certificates.caFile);
-    const { log } = capturedLogger(config);
+    const { log } = capturedLogger(config.logLevel);
     const api = createApi(config, log);
     const worker = await startWorker(config, log, { serveMetrics: false });
     try {
@@ -137,7 +125,7 @@ describe('TLS to the cluster and the control Redis', () => {
 
   it('answers 503 naming the TLS problem when SLOTFLEET_TLS_CA_FILE is another CA, and enqueues nothing', async () => {
     const config = configTrusting(otherCa.caFile);
-    const { log, lines } = capturedLogger(config);
+    const { log, lines } = capturedLogger(config.logLevel);
     const api = createApi(config, log);
     let body = '';
     try {
@@ -205,14 +193,5 @@ async function pollUntil<T>(attempt: () => Promise<T | undefined>, timeoutMs = 3
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`nothing after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }

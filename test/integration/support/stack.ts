@@ -4,7 +4,6 @@
  * stopped by stop(), which also checks that no server it started is left running. The servers are the
  * vitest project's (support/servers.ts), and start checks they say so.
  */
-import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { expect, inject } from 'vitest';
 import type { MigrationView } from '../../../src/cli/migration-view.js';
@@ -20,10 +19,11 @@ import {
 import type { RedisProcess } from '../../../src/sandbox/redis-process.js';
 import { type Config, loadConfig } from '../../../src/shared/config.js';
 import { type NodeView, ownerOf, parseClusterNodes } from '../../../src/shared/domain/topology.js';
-import { createLogger, type Logger } from '../../../src/shared/logger.js';
+import type { Logger } from '../../../src/shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../../../src/shared/queue/connections.js';
 import { QueueName } from '../../../src/shared/queue/names.js';
 import { startWorker, type WorkerHandle, type WorkerOptions } from '../../../src/workers/worker.js';
+import { capturedLogger, isAlive } from './processes.js';
 
 export interface StackOptions {
   readonly masters?: number;
@@ -96,14 +96,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...(typeof options.env === 'function' ? options.env({ cluster, control }) : options.env),
   };
   const config = loadConfig(env);
-  const logLines: string[] = [];
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      logLines.push(String(chunk));
-      done();
-    },
-  });
-  const log = createLogger({ level: config.logLevel, name: 'test' }, sink);
+  const { log, lines: logLines } = capturedLogger(config.logLevel);
   const api = createApi(config, log);
   const workers: WorkerHandle[] = [];
   const queues = [QueueName.MigrateSlot, QueueName.FinalizeSlot].map(
@@ -147,15 +140,6 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       for (const pid of pids) expect(isAlive(pid), `redis-server pid ${pid} still running`).toBe(false);
     },
   };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Polls GET /v1/migrations/:id until the migration ends; returns the final record. */
