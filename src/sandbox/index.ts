@@ -60,6 +60,7 @@ export {
   SANDBOX_HOST,
   withAdminConnection,
 } from './redis-process.js';
+export { SandboxSentinels, type SandboxSentinelsOptions, SENTINEL_INSTALL_HINT } from './sentinel.js';
 export {
   createSandboxCertificates,
   OPENSSL_INSTALL_HINT,
