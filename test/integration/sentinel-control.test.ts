@@ -34,6 +34,7 @@ import {
 import { parseSlotRanges } from '../../src/shared/domain/slots.js';
 import { ConnectionRole, controlConnectionOptions } from '../../src/shared/queue/connections.js';
 import { type FinalizeJobData, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
+import { isAlive } from './support/processes.js';
 import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
 
 const CONTROL_PASSWORD = 'control-secret-8d41b7c2';
@@ -397,12 +398,3 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
     }
   }
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
