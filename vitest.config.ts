@@ -21,6 +21,8 @@ const SERVER_MATRIX = [
   'test/integration/failover.test.ts',
   'test/integration/client-traffic.test.ts',
   'test/integration/protected-clusters.test.ts',
+  'test/integration/hostnames.test.ts',
+  'test/integration/tls.test.ts',
 ];
 
 /**
@@ -33,6 +35,7 @@ const SERVER_MATRIX = [
 const VALKEY9_ONLY = ['test/integration/atomic-engine.test.ts', 'test/integration/server-tasks.test.ts'];
 
 const SLOWEST_FIRST = [
+  'test/integration/sentinel-control.test.ts',
   'test/integration/control-outage.test.ts',
   'test/integration/bench-smoke.test.ts',
   'test/integration/plans.test.ts',

@@ -1,6 +1,6 @@
 /** slotfleet error codes to HTTP statuses: every error a client can cause is a 4xx naming the problem. */
 import { type TSchema, Type } from '@fastify/type-provider-typebox';
-import type { RedisEndpoint } from '../shared/config.js';
+import { describeEndpoint, type RedisEndpoint } from '../shared/config.js';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
 import { controlUnavailableReason } from '../shared/queue/connections.js';
 
@@ -113,16 +113,20 @@ export const CONTROL_STORE_RETRY_AFTER_SECONDS = 5;
  */
 export function controlStoreError(
   error: unknown,
-  control: Pick<RedisEndpoint, 'host' | 'port'>,
+  control: Pick<RedisEndpoint, 'host' | 'port' | 'sentinel'>,
   tlsFailure?: Error,
 ): SlotfleetError | undefined {
   let reason = controlUnavailableReason(error);
   if (reason === undefined) return undefined;
   if (tlsFailure !== undefined) reason = controlUnavailableReason(tlsFailure) ?? reason;
-  const host = control.host.includes(':') ? `[${control.host}]` : control.host;
+  // Behind Sentinel the first sentinel's address would mislead: name the master group and sentinels.
+  const where =
+    control.sentinel !== undefined
+      ? `(${describeEndpoint(control)})`
+      : `at ${control.host.includes(':') ? `[${control.host}]` : control.host}:${control.port}`;
   return new SlotfleetError(
     ErrorCode.ControlStore,
-    `control Redis at ${host}:${control.port} ${reason}; routes that need it answer 503 until it is back ` +
+    `control Redis ${where} ${reason}; routes that need it answer 503 until it is back ` +
       '(SLOTFLEET_CONTROL_URL); workers wait for it and carry on',
     { cause: error },
   );

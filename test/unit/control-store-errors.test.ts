@@ -18,6 +18,23 @@ function socketError(code: string, message: string): Error {
 }
 
 describe('control Redis failures', () => {
+  it('names the master group and sentinels of a Sentinel control Redis, not the first sentinel alone', () => {
+    const sentinel = {
+      host: '10.0.0.1',
+      port: 26379,
+      sentinel: {
+        name: 'control-main',
+        nodes: [
+          { host: '10.0.0.1', port: 26379 },
+          { host: '::1', port: 26380 },
+        ],
+      },
+    };
+    expect(controlStoreError(new Error('Connection is closed.'), sentinel)?.message).toMatch(
+      /^control Redis \(sentinel master control-main via 10\.0\.0\.1:26379,\[::1\]:26380\) is unreachable; /,
+    );
+  });
+
   it.each([
     [
       'offline, no offline queue',
@@ -28,6 +45,10 @@ describe('control Redis failures', () => {
     ['BullMQ connection closed', new ConnectionClosedError()],
     ['refused', socketError('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.9:6380')],
     ['reset', socketError('ECONNRESET', 'read ECONNRESET')],
+    [
+      'no sentinel named a reachable master',
+      new Error('All sentinels are unreachable. Retrying from scratch after 200ms.'),
+    ],
   ])('%s: 503 naming the address', (_case, error) => {
     expect(controlUnavailableReason(error)).toBe('is unreachable');
     const mapped = controlStoreError(error, control);

@@ -111,9 +111,11 @@ const UNAVAILABLE_REPLIES: Readonly<Record<string, string>> = {
  * writeable..."; a command in flight when the connection dropped fails with
  * MaxRetriesPerRequestError after maxRetriesPerRequest reconnect attempts; a client that gave up
  * says "Connection is closed." (BullMQ: ConnectionClosedError). Socket errors carry errno codes.
+ * Behind Sentinel, a round in which no sentinel named a reachable master says "All sentinels are
+ * unreachable" (ioredis' SentinelConnector), which it also says through every failover.
  */
 const CONNECTION_FAILURE =
-  /Stream isn't writeable|enableOfflineQueue|Connection is closed|max retries per request|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|Command timed out/i;
+  /Stream isn't writeable|enableOfflineQueue|Connection is closed|max retries per request|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|Command timed out|All sentinels are unreachable/i;
 const CONNECTION_ERROR_NAMES = new Set(['MaxRetriesPerRequestError', 'ConnectionClosedError']);
 
 /**
