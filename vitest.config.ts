@@ -21,9 +21,10 @@ const SERVER_MATRIX = [
   'test/integration/failover.test.ts',
   'test/integration/client-traffic.test.ts',
   'test/integration/protected-clusters.test.ts',
-  'test/integration/hostnames.test.ts',
-  'test/integration/tls.test.ts',
 ];
+
+/** Files about what only Valkey 9 has (atomic slot migration): they run in project valkey9 only. */
+const VALKEY9_ONLY = ['test/integration/atomic-engine.test.ts', 'test/integration/server-tasks.test.ts'];
 
 /**
  * The files that take longest, longest first (measured alone on a quiet 2-core machine). Started
@@ -31,9 +32,6 @@ const SERVER_MATRIX = [
  * bench-smoke and demo, they run alone at the end. (vitest orders by the durations it cached on an
  * earlier run, but CI starts from a fresh `npm ci`, without that cache.)
  */
-/** Files about what only Valkey 9 has (atomic slot migration): they run in project valkey9 only. */
-const VALKEY9_ONLY = ['test/integration/atomic-engine.test.ts', 'test/integration/server-tasks.test.ts'];
-
 const SLOWEST_FIRST = [
   'test/integration/sentinel-control.test.ts',
   'test/integration/control-outage.test.ts',
@@ -45,6 +43,8 @@ const SLOWEST_FIRST = [
   'test/integration/node-caps.test.ts',
   'test/integration/prometheus.test.ts',
   'test/integration/protected-clusters.test.ts',
+  'test/integration/hostnames.test.ts',
+  'test/integration/tls.test.ts',
   'test/integration/client-traffic.test.ts',
   'test/integration/api-fuzz.test.ts',
   'test/integration/status-page.test.ts',
