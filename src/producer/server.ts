@@ -6,7 +6,7 @@ import { ClusterRegistry } from '../shared/cluster/registry.js';
 import type { Config } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import { trackControlRedis } from '../shared/metrics.js';
-import { ConnectionRole, controlConnectionOptions } from '../shared/queue/connections.js';
+import { ConnectionRole, closeQueue, controlConnectionOptions } from '../shared/queue/connections.js';
 import { MigrationStore } from '../shared/queue/migration-store.js';
 import { QueueName } from '../shared/queue/names.js';
 import { ApiMetrics } from './api-metrics.js';
@@ -60,7 +60,7 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     app,
     async close() {
       await app.close();
-      await Promise.allSettled([clusters.close(), ...queues.map((queue) => queue.close()), control.quit()]);
+      await Promise.allSettled([clusters.close(), ...queues.map((queue) => closeQueue(queue)), control.quit()]);
     },
   };
 }

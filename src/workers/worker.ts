@@ -15,6 +15,7 @@ import type { Logger } from '../shared/logger.js';
 import { createMetrics, type Metrics, startClusterSeries, trackControlRedis } from '../shared/metrics.js';
 import {
   ConnectionRole,
+  closeQueue,
   controlConnectionOptions,
   controlUnavailableReason,
 } from '../shared/queue/connections.js';
@@ -305,11 +306,11 @@ export async function startWorker(
       closing ??= (async () => {
         handingBack = true;
         log.info('stopping: no new slot jobs; those in flight hand their slot back after their batch');
-        const closingWorkers = Promise.all(workers.map((worker) => worker.close()));
+        const closingWorkers = Promise.all(workers.map((worker) => closeQueue(worker)));
         // Jobs waiting for node leases hand their slot back at once (postponed, not failed).
         await nodeLeases?.close();
         await closingWorkers;
-        await finalizeQueue.close();
+        await closeQueue(finalizeQueue);
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         await clusters.close();
         await control.quit().catch(() => control.disconnect());
@@ -523,6 +524,8 @@ function withDeadline<T>(promise: Promise<T>, what: string): Promise<T> {
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
   });
+  // A check that fails after its deadline is no longer awaited: not an unhandled rejection.
+  promise.catch(() => undefined);
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 

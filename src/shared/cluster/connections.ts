@@ -81,6 +81,10 @@ export class NodeConnections {
         if (options.immediate) send();
         else this.windowFor(node).sends.push(send);
       });
+      // Past the deadline nobody awaits the reply any more: its late failure (a handshake that
+      // keeps failing, the connection's retries running out) must not surface as an unhandled
+      // rejection, which would end the process.
+      reply.catch(() => undefined);
       return await Promise.race([
         reply,
         new Promise<never>((_, reject) => {

@@ -142,3 +142,32 @@ export function controlUnavailableReason(error: unknown): string | undefined {
   }
   return undefined;
 }
+
+type ErrorListenerSetter = (event: 'error', listener: () => void) => void;
+
+/** A BullMQ Queue or Worker, as far as closing it is concerned. */
+interface ClosableQueue {
+  close(): Promise<void>;
+}
+
+/**
+ * Closes a BullMQ Queue or Worker whose connection may not have become ready yet (the control
+ * Redis down or refusing the TLS handshake). BullMQ 5.81's RedisConnection.close() removes all of
+ * its listeners; if a connection attempt was in flight, the client's 'end' comes a moment later and
+ * rejects the init still waiting for 'ready' with the last connection error, whose catch emits
+ * 'error' with nobody listening: that throws inside a promise, an unhandled rejection, which ends a
+ * Node process. A listener put back once close() has returned takes it.
+ */
+export async function closeQueue(queue: ClosableQueue): Promise<void> {
+  try {
+    await queue.close();
+  } finally {
+    // A Worker has a second connection, for its blocking reads.
+    const { connection, blockingConnection } = queue as {
+      connection?: { on?: ErrorListenerSetter };
+      blockingConnection?: { on?: ErrorListenerSetter };
+    };
+    connection?.on?.('error', () => undefined);
+    blockingConnection?.on?.('error', () => undefined);
+  }
+}
