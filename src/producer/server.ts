@@ -60,7 +60,11 @@ export function createApi(config: Config, log: Logger): { app: App; close(): Pro
     app,
     async close() {
       await app.close();
-      await Promise.allSettled([clusters.close(), ...queues.map((queue) => closeQueue(queue)), control.quit()]);
+      await Promise.allSettled([
+        clusters.close(),
+        ...queues.map((queue) => closeQueue(queue)),
+        control.quit(),
+      ]);
     },
   };
 }
