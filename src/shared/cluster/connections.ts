@@ -9,7 +9,7 @@ import type { RedisEndpoint } from '../config.js';
 import { nodeAddress } from '../domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { tlsConnectionOptions } from '../tls.js';
+import { tlsConnectionOptions, tlsGuardedConnector } from '../tls.js';
 import { mapRedisError } from './error-map.js';
 import type { NodeAddress } from './port.js';
 
@@ -214,7 +214,7 @@ export class NodeConnections {
       disableClientInfo: true,
       ...(this.seed.username !== undefined ? { username: this.seed.username } : {}),
       ...(this.seed.password !== undefined ? { password: this.seed.password } : {}),
-      ...(this.seed.tls ? { tls: tlsConnectionOptions(this.seed.tls) } : {}),
+      ...(this.seed.tls ? { tls: tlsConnectionOptions(this.seed.tls), Connector: tlsGuardedConnector } : {}),
     };
   }
 }

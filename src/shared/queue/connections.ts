@@ -20,7 +20,7 @@
 import type { RedisOptions } from 'ioredis';
 import { describeTlsFailure } from '../cluster/error-map.js';
 import type { RedisEndpoint, SentinelSettings } from '../config.js';
-import { tlsConnectionOptions } from '../tls.js';
+import { tlsConnectionOptions, tlsGuardedConnector } from '../tls.js';
 
 export const ConnectionRole = { Worker: 'worker', Api: 'api' } as const;
 export type ConnectionRole = (typeof ConnectionRole)[keyof typeof ConnectionRole];
@@ -35,7 +35,11 @@ export function controlConnectionOptions(endpoint: RedisEndpoint, role: Connecti
   const base: RedisOptions = {
     ...(endpoint.sentinel
       ? sentinelOptions(endpoint.sentinel, tls, role)
-      : { host: endpoint.host, port: endpoint.port, ...(tls ? { tls } : {}) }),
+      : {
+          host: endpoint.host,
+          port: endpoint.port,
+          ...(tls ? { tls, Connector: tlsGuardedConnector } : {}),
+        }),
     ...(endpoint.username !== undefined ? { username: endpoint.username } : {}),
     ...(endpoint.password !== undefined ? { password: endpoint.password } : {}),
     ...(endpoint.db !== undefined ? { db: endpoint.db } : {}),
