@@ -9,6 +9,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
 import { ErrorCode, SlotfleetError } from '../shared/errors.js';
+import { checkReadiness } from '../shared/readiness.js';
 import type { AppDeps } from './deps.js';
 import {
   BODY_LIMIT_BYTES,
@@ -110,24 +111,17 @@ export function buildApp(deps: AppDeps) {
         },
       },
       async (_request, reply) => {
-        const checks: Record<string, string> = {};
-        const control = deps.pingControl().catch((error: unknown) => {
-          throw controlStoreError(error, deps.config.control, deps.controlTlsFailure?.()) ?? error;
-        });
-        const probes: [string, Promise<void>][] = [['control', control]];
+        const probes: Record<string, () => Promise<unknown>> = {
+          control: () =>
+            deps.pingControl().catch((error: unknown) => {
+              throw controlStoreError(error, deps.config.control, deps.controlTlsFailure?.()) ?? error;
+            }),
+        };
         for (const name of Object.keys(deps.config.clusters)) {
           const adapter = deps.adapterFor(name);
-          if (adapter) probes.push([`cluster:${name}`, adapter.ping()]);
+          if (adapter) probes[`cluster:${name}`] = () => adapter.ping();
         }
-        await Promise.all(
-          probes.map(async ([name, probe]) => {
-            checks[name] = await probe.then(
-              () => 'ok',
-              (error: Error) => error.message.slice(0, 300),
-            );
-          }),
-        );
-        const ready = Object.values(checks).every((check) => check === 'ok');
+        const { ready, checks } = await checkReadiness(probes);
         return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
       },
     );

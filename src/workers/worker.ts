@@ -25,6 +25,7 @@ import { type FinalizeJobData, QueueName, type SlotJobData } from '../shared/que
 import { LeaseRole, NodeLeases } from '../shared/queue/node-leases.js';
 import { PaceStore } from '../shared/queue/pace-store.js';
 import { TokenBuckets } from '../shared/queue/token-bucket.js';
+import { checkReadiness, type Readiness } from '../shared/readiness.js';
 import type { AtomicRuntime } from './movers/atomic-mover.js';
 import { ServerTasks } from './movers/server-tasks.js';
 import { Pacer } from './pacer.js';
@@ -427,13 +428,6 @@ function watchControlConnection(control: Redis, config: Config, log: Logger): { 
 /** What the worker's HTTP port serves, GET only (the Kubernetes manifests' probes are checked against it). */
 export const WorkerRoute = { Metrics: '/metrics', Health: '/healthz', Ready: '/readyz' } as const;
 
-/** What /readyz answers, in the API's shape (`checks` by name: `control`, `cluster:<name>`). */
-interface Readiness {
-  readonly ready: boolean;
-  /** 'ok', or why not. */
-  readonly checks: Readonly<Record<string, string>>;
-}
-
 const STOPPING: Readiness = { ready: false, checks: { worker: 'stopping: takes no new slot jobs' } };
 
 /** How long a readiness check waits for each PING. */
@@ -486,21 +480,6 @@ function readinessProbes(
     };
   }
   return probes;
-}
-
-async function checkReadiness(probes: Record<string, () => Promise<void>>): Promise<Readiness> {
-  const checks = Object.fromEntries(
-    await Promise.all(
-      Object.entries(probes).map(async ([name, probe]) => {
-        const outcome = await probe().then(
-          () => 'ok',
-          (error: Error) => error.message.slice(0, 300),
-        );
-        return [name, outcome] as const;
-      }),
-    ),
-  );
-  return { ready: Object.values(checks).every((check) => check === 'ok'), checks };
 }
 
 /** One check at a time, its answer reused for READY_CACHE_MS after it settles. */
