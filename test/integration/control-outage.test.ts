@@ -22,7 +22,14 @@ import {
 } from '../../src/sandbox/index.js';
 import { parseSlotRanges } from '../../src/shared/domain/slots.js';
 import { type FinalizeJobData, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
-import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
+import {
+  expectOwnersEverywhere,
+  type Stack,
+  startReshard,
+  startStack,
+  waitForMigration,
+  waitForProgress,
+} from './support/stack.js';
 
 const CONTROL_PASSWORD = 'control-secret-5f0c2e9a';
 /** How long the control Redis stays down. */
@@ -100,7 +107,7 @@ describe('control Redis outage in the middle of a migration', () => {
     expect(moved.length).toBeGreaterThanOrEqual(1255);
 
     // Some, not all, slots done: the outage hits jobs in flight, finished ones and pending ones.
-    const before = await waitForProgress(id, moved.length);
+    const before = await waitForProgress(stack, id, moved.length, 'the outage', 90_000);
     await stack.control.kill();
     const downAt = Date.now();
     expect(before.state).toBe('running');
@@ -166,16 +173,8 @@ describe('control Redis outage in the middle of a migration', () => {
     const receiver = (await stack.cluster.masters()).find((master) => master.id !== addedId)!;
     // 1000 of the added master's slots: LOST_SLOTS of them finish between the copy and the crash,
     // and many more are still to come.
-    const created = await inject('POST', '/v1/clusters/default/reshard', {
-      from: [addedId],
-      to: receiver.id,
-      slots: 1000,
-    });
-    expect(created.statusCode, created.body).toBe(202);
-    const { id, plan } = created.json() as { id: string; plan: { slots: string; targetId: string }[] };
-    const moved = plan.flatMap((group) => parseSlotRanges(group.slots));
-    expect(moved).toHaveLength(1000);
-    await waitForProgress(id, moved.length);
+    const { id, moved } = await startReshard(stack, { from: [addedId], to: receiver.id, slots: 1000 });
+    await waitForProgress(stack, id, moved.length, 'the outage', 90_000);
 
     const aofDir = join(stack.control.dir, 'appendonlydir');
     const snapshot = join(logDir, 'aof-snapshot');
@@ -215,16 +214,6 @@ describe('control Redis outage in the middle of a migration', () => {
   });
 
   /** Polls until at least a tenth of the slots are done, and not all. */
-  async function waitForProgress(id: string, total: number): Promise<MigrationView> {
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      const record = await readMigration(id);
-      expect(record.slots.done, 'the migration ended before the outage').toBeLessThan(total);
-      if (record.slots.done! >= total / 10) return record;
-      if (Date.now() > deadline) throw new Error(`migration did not reach 10 %: ${JSON.stringify(record)}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 
   /** The API reconnects on its own (retryStrategy): the first 200 after the restart. */
   async function readMigrationOnceBack(id: string): Promise<MigrationView> {

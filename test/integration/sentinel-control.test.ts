@@ -35,7 +35,14 @@ import { parseSlotRanges } from '../../src/shared/domain/slots.js';
 import { ConnectionRole, controlConnectionOptions } from '../../src/shared/queue/connections.js';
 import { type FinalizeJobData, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
 import { isAlive } from './support/processes.js';
-import { expectOwnersEverywhere, type Stack, startStack, waitForMigration } from './support/stack.js';
+import {
+  expectOwnersEverywhere,
+  type Stack,
+  startReshard,
+  startStack,
+  waitForMigration,
+  waitForProgress,
+} from './support/stack.js';
 
 const CONTROL_PASSWORD = 'control-secret-8d41b7c2';
 const SENTINEL_PASSWORD = 'sentinel-secret-3e9a60f5';
@@ -93,7 +100,7 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
     expect(plan.every((group) => group.targetId === added.id)).toBe(true);
     expect(moved.length).toBeGreaterThanOrEqual(4000);
 
-    const progress = await waitForProgress(id, moved.length);
+    const progress = await waitForProgress(stack, id, moved.length, 'the kill', 120_000);
     await sentinels.settleReplication();
     const killed = await sentinels.killMaster();
     const { newMaster, apiBackMs } = await followFailover(sentinels.waitForNewMaster(killed.port));
@@ -129,17 +136,9 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
     await restartKilledNode();
     const receiver = (await stack.cluster.masters()).find((master) => master.id !== addedId)!;
     const linesBefore = stack.logLines.length;
-    const created = await inject('POST', '/v1/clusters/default/reshard', {
-      from: [addedId],
-      to: receiver.id,
-      slots: 2000,
-    });
-    expect(created.statusCode, created.body).toBe(202);
-    const { id, plan } = created.json() as { id: string; plan: { slots: string; targetId: string }[] };
-    const moved = plan.flatMap((group) => parseSlotRanges(group.slots));
-    expect(moved).toHaveLength(2000);
+    const { id, moved } = await startReshard(stack, { from: [addedId], to: receiver.id, slots: 2000 });
 
-    const progress = await waitForProgress(id, moved.length);
+    const progress = await waitForProgress(stack, id, moved.length, 'the kill', 120_000);
     const killed = await sentinels.killMaster();
     const { newMaster, apiBackMs } = await followFailover(sentinels.waitForNewMaster(killed.port));
     console.log(
@@ -166,17 +165,9 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
     await restartKilledNode();
     const receiver = (await stack.cluster.masters()).find((master) => master.id !== addedId)!;
     const linesBefore = stack.logLines.length;
-    const created = await inject('POST', '/v1/clusters/default/reshard', {
-      from: [receiver.id],
-      to: addedId,
-      slots: 2000,
-    });
-    expect(created.statusCode, created.body).toBe(202);
-    const { id, plan } = created.json() as { id: string; plan: { slots: string; targetId: string }[] };
-    const moved = plan.flatMap((group) => parseSlotRanges(group.slots));
-    expect(moved).toHaveLength(2000);
+    const { id, moved } = await startReshard(stack, { from: [receiver.id], to: addedId, slots: 2000 });
 
-    const progress = await waitForProgress(id, moved.length);
+    const progress = await waitForProgress(stack, id, moved.length, 'the kill', 120_000);
     const former = await sentinels.master();
     const { newMaster, apiBackMs } = await followFailover(sentinels.failover());
     expect(former.isRunning).toBe(true);
@@ -213,18 +204,6 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
   }
 
   /** Polls until at least a tenth of the slots are done, and not all. */
-  async function waitForProgress(id: string, total: number): Promise<MigrationView> {
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const response = await inject('GET', `/v1/migrations/${id}`);
-      expect(response.statusCode, response.body).toBe(200);
-      const record = response.json<MigrationView>();
-      expect(record.slots.done, 'the migration ended before the kill').toBeLessThan(total);
-      if (record.slots.done! >= total / 10) return record;
-      if (Date.now() > deadline) throw new Error(`migration did not reach 10 %: ${JSON.stringify(record)}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 
   /**
    * While the master fails over the API answers 200 or 503 CONTROL_STORE, until the sentinels agree

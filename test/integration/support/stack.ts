@@ -18,6 +18,7 @@ import {
 } from '../../../src/sandbox/index.js';
 import type { RedisProcess } from '../../../src/sandbox/redis-process.js';
 import { type Config, loadConfig } from '../../../src/shared/config.js';
+import { parseSlotRanges } from '../../../src/shared/domain/slots.js';
 import { type NodeView, ownerOf, parseClusterNodes } from '../../../src/shared/domain/topology.js';
 import type { Logger } from '../../../src/shared/logger.js';
 import { ConnectionRole, controlConnectionOptions } from '../../../src/shared/queue/connections.js';
@@ -157,6 +158,46 @@ export function waitForMigration(
     },
     { intervalMs: 100, timeoutMs },
   );
+}
+
+/** POST a reshard through the API: expects 202 and a plan of exactly `slots` slots, returned in plan order. */
+export async function startReshard(
+  stack: Stack,
+  body: { from: readonly string[]; to: string; slots: number },
+): Promise<{ id: string; moved: number[] }> {
+  const created = await stack.api.app.inject({
+    method: 'POST',
+    url: '/v1/clusters/default/reshard',
+    payload: body,
+  });
+  expect(created.statusCode, created.body).toBe(202);
+  const { id, plan } = created.json() as { id: string; plan: { slots: string }[] };
+  const moved = plan.flatMap((group) => parseSlotRanges(group.slots));
+  expect(moved).toHaveLength(body.slots);
+  return { id, moved };
+}
+
+/**
+ * Polls the migration until a tenth of its `total` slots are done, failing if it ended first: the
+ * moment a test breaks something mid-migration (`before` names that something in the failure).
+ */
+export async function waitForProgress(
+  stack: Stack,
+  id: string,
+  total: number,
+  before: string,
+  timeoutMs: number,
+): Promise<MigrationView> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const response = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
+    expect(response.statusCode, response.body).toBe(200);
+    const record = response.json<MigrationView>();
+    expect(record.slots.done, `the migration ended before ${before}`).toBeLessThan(total);
+    if (record.slots.done! >= total / 10) return record;
+    if (Date.now() > deadline) throw new Error(`migration did not reach 10 %: ${JSON.stringify(record)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Every running node's own view (replicas included). */
