@@ -91,8 +91,13 @@ function sentinelOptions(
  * control Redis that is a replica stays one, and reconnecting to it would loop.
  */
 function readonlyReconnect(error: Error, role: ConnectionRole): 1 | 2 | false {
-  if (!/READONLY/.test(error.message)) return false;
+  if (replyWord(error) !== 'READONLY') return false;
   return role === ConnectionRole.Worker ? 2 : 1;
+}
+
+/** The first word of a Redis error reply (READONLY, LOADING, ...): what the two tables here read. */
+function replyWord(error: Error): string | undefined {
+  return /^[A-Z]+/.exec(error.message)?.[0];
 }
 
 /**
@@ -132,7 +137,7 @@ export function controlUnavailableReason(error: unknown): string | undefined {
   if (!(error instanceof Error)) return undefined;
   const tls = describeTlsFailure(error);
   if (tls !== undefined) return `cannot be used: ${tls}`;
-  const firstWord = /^[A-Z]+/.exec(error.message)?.[0];
+  const firstWord = replyWord(error);
   if (firstWord !== undefined && UNAVAILABLE_REPLIES[firstWord] !== undefined) {
     return `${UNAVAILABLE_REPLIES[firstWord]}: ${error.message.slice(0, 160)}`;
   }
