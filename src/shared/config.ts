@@ -112,10 +112,9 @@ export interface Config {
      * order (SETSLOT IMPORTING on the target, then MIGRATING on the source, one write per node): a
      * node saves its cluster config once per write, not once per slot, which on Valkey costs 4-12x
      * what it does on Redis 7.0 (docs/valkey-classic-path.md). The opened slots drain in turn; a
-     * cancel finishes the open ones rather than dropping them. 1: one slot at a time. Off by default
-     * until a crash test's leftover is understood: once, on Valkey 8, a target was left IMPORTING two
-     * slots of a finished migration after workers were stopped mid-slot (docs/performance.md).
-     * @defaultValue 1
+     * cancel finishes the open ones rather than dropping them. 1: one slot at a time. A slot opened
+     * ahead is assigned or dropped only once its opener's writes were answered (SlotOpenings).
+     * @defaultValue 64
      */
     readonly openSlotsTogether: number;
     /**
@@ -187,7 +186,7 @@ export const DEFAULTS = {
   maxSlotsPerSource: 4,
   maxSlotsPerTarget: 8,
   maxClientLatencyMs: 10,
-  openSlotsTogether: 1,
+  openSlotsTogether: 64,
   atomicSlotsPerTask: 4096,
   atomicTasksPerSource: 1,
   atomicTasksPerTarget: 1,

@@ -12,14 +12,14 @@
  */
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { ClusterPort } from '../shared/cluster/port.js';
-import { MigrationControl, type MigrationEngine } from '../shared/domain/migration.js';
+import { MigrationControl, MigrationEngine } from '../shared/domain/migration.js';
 import { FixKind } from '../shared/domain/planners/index.js';
 import { SlotPhase, SlotStep } from '../shared/domain/slot-migration.js';
 import { nodeAddress } from '../shared/domain/topology.js';
 import { ErrorCode, errorCodeOf, isRetryable, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
-import type { SlotRecords } from '../shared/queue/migration-store.js';
+import type { SlotOpenings, SlotRecords } from '../shared/queue/migration-store.js';
 import type { FinalizeJobData, SlotJobData } from '../shared/queue/names.js';
 import {
   type AcquireHooks,
@@ -64,6 +64,33 @@ export interface ProcessorDeps {
   readonly atomic?: AtomicRuntime;
   /** Told when a migrate job starts and stops waiting for a server task (see worker.ts). */
   readonly taskWait?: { onWait(): void; onWaitEnd(): void };
+  /** Slots another job may still be opening (keys engine); absent: none ever are. */
+  readonly openings?: Pick<SlotOpenings, 'openingsInFlight'>;
+}
+
+/** How often a slot that another job is opening looks again (an opening takes milliseconds). */
+const OPENING_POLL_MS = 20;
+
+/**
+ * Before slots of the keys engine are assigned or dropped: waits until no job that opened them ahead
+ * (SlotRunDeps.openAhead) may still be writing IMPORTING or MIGRATING for them, so that no such write
+ * reaches a node after the slot is closed there (SlotOpenings says what Valkey's replicas make of
+ * one). Bounded by the claims' grace: a dead opener's stamps stop counting then.
+ */
+async function waitForOpeners(
+  deps: ProcessorDeps,
+  migrationId: string,
+  slots: readonly number[],
+  log: Logger,
+): Promise<void> {
+  if (!deps.openings) return;
+  let waiting = slots;
+  for (let polls = 0; ; polls++) {
+    waiting = await deps.openings.openingsInFlight(migrationId, waiting);
+    if (waiting.length === 0) return;
+    if (polls === 0) log.debug({ slots: waiting.length }, 'waiting for the job that opened slots ahead');
+    await new Promise((resolve) => setTimeout(resolve, OPENING_POLL_MS));
+  }
 }
 
 /**
@@ -119,6 +146,9 @@ async function attemptSlot(
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
+    if (moverFor(data).engine === MigrationEngine.Keys) {
+      await waitForOpeners(deps, data.migrationId, [data.slot], log);
+    }
     if ((await moverFor(data).onCancel(data, engine)) === 'cancelled') {
       // The finalizer of a slot its migrate job cancelled comes here too: count the slot once.
       if (await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Cancelled)) {
@@ -299,6 +329,12 @@ export function createFinalizeProcessor(deps: ProcessorDeps) {
     const control = await deps.controlOf(migrationId);
     if (control === MigrationControl.Pause) return await postpone(job, token, log, false);
     const stopTimer = deps.metrics.finalizeDuration.startTimer({ cluster });
+    await waitForOpeners(
+      deps,
+      migrationId,
+      slots.map((data) => data.slot),
+      log,
+    );
     const outcomes = await Promise.allSettled(
       slots.map(async (data) => {
         const inFlight = { cluster: data.cluster, source: nodeAddress(data.source) };

@@ -52,7 +52,14 @@ export interface SlotRunDeps extends DrainDeps {
    * One write of many SETSLOTs costs a node one cluster-config save, not one per slot (Valkey's
    * atomic save costs 4-12x Redis 7.0's: docs/valkey-classic-path.md). Absent: one slot at a time.
    */
-  readonly openAhead?: (data: SlotJobData) => Promise<readonly number[]>;
+  readonly openAhead?: {
+    claim(data: SlotJobData): Promise<readonly number[]>;
+    /**
+     * Every write for the claimed slots was answered (or refused): their own runs, and the finalizer,
+     * may now assign or drop them (SlotOpenings in migration-store.ts says why they wait).
+     */
+    answered(data: SlotJobData, slots: readonly number[]): Promise<void>;
+  };
 }
 
 /** The finalizer's wait for gossip: long enough for a few cluster-bus PINGs, short of a job's lock. */
@@ -183,7 +190,7 @@ export class SlotRun {
     const { data } = this;
     switch (action.kind) {
       case SlotActionKind.SetImporting: {
-        const companions = (await this.deps.openAhead?.(data)) ?? [];
+        const companions = (await this.deps.openAhead?.claim(data)) ?? [];
         await Promise.all([
           cluster.setSlotImporting(data.target, data.slot, data.source.id),
           companions.length > 0 ? this.openCompanions(companions) : undefined,
@@ -275,6 +282,10 @@ export class SlotRun {
     );
     const refused = [...importing, ...migrating].filter((outcome) => outcome.status === 'rejected').length;
     this.log.debug({ slots: formatSlotRanges(opened), refused }, 'opened slots of the pair ahead');
+    // Not waited for: until it lands, a finalizer of these slots waits (at most the claim's grace).
+    this.deps.openAhead
+      ?.answered(this.data, slots)
+      .catch((error: Error) => this.log.warn({ err: error.message }, 'recording slots opened ahead'));
   }
 
   /** afterAction, checked: a prediction that takes the slot back a step is a bug, not a state. */

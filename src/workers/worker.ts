@@ -223,17 +223,21 @@ export async function startWorker(
   const openTogether = config.worker.openSlotsTogether;
   const openAhead =
     openTogether > 1
-      ? async (data: SlotJobData): Promise<number[]> => {
-          const plan = await atomic.planOf(data.migrationId);
-          const group = plan.find(
-            (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
-          );
-          if (!group) return [];
-          const pairSlots = parseSlotRanges(group.slots);
-          const index = pairSlots.indexOf(data.slot);
-          if (index < 0 || index % openTogether !== 0) return [];
-          const block = pairSlots.slice(index + 1, index + openTogether);
-          return store.claimForTask(data.migrationId, [], block, block.length);
+      ? {
+          claim: async (data: SlotJobData): Promise<number[]> => {
+            const plan = await atomic.planOf(data.migrationId);
+            const group = plan.find(
+              (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
+            );
+            if (!group) return [];
+            const pairSlots = parseSlotRanges(group.slots);
+            const index = pairSlots.indexOf(data.slot);
+            if (index < 0 || index % openTogether !== 0) return [];
+            const block = pairSlots.slice(index + 1, index + openTogether);
+            return store.claimForTask(data.migrationId, [], block, block.length);
+          },
+          answered: (data: SlotJobData, slots: readonly number[]) =>
+            store.openingsAnswered(data.migrationId, slots),
         }
       : undefined;
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
@@ -249,6 +253,8 @@ export async function startWorker(
     atomic,
     taskWait,
     ...(openAhead ? { openAhead } : {}),
+    // Whatever this worker's own setting: another worker of the fleet may open slots ahead.
+    openings: store,
     ...(options.beforeAction ? { beforeAction: options.beforeAction } : {}),
     ...(nodeLeases && pacer
       ? {

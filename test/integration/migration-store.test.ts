@@ -1,6 +1,7 @@
 /**
  * The migration record's step script on a real control Redis: an ended slot is never reopened by a
- * late writer, and the keys that writer reports still count.
+ * late writer, and the keys that writer reports still count. Slots opened ahead by another job are
+ * told apart from those no opener can take any more.
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,7 +10,7 @@ import type { RedisProcess } from '../../src/sandbox/redis-process.js';
 import { SlotStep } from '../../src/shared/domain/slot-migration.js';
 import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 
-describe('MigrationStore.setSlotStep', () => {
+describe('MigrationStore scripts on a real control Redis', () => {
   let control: RedisProcess;
   let redis: Redis;
   let store: MigrationStore;
@@ -41,5 +42,25 @@ describe('MigrationStore.setSlotStep', () => {
     expect(await store.setSlotStep('mig-late', 'default', 5, SlotStep.Migrating, 3)).toBe(false);
     const record = await store.get('mig-late');
     expect(record).toMatchObject({ state: 'done', keysMoved: 3, slots: { done: 1, migrating: 0 } });
+  });
+
+  it('tells which slots an opener may still be writing for, and closes the others to openers', async () => {
+    const source = { id: 'a'.repeat(40), host: '127.0.0.1', port: 7000 };
+    const target = { id: 'b'.repeat(40), host: '127.0.0.1', port: 7001 };
+    await store.create({
+      id: 'mig-ahead',
+      cluster: 'default',
+      kind: 'migrations',
+      request: {},
+      moves: [10, 11, 12, 13].map((slot) => ({ slot, source, target })),
+    });
+    // An opener takes 11 and 12 (pending), stamped.
+    expect(await store.claimForTask('mig-ahead', [], [11, 12], 2)).toEqual([11, 12]);
+    // A finalizer of 10, 11 and 13: 11 is being opened; 10 and 13 are closed to openers from now on.
+    expect(await store.openingsInFlight('mig-ahead', [10, 11, 13])).toEqual([11]);
+    expect(await store.claimForTask('mig-ahead', [], [10, 13], 2)).toEqual([]);
+    // The opener's writes were answered: nothing is in flight any more.
+    await store.openingsAnswered('mig-ahead', [11, 12]);
+    expect(await store.openingsInFlight('mig-ahead', [10, 11, 12, 13])).toEqual([]);
   });
 });

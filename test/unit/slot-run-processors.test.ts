@@ -89,6 +89,54 @@ describe('the migrate and finalize processors', () => {
   });
 });
 
+describe('slots opened ahead by another job', () => {
+  /** An opener still writing for the slot during the first `polls` looks, then done. */
+  function openerFor(slot: number, polls: number) {
+    let looks = 0;
+    const seenAtLooks: number[] = [];
+    return {
+      seenAtLooks,
+      openingsInFlight: async (_id: string, slots: readonly number[]) => {
+        looks++;
+        seenAtLooks.push(cluster.callsOf('setSlotNode', 'setSlotStable').length);
+        return looks <= polls ? slots.filter((candidate) => candidate === slot) : [];
+      },
+    };
+  }
+
+  it('the finalizer assigns no slot while its opener may still be writing for it', async () => {
+    const seeded = seedSlot(cluster, { tag: 'opened-ahead' });
+    const processors = processorDeps(cluster, store);
+    const migrated = await runAttempt(createMigrateProcessor(processors.deps), migrateJob(seeded.data));
+    expect(migrated.status).toBe('completed');
+    const opener = openerFor(seeded.slot, 3);
+    const finalized = await runAttempt(
+      createFinalizeProcessor({ ...processors.deps, openings: opener }),
+      finalizeJob(processors.finalizeQueue),
+    );
+    expect(finalized.status).toBe('completed');
+    // Four looks, the last one clear, and no SETSLOT NODE before it.
+    expect(opener.seenAtLooks).toEqual([0, 0, 0, 0]);
+    expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
+  });
+
+  it('a cancelled slot is not dropped while its opener may still be writing for it', async () => {
+    const seeded = seedSlot(cluster, { tag: 'opened-ahead-cancel' });
+    await cluster.setSlotImporting(seeded.data.target, seeded.slot, seeded.data.source.id);
+    const processors = processorDeps(cluster, store);
+    processors.control = MigrationControl.Cancel;
+    const opener = openerFor(seeded.slot, 2);
+    const result = await runAttempt(
+      createMigrateProcessor({ ...processors.deps, openings: opener }),
+      migrateJob(seeded.data),
+    );
+    expect(result).toMatchObject({ status: 'completed', value: { cancelled: true } });
+    expect(opener.seenAtLooks).toEqual([0, 0, 0]);
+    expect(cluster.callsOf('setSlotStable')).toHaveLength(1);
+    expect(untouchedProblems(cluster, seeded)).toEqual([]);
+  });
+});
+
 describe('pause', () => {
   it.each([SlotPhase.Migrate, SlotPhase.Finalize])(
     'a %s job that starts while paused is postponed without a command',

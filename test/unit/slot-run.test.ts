@@ -524,12 +524,21 @@ describe('opening the slots of a pair together (openAhead)', () => {
       seedSlot(cluster, { tag: tagServedBy(cluster, source.port, prefix), targetId: first.data.target.id }),
     );
     const asked: number[] = [];
-    const openAhead = async (data: SlotJobData) => {
-      asked.push(data.slot);
-      return companions.map((companion) => companion.slot);
+    const answered: number[][] = [];
+    const openAhead = {
+      claim: async (data: SlotJobData) => {
+        asked.push(data.slot);
+        return companions.map((companion) => companion.slot);
+      },
+      answered: async (_data: SlotJobData, slots: readonly number[]) => {
+        // Said only once every write for them was answered.
+        expect(cluster.callsOf('setSlotImporting', 'setSlotMigrating')).toHaveLength(5);
+        answered.push([...slots]);
+      },
     };
     await driveSlot(first.data, SlotPhase.Migrate, { ...deps(), openAhead });
     expect(asked).toEqual([first.slot]);
+    expect(answered).toEqual([companions.map((companion) => companion.slot)]);
     for (const companion of companions) {
       expect(cluster.node(first.data.target.id).slotView(companion.slot)).toMatchObject({
         importingFrom: source.id,

@@ -173,6 +173,25 @@ for i = 1, #ARGV do
 end
 return #ARGV`;
 
+// The keys engine's slots opened ahead by another slot's job (claimForTask with no own slots, which
+// stamps each): which of them an opener may still be writing IMPORTING or MIGRATING for, its stamp
+// younger than the grace. Every other slot is closed to openers from now on (a pending one is marked
+// migrating, and openers take only pending slots), so what this returns can only shrink.
+// ARGV: now (ms), grace (ms), slots...
+const OPENINGS_IN_FLIGHT_SCRIPT = `
+local nowMs = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+local inFlight = {}
+for i = 3, #ARGV do
+  local claimedAt = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if nowMs - claimedAt < grace then
+    inFlight[#inFlight + 1] = ARGV[i]
+  elseif redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Pending}' then
+    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+  end
+end
+return inFlight`;
+
 /** How long a slot claimed for a task is left to its claimer before another start may take it. */
 export const TASK_CLAIM_GRACE_MS = 3_000;
 
@@ -186,6 +205,7 @@ interface ScriptCommands {
   slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
   slotfleetClaimForTask(...args: (string | number)[]): Promise<string[]>;
   slotfleetReleaseClaims(...args: (string | number)[]): Promise<number>;
+  slotfleetOpeningsInFlight(...args: (string | number)[]): Promise<string[]>;
 }
 
 /**
@@ -226,7 +246,24 @@ export interface ServerTaskRecords {
   stepOf(id: string, slot: number): Promise<SlotStep | undefined>;
 }
 
-export class MigrationStore implements SlotRecords, ServerTaskRecords {
+/**
+ * The keys engine's slots opened ahead of their own jobs (SLOTFLEET_OPEN_SLOTS_TOGETHER): an opener
+ * claims them (ServerTaskRecords.claimForTask, which stamps each) and says when its writes were
+ * answered; a slot is assigned or dropped only once no opener may still be writing for it. On
+ * Valkey, an IMPORTING that reaches the target while its SETSLOT NODE waits for a replica leaves that
+ * replica IMPORTING for good (test/integration/setslot-replication.test.ts).
+ */
+export interface SlotOpenings {
+  /** The opener's IMPORTING and MIGRATING for these slots were answered: their stamps go. */
+  openingsAnswered(id: string, slots: readonly number[]): Promise<void>;
+  /**
+   * The slots an opener may still be writing for (stamped less than TASK_CLAIM_GRACE_MS ago); the
+   * others can no longer be claimed by an opener.
+   */
+  openingsInFlight(id: string, slots: readonly number[]): Promise<number[]>;
+}
+
+export class MigrationStore implements SlotRecords, ServerTaskRecords, SlotOpenings {
   private readonly scripts: ScriptCommands;
 
   constructor(
@@ -237,6 +274,7 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
     redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 3, lua: CLAIM_FOR_TASK_SCRIPT });
     redis.defineCommand('slotfleetReleaseClaims', { numberOfKeys: 2, lua: RELEASE_CLAIMS_SCRIPT });
+    redis.defineCommand('slotfleetOpeningsInFlight', { numberOfKeys: 2, lua: OPENINGS_IN_FLIGHT_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
@@ -510,6 +548,25 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords {
         ...slots.slice(start, start + CLAIM_CHUNK),
       );
     }
+  }
+
+  async openingsAnswered(id: string, slots: readonly number[]): Promise<void> {
+    if (slots.length > 0) await this.redis.hdel(this.key(id, 'task-claims'), ...slots.map(String));
+  }
+
+  async openingsInFlight(id: string, slots: readonly number[]): Promise<number[]> {
+    const inFlight: number[] = [];
+    for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
+      const reply = await this.scripts.slotfleetOpeningsInFlight(
+        this.key(id, 'slots'),
+        this.key(id, 'task-claims'),
+        Date.now(),
+        TASK_CLAIM_GRACE_MS,
+        ...slots.slice(start, start + CLAIM_CHUNK),
+      );
+      inFlight.push(...reply.map(Number));
+    }
+    return inFlight;
   }
 
   async recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void> {
