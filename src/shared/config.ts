@@ -108,12 +108,12 @@ export interface Config {
      */
     readonly maxSlotsPerTarget: number;
     /**
-     * Engine keys: a source -> target pair's slots are opened in blocks of this many, in the plan's
-     * order (SETSLOT IMPORTING on the target, then MIGRATING on the source, one write per node): a
-     * node saves its cluster config once per write, not once per slot, which on Valkey costs 4-12x
-     * what it does on Redis 7.0 (docs/valkey-classic-path.md). The opened slots drain in turn; a
-     * cancel finishes the open ones rather than dropping them. 1: one slot at a time. A slot opened
-     * ahead is assigned or dropped only once its opener's writes were answered (SlotOpenings).
+     * Engine keys: a source -> target pair's slots move in blocks of this many, in the plan's order:
+     * the job of a block's first slot opens them with its own (SETSLOT IMPORTING on the target, then
+     * MIGRATING on the source, one write per node: a node saves its cluster config once per write,
+     * which on Valkey costs 4-12x what it does on Redis 7.0, docs/valkey-classic-path.md), moves
+     * their keys and hands them to their finalizer; their own jobs wait for it (keys-mover.ts). A
+     * cancel finishes the open ones rather than dropping them. 1: every job runs its own slot.
      * @defaultValue 64
      */
     readonly openSlotsTogether: number;
@@ -226,7 +226,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_METRICS_HOST: 'address the worker metrics port binds (default: SLOTFLEET_API_HOST)',
   SLOTFLEET_MAX_SLOTS_PER_SOURCE: `slots draining from one source node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerSource})`,
   SLOTFLEET_MAX_SLOTS_PER_TARGET: `slots draining into one target node at once, whole fleet, 0 for no cap (default ${DEFAULTS.maxSlotsPerTarget})`,
-  SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: a source -> target pair's slots are opened (SETSLOT IMPORTING, MIGRATING) in blocks of this many, one write per node; 1: one at a time (default ${DEFAULTS.openSlotsTogether})`,
+  SLOTFLEET_OPEN_SLOTS_TOGETHER: `engine keys: a source -> target pair's slots are opened (SETSLOT IMPORTING, MIGRATING, one write per node) and drained in blocks of this many by the job of each block's first slot; 1: every job runs its own slot (default ${DEFAULTS.openSlotsTogether})`,
   SLOTFLEET_ATOMIC_SLOTS_PER_TASK: `engine atomic: slots in one server task (CLUSTER MIGRATESLOTS) at most (default ${DEFAULTS.atomicSlotsPerTask})`,
   SLOTFLEET_ATOMIC_TASKS_PER_SOURCE: `engine atomic: server tasks in progress per source node at most (default ${DEFAULTS.atomicTasksPerSource})`,
   SLOTFLEET_ATOMIC_TASKS_PER_TARGET: `engine atomic: server tasks in progress per target node at most (default ${DEFAULTS.atomicTasksPerTarget})`,

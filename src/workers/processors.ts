@@ -167,6 +167,8 @@ async function attemptSlot(
   // A mover may finish the slot in its migrate phase (the atomic engine: the servers hand the slot
   // over, nothing is left for a finalizer): then no finalize job is added.
   let finished = phase === SlotPhase.Finalize;
+  // Drained by the job that opened it (keys engine blocks), which added its finalize job too.
+  let handedOn = false;
   if (repairKind !== undefined && repairKind !== FixKind.FinishMigration) {
     if (phase === SlotPhase.Migrate) keysMoved = (await runRepair(data, engine)).keysMoved;
     else await deps.store.setSlotStep(data.migrationId, data.cluster, data.slot, SlotStep.Done);
@@ -174,6 +176,7 @@ async function attemptSlot(
     const result = await moverFor(data).moveSlot(data, phase, engine);
     keysMoved = result.keysMoved;
     finished ||= result.step === SlotStep.Done;
+    handedOn = result.handedOn === true;
     if (phase === SlotPhase.Finalize && data.repair) {
       await Promise.all(data.repair.closeOn.map((node) => cluster.setSlotStable(node, data.slot)));
     }
@@ -185,7 +188,7 @@ async function attemptSlot(
       engine: engineOf(data),
     });
     log.info({ keysMoved }, 'slot done');
-  } else {
+  } else if (!handedOn) {
     // Added before this job completes: a crash in between re-runs the (drained) migrate job,
     // which adds it then.
     await deps.enqueueFinalize(data);

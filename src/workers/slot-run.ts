@@ -31,7 +31,7 @@ import { formatSlotRanges } from '../shared/domain/slots.js';
 import { nodeAddress } from '../shared/domain/topology.js';
 import { ErrorCode, errorCodeOf, SlotfleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { SlotRecords } from '../shared/queue/migration-store.js';
+import type { OpeningState, SlotRecords } from '../shared/queue/migration-store.js';
 import type { SlotJobData } from '../shared/queue/names.js';
 import { type DrainDeps, drainSlot } from './drain.js';
 
@@ -52,14 +52,25 @@ export interface SlotRunDeps extends DrainDeps {
    * One write of many SETSLOTs costs a node one cluster-config save, not one per slot (Valkey's
    * atomic save costs 4-12x Redis 7.0's: docs/valkey-classic-path.md). Absent: one slot at a time.
    */
-  readonly openAhead?: {
-    claim(data: SlotJobData): Promise<readonly number[]>;
-    /**
-     * Every write for the claimed slots was answered (or refused): their own runs, and the finalizer,
-     * may now assign or drop them (SlotOpenings in migration-store.ts says why they wait).
-     */
-    answered(data: SlotJobData, slots: readonly number[]): Promise<void>;
-  };
+  readonly openAhead?: OpenAhead;
+}
+
+/**
+ * The keys engine's blocks (SLOTFLEET_OPEN_SLOTS_TOGETHER): the job of a block's first slot claims
+ * the block's other slots still pending, opens them with its own, moves their keys and hands them
+ * to their finalizer; their own jobs wait for it (OpeningWatch) and end at once (keys-mover.ts).
+ */
+export interface OpenAhead {
+  /** Claims this slot's block (stamped in the record); none unless it is a block's first slot. */
+  claim(data: SlotJobData): Promise<readonly number[]>;
+  /** Gives claimed slots back: their own jobs run them. */
+  release(data: SlotJobData, slots: readonly number[]): Promise<void>;
+  /** Still held: the stamps are renewed, so their jobs go on waiting. */
+  renew(data: SlotJobData, slots: readonly number[]): Promise<void>;
+  /** Their keys moved and their step is recorded: adds their finalize job and tells their jobs. */
+  handOn(data: SlotJobData, slots: readonly number[]): Promise<void>;
+  /** Resolves once no other job holds this job's slot; onHeld is called if it has to wait. */
+  settled(data: SlotJobData, onHeld: () => void): Promise<OpeningState>;
 }
 
 /** The finalizer's wait for gossip: long enough for a few cluster-bus PINGs, short of a job's lock. */
@@ -68,6 +79,8 @@ export const EPOCH_WAIT = { waitMs: 5_000, pollMs: 50 } as const;
 export interface SlotRunResult {
   readonly keysMoved: number;
   readonly step: SlotStep;
+  /** Drained by the job that opened it, which added its finalize job too: nothing is left to add. */
+  readonly handedOn?: boolean;
 }
 
 /** More actions than any honest run needs: a guard against a cluster that keeps changing under us. */
@@ -90,6 +103,10 @@ export class SlotRun {
   private keysMoved = 0;
   /** Keys moved whose count is not in the record yet: it goes with the next step written. */
   private keysToRecord = 0;
+  /** Slots of this slot's block claimed to be opened with it (OpenAhead.claim). */
+  readonly claimed: number[] = [];
+  /** Those of them the target imports and the source redirects now. */
+  readonly opened: number[] = [];
 
   constructor(
     planned: SlotJobData,
@@ -191,6 +208,7 @@ export class SlotRun {
     switch (action.kind) {
       case SlotActionKind.SetImporting: {
         const companions = (await this.deps.openAhead?.claim(data)) ?? [];
+        this.claimed.push(...companions);
         await Promise.all([
           cluster.setSlotImporting(data.target, data.slot, data.source.id),
           companions.length > 0 ? this.openCompanions(companions) : undefined,
@@ -281,11 +299,13 @@ export class SlotRun {
       opened.map((slot) => cluster.setSlotMigrating(source, slot, target.id)),
     );
     const refused = [...importing, ...migrating].filter((outcome) => outcome.status === 'rejected').length;
+    this.opened.push(...opened.filter((_, index) => migrating[index]!.status === 'fulfilled'));
     this.log.debug({ slots: formatSlotRanges(opened), refused }, 'opened slots of the pair ahead');
-    // Not waited for: until it lands, a finalizer of these slots waits (at most the claim's grace).
-    this.deps.openAhead
-      ?.answered(this.data, slots)
-      .catch((error: Error) => this.log.warn({ err: error.message }, 'recording slots opened ahead'));
+  }
+
+  /** True once a failover made this run continue with a successor of its source or target. */
+  get adopted(): boolean {
+    return this.replaced.length > 0;
   }
 
   /** afterAction, checked: a prediction that takes the slot back a step is a bug, not a state. */

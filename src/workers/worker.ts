@@ -20,7 +20,12 @@ import {
   controlUnavailableReason,
 } from '../shared/queue/connections.js';
 import { finalizeJob, type SlotJobPolicy } from '../shared/queue/jobs.js';
-import { type MigrationRuntime, MigrationStore, type PlanGroup } from '../shared/queue/migration-store.js';
+import {
+  type MigrationRuntime,
+  MigrationStore,
+  OpeningState,
+  type PlanGroup,
+} from '../shared/queue/migration-store.js';
 import { type FinalizeJobData, QueueName, type SlotJobData } from '../shared/queue/names.js';
 import { LeaseRole, NodeLeases } from '../shared/queue/node-leases.js';
 import { PaceStore } from '../shared/queue/pace-store.js';
@@ -28,9 +33,10 @@ import { TokenBuckets } from '../shared/queue/token-bucket.js';
 import { checkReadiness, type Readiness } from '../shared/readiness.js';
 import type { AtomicRuntime } from './movers/atomic-mover.js';
 import { ServerTasks } from './movers/server-tasks.js';
+import { OpeningWatch } from './opening-watch.js';
 import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
-import type { SlotRunDeps } from './slot-run.js';
+import type { OpenAhead, SlotRunDeps } from './slot-run.js';
 import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
@@ -221,10 +227,12 @@ export async function startWorker(
   // block opens others, so a pair has about one block open ahead of its drains, not the whole pair
   // (a cancel finishes every open slot, and clients meet ASK in each).
   const openTogether = config.worker.openSlotsTogether;
-  const openAhead =
+  const enqueueFinalize = finalizeBatcher(finalizeQueue, config.jobs);
+  const openings = new OpeningWatch(store, log);
+  const openAhead: OpenAhead | undefined =
     openTogether > 1
       ? {
-          claim: async (data: SlotJobData): Promise<number[]> => {
+          claim: async (data) => {
             const plan = await atomic.planOf(data.migrationId);
             const group = plan.find(
               (entry) => entry.sourceId === data.source.id && entry.targetId === data.target.id,
@@ -236,8 +244,18 @@ export async function startWorker(
             const block = pairSlots.slice(index + 1, index + openTogether);
             return store.claimForTask(data.migrationId, [], block, block.length);
           },
-          answered: (data: SlotJobData, slots: readonly number[]) =>
-            store.openingsAnswered(data.migrationId, slots),
+          release: async (data, slots) => {
+            await store.openingsAnswered(data.migrationId, slots);
+            openings.notify(data.migrationId, slots, OpeningState.Free);
+          },
+          renew: (data, slots) => store.renewOpenings(data.migrationId, slots),
+          handOn: async (data, slots) => {
+            // The finalize job first: a job that sees its slot handed on ends without adding one.
+            await Promise.all(slots.map((slot) => enqueueFinalize({ ...data, slot })));
+            await store.handOn(data.migrationId, slots);
+            openings.notify(data.migrationId, slots, OpeningState.HandedOn);
+          },
+          settled: (data, onHeld) => openings.settled(data.migrationId, data.slot, onHeld),
         }
       : undefined;
   // limitsOf and throttle reach the engine through the processor's spread of its deps.
@@ -246,7 +264,7 @@ export async function startWorker(
     adapterFor: (cluster) => clusters.get(cluster),
     store,
     controlOf,
-    enqueueFinalize: finalizeBatcher(finalizeQueue, config.jobs),
+    enqueueFinalize,
     metrics,
     settings: config.worker,
     log,
@@ -312,6 +330,7 @@ export async function startWorker(
     close() {
       closing ??= (async () => {
         handingBack = true;
+        openings.close();
         log.info('stopping: no new slot jobs; those in flight hand their slot back after their batch');
         const closingWorkers = Promise.all(workers.map((worker) => closeQueue(worker)));
         // Jobs waiting for node leases hand their slot back at once (postponed, not failed).

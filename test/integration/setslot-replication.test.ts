@@ -1,7 +1,7 @@
 /**
  * What a server does with a SETSLOT IMPORTING that reaches a target while its SETSLOT NODE waits for
  * the target's replica: the race that slots opened ahead of their own jobs could lose
- * (SLOTFLEET_OPEN_SLOTS_TOGETHER, docs/how-it-works.md#slots-opened-together).
+ * (SLOTFLEET_OPEN_SLOTS_TOGETHER, docs/how-it-works.md, blocks).
  *
  * Valkey 8 and 9 replicate a SETSLOT to the primary's replicas before executing it. The IMPORTING
  * arrives while the NODE waits for the replica, so it passes the primary's check (the slot is not

@@ -10,9 +10,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SlotActionKind, SlotPhase, SlotStep } from '../../src/shared/domain/slot-migration.js';
 import { ErrorCode, isRetryable, SlotfleetError } from '../../src/shared/errors.js';
 import { createMetrics } from '../../src/shared/metrics.js';
+import { OpeningState } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { PauseRequested } from '../../src/workers/drain.js';
-import { driveSlot, type SlotRunDeps } from '../../src/workers/slot-run.js';
+import { driveSlot, type OpenAhead, SlotRun, type SlotRunDeps } from '../../src/workers/slot-run.js';
 import {
   FaultReply,
   keySlot,
@@ -524,21 +525,22 @@ describe('opening the slots of a pair together (openAhead)', () => {
       seedSlot(cluster, { tag: tagServedBy(cluster, source.port, prefix), targetId: first.data.target.id }),
     );
     const asked: number[] = [];
-    const answered: number[][] = [];
-    const openAhead = {
+    const openAhead: OpenAhead = {
       claim: async (data: SlotJobData) => {
         asked.push(data.slot);
         return companions.map((companion) => companion.slot);
       },
-      answered: async (_data: SlotJobData, slots: readonly number[]) => {
-        // Said only once every write for them was answered.
-        expect(cluster.callsOf('setSlotImporting', 'setSlotMigrating')).toHaveLength(5);
-        answered.push([...slots]);
-      },
+      release: async () => undefined,
+      renew: async () => undefined,
+      handOn: async () => undefined,
+      settled: async () => OpeningState.Free,
     };
-    await driveSlot(first.data, SlotPhase.Migrate, { ...deps(), openAhead });
+    const run = new SlotRun(first.data, SlotPhase.Migrate, { ...deps(), openAhead });
+    await run.run();
     expect(asked).toEqual([first.slot]);
-    expect(answered).toEqual([companions.map((companion) => companion.slot)]);
+    // Both opened: the target imports them and the source redirects them.
+    expect(run.claimed).toEqual(companions.map((companion) => companion.slot));
+    expect(run.opened).toEqual(companions.map((companion) => companion.slot));
     for (const companion of companions) {
       expect(cluster.node(first.data.target.id).slotView(companion.slot)).toMatchObject({
         importingFrom: source.id,

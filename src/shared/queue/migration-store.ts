@@ -173,24 +173,48 @@ for i = 1, #ARGV do
 end
 return #ARGV`;
 
+/** The stamp of a slot whose opener moved its keys and added its finalize job (OPENING_STATES_SCRIPT). */
+const HANDED_ON_STAMP = '-1';
+
 // The keys engine's slots opened ahead by another slot's job (claimForTask with no own slots, which
-// stamps each): which of them an opener may still be writing IMPORTING or MIGRATING for, its stamp
-// younger than the grace. Every other slot is closed to openers from now on (a pending one is marked
-// migrating, and openers take only pending slots), so what this returns can only shrink.
+// stamps each with the time): per slot, 1 while its opener holds it (stamped less than the grace
+// ago: it may still be writing IMPORTING or MIGRATING for it, or moving its keys), 2 once the opener
+// moved its keys and added its finalize job (stamp HANDED_ON), 0 otherwise. A slot answered 0 is
+// closed to openers from now on (a pending one is marked migrating, and openers take only pending
+// slots), so a slot that a job has begun to run itself is never opened by another.
 // ARGV: now (ms), grace (ms), slots...
-const OPENINGS_IN_FLIGHT_SCRIPT = `
+const OPENING_STATES_SCRIPT = `
 local nowMs = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
-local inFlight = {}
+local states = {}
 for i = 3, #ARGV do
-  local claimedAt = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
-  if nowMs - claimedAt < grace then
-    inFlight[#inFlight + 1] = ARGV[i]
-  elseif redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Pending}' then
-    redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+  local stamp = redis.call('HGET', KEYS[2], ARGV[i])
+  local claimedAt = tonumber(stamp or '0')
+  if stamp == '${HANDED_ON_STAMP}' then
+    states[#states + 1] = 2
+  elseif nowMs - claimedAt < grace then
+    states[#states + 1] = 1
+  else
+    states[#states + 1] = 0
+    if redis.call('HGET', KEYS[1], ARGV[i]) == '${SlotStep.Pending}' then
+      redis.call('HSET', KEYS[1], ARGV[i], '${SlotStep.Migrating}')
+    end
   end
 end
-return inFlight`;
+return states`;
+
+/** Where a slot opened ahead stands (SlotOpenings.openingStates). */
+export const OpeningState = {
+  /** No opener holds it: its own job runs it (and no opener can take it any more). */
+  Free: 'free',
+  /** Its opener may still be writing for it or moving its keys. */
+  Held: 'held',
+  /** Its opener moved its keys and added its finalize job: its own job has nothing left to do. */
+  HandedOn: 'handed-on',
+} as const;
+export type OpeningState = (typeof OpeningState)[keyof typeof OpeningState];
+
+const OPENING_STATES: readonly OpeningState[] = [OpeningState.Free, OpeningState.Held, OpeningState.HandedOn];
 
 /** How long a slot claimed for a task is left to its claimer before another start may take it. */
 export const TASK_CLAIM_GRACE_MS = 3_000;
@@ -205,7 +229,7 @@ interface ScriptCommands {
   slotfleetClaim(...args: (string | number)[]): Promise<string[]>;
   slotfleetClaimForTask(...args: (string | number)[]): Promise<string[]>;
   slotfleetReleaseClaims(...args: (string | number)[]): Promise<number>;
-  slotfleetOpeningsInFlight(...args: (string | number)[]): Promise<string[]>;
+  slotfleetOpeningStates(...args: (string | number)[]): Promise<number[]>;
 }
 
 /**
@@ -254,12 +278,15 @@ export interface ServerTaskRecords {
  * replica IMPORTING for good (test/integration/setslot-replication.test.ts).
  */
 export interface SlotOpenings {
-  /** The opener's IMPORTING and MIGRATING for these slots were answered: their stamps go. */
+  /** The opener gives these slots back: their own jobs run them. */
   openingsAnswered(id: string, slots: readonly number[]): Promise<void>;
-  /**
-   * The slots an opener may still be writing for (stamped less than TASK_CLAIM_GRACE_MS ago); the
-   * others can no longer be claimed by an opener.
-   */
+  /** The opener still holds these slots (it stamps them again, so the grace runs from now). */
+  renewOpenings(id: string, slots: readonly number[]): Promise<void>;
+  /** The opener moved these slots' keys and added their finalize job. */
+  handOn(id: string, slots: readonly number[]): Promise<void>;
+  /** Where each slot stands; a Free one can no longer be claimed by an opener. */
+  openingStates(id: string, slots: readonly number[]): Promise<OpeningState[]>;
+  /** The slots an opener may still be writing for (Held); the others are closed to openers. */
   openingsInFlight(id: string, slots: readonly number[]): Promise<number[]>;
 }
 
@@ -274,7 +301,7 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords, SlotOpeni
     redis.defineCommand('slotfleetClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
     redis.defineCommand('slotfleetClaimForTask', { numberOfKeys: 3, lua: CLAIM_FOR_TASK_SCRIPT });
     redis.defineCommand('slotfleetReleaseClaims', { numberOfKeys: 2, lua: RELEASE_CLAIMS_SCRIPT });
-    redis.defineCommand('slotfleetOpeningsInFlight', { numberOfKeys: 2, lua: OPENINGS_IN_FLIGHT_SCRIPT });
+    redis.defineCommand('slotfleetOpeningStates', { numberOfKeys: 2, lua: OPENING_STATES_SCRIPT });
     this.scripts = redis as unknown as ScriptCommands;
   }
 
@@ -554,19 +581,37 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords, SlotOpeni
     if (slots.length > 0) await this.redis.hdel(this.key(id, 'task-claims'), ...slots.map(String));
   }
 
-  async openingsInFlight(id: string, slots: readonly number[]): Promise<number[]> {
-    const inFlight: number[] = [];
+  async renewOpenings(id: string, slots: readonly number[]): Promise<void> {
+    await this.stampOpenings(id, slots, String(Date.now()));
+  }
+
+  async handOn(id: string, slots: readonly number[]): Promise<void> {
+    await this.stampOpenings(id, slots, HANDED_ON_STAMP);
+  }
+
+  async openingStates(id: string, slots: readonly number[]): Promise<OpeningState[]> {
+    const states: OpeningState[] = [];
     for (let start = 0; start < slots.length; start += CLAIM_CHUNK) {
-      const reply = await this.scripts.slotfleetOpeningsInFlight(
+      const reply = await this.scripts.slotfleetOpeningStates(
         this.key(id, 'slots'),
         this.key(id, 'task-claims'),
         Date.now(),
         TASK_CLAIM_GRACE_MS,
         ...slots.slice(start, start + CLAIM_CHUNK),
       );
-      inFlight.push(...reply.map(Number));
+      states.push(...reply.map((code) => OPENING_STATES[Number(code)]!));
     }
-    return inFlight;
+    return states;
+  }
+
+  async openingsInFlight(id: string, slots: readonly number[]): Promise<number[]> {
+    const states = await this.openingStates(id, slots);
+    return slots.filter((_, index) => states[index] === OpeningState.Held);
+  }
+
+  private async stampOpenings(id: string, slots: readonly number[], stamp: string): Promise<void> {
+    if (slots.length === 0) return;
+    await this.redis.hset(this.key(id, 'task-claims'), ...slots.flatMap((slot) => [slot, stamp]));
   }
 
   async recordTaskKeys(id: string, keys: ReadonlyMap<number, number>): Promise<void> {
