@@ -47,6 +47,8 @@ export interface ProcessorDeps {
   /** Resolves once a finalize-slot job holding this drained slot was added. */
   readonly enqueueFinalize: (data: SlotJobData) => Promise<void>;
   readonly beforeAction?: SlotRunDeps['beforeAction'];
+  /** Engine keys: blocks of slots moved by the job of each block's first slot (keys-mover.ts). */
+  readonly openAhead?: SlotRunDeps['openAhead'];
   /** Passed on to the engine as they are (per-migration limits, the fleet-wide throttle). */
   readonly limitsOf?: SlotRunDeps['limitsOf'];
   readonly throttle?: SlotRunDeps['throttle'];

@@ -109,10 +109,17 @@ describe('slots in flight per node, capped across worker processes', () => {
     const leases = lines.map((ofWorker) =>
       ofWorker.filter((line) => line.msg === 'node leases taken' && line.migrationId === id),
     ) as unknown as LeaseLine[][];
-    // Both processes drained slots, each slot under a lease (a retried attempt takes another).
+    // Both processes drained slots under leases: a slot's own job takes one for its slot, the opener
+    // of a block one for its own slot and one for the rest of the block (keys-mover.ts), so there are
+    // at least as many as blocks (a retried attempt takes another).
+    const blockSize = stack.config.worker.openSlotsTogether;
+    const blocks = plan.reduce(
+      (sum, group) => sum + Math.ceil(parseSlotRanges(group.slots).length / blockSize),
+      0,
+    );
     expect(leases[0]!.length).toBeGreaterThan(0);
     expect(leases[1]!.length).toBeGreaterThan(0);
-    expect(leases[0]!.length + leases[1]!.length).toBeGreaterThanOrEqual(moved.length);
+    expect(leases[0]!.length + leases[1]!.length).toBeGreaterThanOrEqual(blocks);
     const highest = (key: 'source' | 'target', count: 'sourceSlotsInFlight' | 'targetSlotsInFlight') => {
       const byNode: Record<string, number> = {};
       for (const line of leases.flat()) byNode[line[key]] = Math.max(byNode[line[key]] ?? 0, line[count]);
@@ -157,9 +164,9 @@ describe('slots in flight per node, capped across worker processes', () => {
         /^slotfleet_node_lease_attempts_total\{result="refused"\} (\d+)$/m.exec(text)?.[1],
       );
     }
-    // A job refused its leases sleeps until one frees: about one refusal and one wake per slot, where
+    // A job refused its leases sleeps until one frees: about one refusal and one wake per lease, where
     // polling made several (and the 16 jobs per worker far outnumber the caps).
-    expect(attempts.taken).toBeGreaterThanOrEqual(moved.length);
+    expect(attempts.taken).toBeGreaterThanOrEqual(blocks);
     expect(attempts.refused).toBeGreaterThan(0);
     expect(attempts.refused).toBeLessThan(3 * moved.length);
 

@@ -4,12 +4,13 @@
  * command to the cluster; what the opener cannot finish goes back to their own jobs.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MigrationControl } from '../../src/shared/domain/migration.js';
 import { SlotStep } from '../../src/shared/domain/slot-migration.js';
 import { OpeningState } from '../../src/shared/queue/migration-store.js';
 import type { SlotJobData } from '../../src/shared/queue/names.js';
 import { createFinalizeProcessor, createMigrateProcessor } from '../../src/workers/processors.js';
 import type { OpenAhead } from '../../src/workers/slot-run.js';
-import { FaultReply, MemoryCluster } from '../support/memory-cluster.js';
+import { FaultReply, MemoryCluster, WRITE_METHODS } from '../support/memory-cluster.js';
 import { MemorySlotRecords } from '../support/memory-records.js';
 import {
   FakeJob,
@@ -165,5 +166,31 @@ describe('blocks of the keys engine', () => {
     );
     expect(finalized.status).toBe('completed');
     for (const seeded of block) expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
+  });
+
+  it('a job that waited for its opener and finds the migration paused hands its slot back untouched', async () => {
+    const [seeded] = seedBlock();
+    const processors = processorDeps(cluster, store);
+    const waits: string[] = [];
+    const ahead: OpenAhead = {
+      claim: async () => [],
+      release: async () => undefined,
+      renew: async () => undefined,
+      handOn: async () => undefined,
+      // The opener gave the slot back because the operator paused meanwhile.
+      settled: async (_data, onHeld) => {
+        onHeld();
+        processors.control = MigrationControl.Pause;
+        return OpeningState.Free;
+      },
+    };
+    const taskWait = { onWait: () => waits.push('wait'), onWaitEnd: () => waits.push('end') };
+    const outcome = await runAttempt(
+      createMigrateProcessor({ ...processors.deps, openAhead: ahead, taskWait }),
+      migrateJob(seeded!.data),
+    );
+    expect(outcome.status).toBe('delayed');
+    expect(waits).toEqual(['wait', 'end']);
+    expect(cluster.callsOf(...WRITE_METHODS, 'migrateNextBatch')).toEqual([]);
   });
 });

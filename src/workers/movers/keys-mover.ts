@@ -72,6 +72,8 @@ async function settled(data: SlotJobData, ahead: OpenAhead, deps: MoverDeps): Pr
     deps.taskWait?.onWait();
   });
   if (waited) deps.taskWait?.onWaitEnd();
+  // Paused (or the worker stopping) while it waited: hand the slot back before touching it.
+  if (waited && state === OpeningState.Free && (await deps.isPaused?.())) throw new PauseRequested();
   return state;
 }
 
