@@ -73,6 +73,12 @@ function migrateJob(data: SlotJobData): FakeJob<SlotJobData> {
   return new FakeJob(data, `${data.migrationId}-slot-${data.slot}`, 8);
 }
 
+/** One finalize job of every slot handed to the finalizer. */
+function finalizeAll(deps: Processors['deps'], slots: readonly SlotJobData[]) {
+  const job = new FakeJob({ migrationId: MIGRATION_ID, cluster: slots[0]!.cluster, slots }, 'final', 8);
+  return runAttempt(createFinalizeProcessor(deps), job);
+}
+
 /** A block of four slots of one source, all moving to the same target. */
 function seedBlock(): SeededSlot[] {
   const first = seedSlot(cluster, { tag: 'block-0' });
@@ -116,15 +122,7 @@ describe('blocks of the keys engine', () => {
     expect(cluster.callsOf('readSlotView', 'countKeysInSlot', 'migrateNextBatch')).toHaveLength(callsBefore);
     expect(processors.finalizeQueue).toHaveLength(block.length);
 
-    const finalized = await runAttempt(
-      createFinalizeProcessor(deps),
-      new FakeJob(
-        { migrationId: MIGRATION_ID, cluster: block[0]!.data.cluster, slots: processors.finalizeQueue },
-        'final',
-        8,
-      ),
-    );
-    expect(finalized.status).toBe('completed');
+    expect((await finalizeAll(deps, processors.finalizeQueue)).status).toBe('completed');
     for (const seeded of block) {
       expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
       expect(store.stepOf(MIGRATION_ID, seeded.slot)).toBe(SlotStep.Done);
@@ -156,15 +154,7 @@ describe('blocks of the keys engine', () => {
       expect(own.status).toBe('completed');
     }
     expect(processors.finalizeQueue).toHaveLength(block.length);
-    const finalized = await runAttempt(
-      createFinalizeProcessor(deps),
-      new FakeJob(
-        { migrationId: MIGRATION_ID, cluster: block[0]!.data.cluster, slots: processors.finalizeQueue },
-        'final',
-        8,
-      ),
-    );
-    expect(finalized.status).toBe('completed');
+    expect((await finalizeAll(deps, processors.finalizeQueue)).status).toBe('completed');
     for (const seeded of block) expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
   });
 
