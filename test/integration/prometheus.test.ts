@@ -151,7 +151,7 @@ describe('Prometheus scraping the API and two workers during a migration', () =>
   it('answers every dashboard query and counts exactly the keys that moved', {
     timeout: 120_000,
   }, async () => {
-    const inject = async (method: 'GET' | 'POST', url: string, payload?: unknown) => {
+    const inject = async (method: 'GET' | 'POST' | 'PATCH', url: string, payload?: unknown) => {
       const response = await stack.api.app.inject({
         method,
         url,
@@ -227,7 +227,16 @@ describe('Prometheus scraping the API and two workers during a migration', () =>
       }),
       ({ view, series }) => scalar(series) === keysBefore - view.keysMoved,
     );
+    // Held to a crawl until Prometheus has scraped it running: the keys engine's blocks can move
+    // the rest within one scrape interval. Then let go.
+    await inject('PATCH', `/v1/migrations/${id}`, { maxKeysPerSecond: 10 });
     await inject('POST', `/v1/migrations/${id}/resume`);
+    await until(
+      'the migration scraped running',
+      () => prom.query(`slotfleet_migration_state{migration="${id}",state="running"}`),
+      (series) => series.length > 0,
+    );
+    await inject('PATCH', `/v1/migrations/${id}`, { maxKeysPerSecond: null });
     const final = await waitForMigration(stack, id, 90_000, auth);
     expect(final).toMatchObject({ state: 'done', errors: [] });
     expect(final.slots.done).toBe(400);
