@@ -145,6 +145,15 @@ async function attemptSlot(
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
     controlNow: () => deps.controlOf(data.migrationId),
+    logOf: (slot) =>
+      deps.log.child({
+        migrationId: data.migrationId,
+        slot,
+        source: nodeAddress(data.source),
+        target: nodeAddress(data.target),
+        phase,
+        openedBy: data.slot,
+      }),
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {

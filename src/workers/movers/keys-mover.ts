@@ -99,7 +99,9 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
   await giveBack(data, left, deps);
   if (remaining.length === 0) return;
 
-  const log = deps.log.child({ block: formatSlotRanges(remaining) });
+  const block = formatSlotRanges(remaining);
+  const log = deps.log.child({ block });
+  const logOfSlot = (slot: number) => (deps.logOf?.(slot) ?? deps.log.child({ slot })).child({ block });
   /** Drained, not handed on yet; long: its step was written draining (a second round). */
   const drained: { slot: number; unrecorded: number; long: boolean }[] = [];
   const renewal = setInterval(() => {
@@ -145,7 +147,7 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
     while (remaining.length > 0) {
       if (await deps.isPaused?.()) throw new PauseRequested();
       const slot = remaining[0]!;
-      const slotLog = log.child({ slot });
+      const slotLog = logOfSlot(slot);
       let long = false;
       // As a slot's own run: a drain that takes more than one round shows as draining.
       const onSecondRound = () => {

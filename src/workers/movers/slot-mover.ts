@@ -6,6 +6,7 @@
  */
 import { MigrationEngine } from '../../shared/domain/migration.js';
 import type { SlotPhase } from '../../shared/domain/slot-migration.js';
+import type { Logger } from '../../shared/logger.js';
 import type { SlotJobData } from '../../shared/queue/names.js';
 import type { SlotRunResult } from '../slot-run.js';
 import { type AtomicDeps, atomicMover } from './atomic-mover.js';
@@ -15,7 +16,13 @@ import { keysMover } from './keys-mover.js';
 export type CancelOutcome = 'cancelled' | 'finish';
 
 /** What a mover may use: a slot run's deps, and the atomic engine's runtime where the worker has one. */
-export type MoverDeps = AtomicDeps;
+export type MoverDeps = AtomicDeps & {
+  /**
+   * The logger of another slot of the job's block, bound to that slot (and naming the job's own
+   * slot as openedBy) instead of the job's; absent: the job's logger.
+   */
+  readonly logOf?: (slot: number) => Logger;
+};
 
 export interface SlotMover {
   readonly engine: MigrationEngine;
