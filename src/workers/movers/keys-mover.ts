@@ -37,12 +37,24 @@ export const keysMover: SlotMover = {
       }
     }
     const run = new SlotRun(data, phase, deps);
+    // The block's claims are renewed from the start: the opener's own slot may take longer to drain
+    // than the claims' grace, and its block's jobs must not run their slots meanwhile.
+    const renewal = ahead
+      ? setInterval(() => {
+          if (run.claimed.length === 0) return;
+          ahead
+            .renew(data, run.claimed)
+            .catch((error: Error) => deps.log.warn({ err: error.message }, 'renewing the slots held'));
+        }, RENEW_MS)
+      : undefined;
     let result: SlotRunResult;
     try {
       result = await run.run();
     } catch (error) {
       await giveBack(data, run.claimed, deps);
       throw error;
+    } finally {
+      clearInterval(renewal);
     }
     if (run.claimed.length > 0) await moveBlock(data, run, deps);
     return result;
