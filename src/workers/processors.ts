@@ -145,15 +145,7 @@ async function attemptSlot(
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
     controlNow: () => deps.controlOf(data.migrationId),
-    logOf: (slot) =>
-      deps.log.child({
-        migrationId: data.migrationId,
-        slot,
-        source: nodeAddress(data.source),
-        target: nodeAddress(data.target),
-        phase,
-        openedBy: data.slot,
-      }),
+    logOf: (slot) => slotLog(deps, { ...data, slot }, phase).child({ openedBy: data.slot }),
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
@@ -239,14 +231,15 @@ async function recordFailure(
   return { retry: true, code, message };
 }
 
-function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attempt: number): Logger {
+/** A slot's logger; attempt: its job's (absent for a slot its block's opener moves). */
+function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attempt?: number): Logger {
   return deps.log.child({
     migrationId: data.migrationId,
     slot: data.slot,
     source: nodeAddress(data.source),
     target: nodeAddress(data.target),
     phase,
-    attempt,
+    ...(attempt !== undefined ? { attempt } : {}),
     ...(data.repair ? { repair: data.repair.kind } : {}),
   });
 }

@@ -93,15 +93,20 @@ function seedBlock(): SeededSlot[] {
   return [first, ...others];
 }
 
+/** A seeded block, the processors' deps, and the in-memory record side of blocks they use. */
+function blockWithOpener() {
+  const block = seedBlock();
+  const processors = processorDeps(cluster, store);
+  const ahead = new MemoryOpenAhead(
+    block.map((seeded) => seeded.slot),
+    processors,
+  );
+  return { block, processors, ahead, deps: { ...processors.deps, openAhead: ahead } };
+}
+
 describe('blocks of the keys engine', () => {
   it("the opener moves the block's keys and hands its slots on; their jobs end without a cluster command", async () => {
-    const block = seedBlock();
-    const processors = processorDeps(cluster, store);
-    const ahead = new MemoryOpenAhead(
-      block.map((seeded) => seeded.slot),
-      processors,
-    );
-    const deps = { ...processors.deps, openAhead: ahead };
+    const { block, processors, ahead, deps } = blockWithOpener();
     const opener = await runAttempt(createMigrateProcessor(deps), migrateJob(block[0]!.data));
     expect(opener.status).toBe('completed');
     // Every slot of the block drained, the opener's own and the three it opened (one with several
@@ -113,6 +118,9 @@ describe('blocks of the keys engine', () => {
       block.map((seeded) => seeded.slot).sort(),
     );
     expect(store.record(MIGRATION_ID).keysMoved).toBe(60 + 60 + 250 + 60);
+    for (const seeded of block.slice(1)) {
+      expect(ahead.stamps.get(seeded.slot), `slot ${seeded.slot}`).toBe(OpeningState.HandedOn);
+    }
 
     const callsBefore = cluster.callsOf('readSlotView', 'countKeysInSlot', 'migrateNextBatch').length;
     for (const seeded of block.slice(1)) {
@@ -130,13 +138,7 @@ describe('blocks of the keys engine', () => {
   });
 
   it('a slot whose drain fails in the opener goes back to its own job, which moves it', async () => {
-    const block = seedBlock();
-    const processors = processorDeps(cluster, store);
-    const ahead = new MemoryOpenAhead(
-      block.map((seeded) => seeded.slot),
-      processors,
-    );
-    const deps = { ...processors.deps, openAhead: ahead };
+    const { block, processors, ahead, deps } = blockWithOpener();
     const broken = block[2]!;
     cluster.failNext('migrateNextBatch', FaultReply.TryAgain, { slot: broken.slot });
     const opener = await runAttempt(createMigrateProcessor(deps), migrateJob(block[0]!.data));

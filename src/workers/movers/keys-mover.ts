@@ -39,14 +39,7 @@ export const keysMover: SlotMover = {
     const run = new SlotRun(data, phase, deps);
     // The block's claims are renewed from the start: the opener's own slot may take longer to drain
     // than the claims' grace, and its block's jobs must not run their slots meanwhile.
-    const renewal = ahead
-      ? setInterval(() => {
-          if (run.claimed.length === 0) return;
-          ahead
-            .renew(data, run.claimed)
-            .catch((error: Error) => deps.log.warn({ err: error.message }, 'renewing the slots held'));
-        }, RENEW_MS)
-      : undefined;
+    const renewal = ahead ? renewEvery(ahead, data, () => run.claimed, deps.log) : undefined;
     let result: SlotRunResult;
     try {
       result = await run.run();
@@ -89,6 +82,22 @@ async function settled(data: SlotJobData, ahead: OpenAhead, deps: MoverDeps): Pr
   return state;
 }
 
+/** Renews the claims of the slots held (held() at each tick) every RENEW_MS, until cleared. */
+function renewEvery(
+  ahead: OpenAhead,
+  data: SlotJobData,
+  held: () => readonly number[],
+  log: MoverDeps['log'],
+): NodeJS.Timeout {
+  return setInterval(() => {
+    const slots = held();
+    if (slots.length === 0) return;
+    ahead
+      .renew(data, slots)
+      .catch((error: Error) => log.warn({ err: error.message }, 'renewing the slots held'));
+  }, RENEW_MS);
+}
+
 async function giveBack(data: SlotJobData, slots: readonly number[], deps: MoverDeps): Promise<void> {
   if (slots.length === 0 || !deps.openAhead) return;
   // If this fails too, the stamps lapse after the grace and the jobs go on then.
@@ -116,11 +125,7 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
   const logOfSlot = (slot: number) => (deps.logOf?.(slot) ?? deps.log.child({ slot })).child({ block });
   /** Drained, not handed on yet; long: its step was written draining (a second round). */
   const drained: { slot: number; unrecorded: number; long: boolean }[] = [];
-  const renewal = setInterval(() => {
-    ahead
-      .renew(data, [...drained.map((entry) => entry.slot), ...remaining])
-      .catch((error: Error) => log.warn({ err: error.message }, 'renewing the slots held'));
-  }, RENEW_MS);
+  const renewal = renewEvery(ahead, data, () => [...drained.map((entry) => entry.slot), ...remaining], log);
   const handOn = async () => {
     const batch = drained.splice(0);
     if (batch.length === 0) return;
