@@ -110,6 +110,11 @@ describe('parseClusterNodes', () => {
     expect(unassigned[overlapping]).toBe(0);
   });
 
+  it.each(['12a', '-5', '5-', '1-2-3', '[93->-]', '1234567890'])('refuses the slot token "%s"', (token) => {
+    const text = `${A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-10 ${token}`;
+    expect(() => parseClusterNodes(text)).toThrow(`unexpected slot token "${token}"`);
+  });
+
   it('readSlotView agrees with the full parse on every slot', () => {
     for (const slot of [0, 93, 5460, 5461, 10922, 10923, 16383]) {
       const slotView = readSlotView(SAMPLE, slot);
