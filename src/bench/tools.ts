@@ -10,6 +10,9 @@
  *   slotfleet-keys        the same, posted with engine keys: where the servers have atomic slot
  *                         migration (Valkey 9), slotfleet's classic path next to it. Elsewhere auto is
  *                         keys already, so the row is not offered.
+ *   slotfleet-nice0       the same defaults, with SLOTFLEET_NICE=0: the workers keep the bench's CPU
+ *                         priority instead of lowering theirs, so the cluster's nodes do not get a
+ *                         core first. Against the headline, what that priority gives clients here.
  *   slotfleet-warm        the same defaults, with workers warmed up as slotfleet-tuned's are: what a
  *                         standing fleet runs at, and against the headline, what a cold start costs.
  *   slotfleet-tuned       concurrency 32 and caps of 32 slots per source, 64 per target, with workers
@@ -128,6 +131,7 @@ export function allTools(options: VariantOptions): ToolVariant[] {
   return [
     slotfleet(HEADLINE_TOOL, {}, 0),
     ...(cli.atomic ? [slotfleet('slotfleet-keys', {}, 0, { engine: EngineChoice.Keys })] : []),
+    slotfleet('slotfleet-nice0', { SLOTFLEET_NICE: '0' }, 0),
     slotfleet('slotfleet-warm', {}, options.warmupSlots),
     slotfleet('slotfleet-tuned', TUNED_WORKER_ENV, options.warmupSlots),
     ...[...options.budgetsMs]

@@ -5,6 +5,7 @@
  */
 import { ENVIRONMENT, loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
+import { lowerCpuPriority } from '../shared/process-priority.js';
 import {
   ExitCode,
   failureReport,
@@ -46,6 +47,7 @@ const commands: Record<string, Command> = {
       return help('slotfleet api: run the HTTP API (see the configuration list in slotfleet --help)');
     const config = loadConfig(process.env);
     const log = createLogger({ level: config.logLevel, name: 'slotfleet-api' });
+    lowerCpuPriority(config.nice, log);
     const { startApi } = await import('../producer/server.js');
     const api = await startApi(config, log);
     if (Object.keys(config.clusters).length === 0) {
@@ -59,6 +61,7 @@ const commands: Record<string, Command> = {
       return help('slotfleet worker: run a slot worker (see slotfleet --help for configuration)');
     const config = loadConfig(process.env);
     const log = createLogger({ level: config.logLevel, name: 'slotfleet-worker' });
+    lowerCpuPriority(config.nice, log);
     const { startWorker } = await import('../workers/worker.js');
     const worker = await startWorker(config, log);
     await untilSignal(log, config.shutdownTimeoutMs, () => worker.close());

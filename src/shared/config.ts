@@ -165,6 +165,12 @@ export interface Config {
    * exits 1 and its jobs go to the other workers when their lock runs out. @defaultValue 30000
    */
   readonly shutdownTimeoutMs: number;
+  /**
+   * The CPU priority (nice value, 0-19) the API and worker processes lower themselves to at start,
+   * so that on a host they share with the cluster's nodes a client's command gets a core before
+   * slotfleet's work does. @defaultValue 10
+   */
+  readonly nice: number;
   /** pino level. @defaultValue info */
   readonly logLevel: string;
   /** Where the operator CLI finds the API. @defaultValue http://127.0.0.1:8080 */
@@ -194,6 +200,7 @@ export const DEFAULTS = {
   jobBackoffMs: 500,
   jobLockMs: 30_000,
   shutdownTimeoutMs: 30_000,
+  nice: 10,
   logLevel: 'info',
   apiUrl: 'http://127.0.0.1:8080',
 } as const;
@@ -235,6 +242,7 @@ export const ENVIRONMENT = {
   SLOTFLEET_JOB_BACKOFF_MS: `first retry delay, doubling (default ${DEFAULTS.jobBackoffMs})`,
   SLOTFLEET_JOB_LOCK_MS: `job lock; a dead worker's jobs resume within 1.5x this (default ${DEFAULTS.jobLockMs})`,
   SLOTFLEET_SHUTDOWN_TIMEOUT_MS: `time to stop after SIGTERM before exiting 1 (default ${DEFAULTS.shutdownTimeoutMs})`,
+  SLOTFLEET_NICE: `CPU priority (nice, 0-19) the API and worker processes lower themselves to, so the cluster's nodes on the same host get a core first (default ${DEFAULTS.nice})`,
   SLOTFLEET_LOG_LEVEL: `pino log level (default ${DEFAULTS.logLevel})`,
   SLOTFLEET_API_URL: `where the operator commands reach the API (default ${DEFAULTS.apiUrl})`,
 } as const;
@@ -362,6 +370,7 @@ export function loadConfig(env: Environment): Config {
       0,
       3_600_000,
     ),
+    nice: integer(env, 'SLOTFLEET_NICE', DEFAULTS.nice, 0, 19),
     logLevel,
     apiUrl: httpUrl(nonEmpty(env.SLOTFLEET_API_URL) ?? DEFAULTS.apiUrl, 'SLOTFLEET_API_URL'),
   };

@@ -4,6 +4,7 @@
  * stops each within its deadline with exit code 0.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { getPriority } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedDataset, verifyDataset } from '../../src/sandbox/index.js';
 import { type Stack, startStack, waitForMigration } from './support/stack.js';
@@ -47,13 +48,26 @@ describe('two worker processes against one control Redis', () => {
 
   beforeAll(async () => {
     stack = await startStack({ workers: 0 });
-    workers = [spawnWorker(stack.env), spawnWorker(stack.env)];
+    // The second asks for a priority of its own; the first runs at the default (SLOTFLEET_NICE 10).
+    workers = [spawnWorker(stack.env), spawnWorker({ ...stack.env, SLOTFLEET_NICE: '3' })];
     await Promise.all(workers.map((worker) => waitForLine(worker, /slotfleet worker ready/)));
   });
 
   afterAll(async () => {
     for (const worker of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     await stack?.stop();
+  });
+
+  it('lower their CPU priority to SLOTFLEET_NICE, never raising one started lower', () => {
+    // A runner started under nice passes its value on: a process may not raise it again.
+    const inherited = getPriority();
+    expect(workers.map((worker) => getPriority(worker.child.pid))).toEqual([
+      Math.max(inherited, 10),
+      Math.max(inherited, 3),
+    ]);
+    if (inherited < 10) {
+      expect(workers[0]!.lines.some((line) => line.includes('CPU priority lowered'))).toBe(true);
+    }
   });
 
   it('share one migration, lose nothing, and stop cleanly on SIGTERM', async () => {

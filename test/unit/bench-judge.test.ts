@@ -308,6 +308,7 @@ describe('the tools on each server', () => {
     expect(cliFlavor({ name: 'valkey', version: '9.1.2' })).toEqual(VALKEY9_CLI);
     expect(names(REDIS_CLI)).toEqual([
       'slotfleet',
+      'slotfleet-nice0',
       'slotfleet-warm',
       'slotfleet-tuned',
       'redis-cli-p10',
@@ -316,6 +317,7 @@ describe('the tools on each server', () => {
     expect(names(VALKEY9_CLI)).toEqual([
       'slotfleet',
       'slotfleet-keys',
+      'slotfleet-nice0',
       'slotfleet-warm',
       'slotfleet-tuned',
       'valkey-cli-p10',
