@@ -132,6 +132,8 @@ interface BenchOptions {
   readonly workerEnv: Readonly<Record<string, string>>;
   /** Node/V8 options of the workers (--cpu-prof-dir, --perf-map, --worker-node-args). */
   readonly workerNodeArgs: readonly string[];
+  /** --worker-log-dir: each slotfleet run's workers write <dir>/<case>-<tool>-<run>/worker-<n>.log. */
+  readonly workerLogDir: string | undefined;
   /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
   readonly commandStats: boolean;
   /** The chosen server's CLI: what the CLI rows and the cluster check run. */
@@ -150,6 +152,8 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       // of the headline row.
       budgets: { type: 'string', default: '5,20' },
       commandstats: { type: 'boolean', default: false },
+      // Keeps the workers' logs (level warn unless --worker-env SLOTFLEET_LOG_LEVEL=info).
+      'worker-log-dir': { type: 'string' },
       // Workers write V8 CPU profiles there (open them in Chrome DevTools).
       'cpu-prof-dir': { type: 'string' },
       // Workers write /tmp/perf-<pid>.map, so `perf record -a` names their JavaScript functions.
@@ -205,6 +209,7 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       ...values['worker-node-args'].split(' ').filter((arg) => arg !== ''),
     ],
     commandStats: values.commandstats,
+    workerLogDir: values['worker-log-dir'],
     cli: { ...cli, references: referencesOf(cli.flavor) },
   };
 }
@@ -741,9 +746,13 @@ async function startWorkers(
   config: Config,
   run: { SLOTFLEET_CLUSTER_URL: string; SLOTFLEET_CONTROL_URL: string; SLOTFLEET_QUEUE_PREFIX: string },
 ): Promise<ChildProcess[]> {
+  const logDir =
+    options.workerLogDir && join(options.workerLogDir, `${tool.name}-${new Date().toISOString()}`);
+  if (logDir) await mkdir(logDir, { recursive: true });
   const workers = spawnWorkerProcesses({
     count: WORKERS,
     nodeArgs: options.workerNodeArgs,
+    ...(logDir ? { logDir } : {}),
     env: { ...run, ...WORKER_PLUMBING, ...tool.workerEnv },
   });
   try {
