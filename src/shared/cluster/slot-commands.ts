@@ -21,6 +21,9 @@ import type { BatchLimits, MigrateBatchResult, MigrateOptions, NodeAddress } fro
  *          microseconds) when the script began and when it ended: how long the source served nobody.
  *          TIME is asked with pcall: a user whose ACL rules predate pacing (no +time) still migrates,
  *          without the times (false), and so without pacing}
+ * Valkey answers TIME with the time its top-level command began (server.ustime, updated only
+ * outside nested calls), so inside the script both times are the script's start: see
+ * SlotCommands.frozenScriptClocks.
  */
 const MIGRATE_BATCH_SCRIPT = `
 local function clock()
@@ -74,6 +77,10 @@ interface ScriptCommands {
   slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer | null)[]>;
 }
 
+interface TimedPipeline {
+  time(): { exec(): Promise<[Error | null, unknown][] | null> };
+}
+
 interface BufferClusterCommand {
   clusterBuffer(subcommand: 'GETKEYSINSLOT', slot: number, count: number): Promise<Buffer[]>;
 }
@@ -85,6 +92,15 @@ export class SlotCommands {
     private readonly connections: NodeConnections,
     private readonly commandTimeoutMs: number,
   ) {}
+
+  /**
+   * Nodes whose TIME does not advance inside a script (Valkey 8 and 9): their batch script reports
+   * its start as its end. Once a batch that moved keys shows that, the node's batches go with a TIME
+   * of their own in the same write, answered as soon as the script returns (a node runs a
+   * connection's pipelined commands one after the other), and that is the batch's end. Without it
+   * pacing read every batch as taking no time, and the client-latency budget held nothing on Valkey.
+   */
+  private readonly frozenScriptClocks = new Set<string>();
 
   async countKeysInSlot(node: NodeAddress, slot: number): Promise<number> {
     const count = await this.connections.run(node, `COUNTKEYSINSLOT ${slot}`, (redis) =>
@@ -153,11 +169,25 @@ export class SlotCommands {
   ): Promise<MigrateBatchResult> {
     const keys = Math.min(limits.maxKeys, MAX_SCRIPT_BATCH_KEYS);
     const args = [slot, keys, limits.maxBytes, ...this.migrateArguments(target, options)];
-    const reply = await this.connections.run(
+    const frozenClock = this.frozenScriptClocks.has(nodeAddress(source));
+    const { reply, endedAfter } = await this.connections.run(
       source,
       `MIGRATE of up to ${keys} keys of slot ${slot} to ${nodeAddress(target)}`,
       // The Buffer variant: a key named in the reply must come back byte for byte.
-      (redis) => (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args),
+      async (redis) => {
+        if (!frozenClock) {
+          return { reply: await (redis as unknown as ScriptCommands).slotfleetMigrateBatchBuffer(...args) };
+        }
+        const pipeline = redis.pipeline() as unknown as ScriptCommands & TimedPipeline;
+        pipeline.slotfleetMigrateBatchBuffer(...args);
+        const [[scriptError, scriptReply], [timeError, time]] = (await pipeline.time().exec()) as [
+          [Error | null, (number | Buffer | null)[]],
+          [Error | null, [string, string]],
+        ];
+        if (scriptError) throw scriptError;
+        // A user without +time migrates untimed, as the script's own pcall does.
+        return { reply: scriptReply, ...(timeError ? {} : { endedAfter: time }) };
+      },
       { timeoutMs: options.timeoutMs + this.commandTimeoutMs, immediate: true },
     );
     const [count, sent, more, bigKey, bytes, beganS, beganUs, endedS, endedUs] = reply;
@@ -168,14 +198,20 @@ export class SlotCommands {
     const moved = Number(sent) === 1 ? Number(count) : 0;
     const microseconds = (seconds: unknown, micros: unknown) =>
       Number(String(seconds)) * 1e6 + Number(String(micros));
+    let ranUs: MigrateBatchResult['ranUs'];
+    if (endedUs instanceof Buffer && beganUs instanceof Buffer) {
+      const start = microseconds(beganS, beganUs);
+      const end = endedAfter ? microseconds(endedAfter[0], endedAfter[1]) : microseconds(endedS, endedUs);
+      // A MIGRATE that sent keys waits for the target's reply: tens of µs at least, never 0.
+      if (end > start || frozenClock) ranUs = { start, end };
+      else if (moved > 0) this.frozenScriptClocks.add(nodeAddress(source));
+    }
     return {
       keys: Number(count),
       moved,
       bytes: moved > 0 ? Number(bytes ?? 0) : 0,
       more: Number(more) === 1,
-      ...(endedUs instanceof Buffer && beganUs instanceof Buffer
-        ? { ranUs: { start: microseconds(beganS, beganUs), end: microseconds(endedS, endedUs) } }
-        : {}),
+      ...(ranUs ? { ranUs } : {}),
     };
   }
 
