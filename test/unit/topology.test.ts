@@ -110,6 +110,21 @@ describe('parseClusterNodes', () => {
     expect(unassigned[overlapping]).toBe(0);
   });
 
+  it('a master whose ranges overlap each other or come out of order still owns every slot it lists', () => {
+    // Not what a node sends: the lookup must not depend on it.
+    const text = [
+      `${A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 50-60 0-100 300 200-250`,
+      `${B} 127.0.0.1:7001@17001 master - 0 0 2 connected 80-90 101-199`,
+    ].join('\n');
+    const index = indexSlotViews(text);
+    for (const slot of [0, 55, 80, 100, 200, 225, 300])
+      expect(index.slotView(slot).owner, `slot ${slot}`).toBe(A);
+    for (const slot of [101, 150, 199]) expect(index.slotView(slot).owner, `slot ${slot}`).toBe(B);
+    for (const slot of [251, 301, 16383]) expect(index.slotView(slot).owner, `slot ${slot}`).toBeNull();
+    for (const slot of [0, 80, 150, 251])
+      expect(index.slotView(slot).owner).toBe(readSlotView(text, slot).owner);
+  });
+
   it.each(['12a', '-5', '5-', '1-2-3', '[93->-]', '1234567890'])('refuses the slot token "%s"', (token) => {
     const text = `${A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-10 ${token}`;
     expect(() => parseClusterNodes(text)).toThrow(`unexpected slot token "${token}"`);
