@@ -25,8 +25,9 @@ describe('a MIGRATE batch, timed by the source', () => {
     await cluster?.stop();
   });
 
-  it('runs for as long as the source was busy, on every server', async () => {
-    const slot = calculateSlot('{clock}');
+  /** A slot of `tag`, 3,000 keys in it on its owner, and that slot opened towards another master. */
+  async function openedSlotOf(tag: string) {
+    const slot = calculateSlot(`{${tag}}`);
     const masters = await cluster.masters();
     const owners = await Promise.all(
       masters.map(async (master) => ({ master, view: await adapter.readSlotView(master, slot) })),
@@ -36,22 +37,41 @@ describe('a MIGRATE batch, timed by the source', () => {
     const client = cluster.process(source.port).client();
     try {
       const writes = client.pipeline();
-      for (let index = 0; index < 3_000; index++) writes.set(`{clock}:${index}`, 'x'.repeat(64));
+      for (let index = 0; index < 3_000; index++) writes.set(`{${tag}}:${index}`, 'x'.repeat(64));
       await writes.exec();
-      await adapter.setSlotImporting(target, slot, source.id);
-      await adapter.setSlotMigrating(source, slot, target.id);
-      const batches: MigrateBatchResult[] = [];
-      for (let index = 0; index < 3; index++) {
-        batches.push(
-          await adapter.migrateNextBatch(
-            source,
-            target,
-            slot,
-            { maxKeys: 1_000, maxBytes: 0 },
-            { timeoutMs: 5_000 },
-          ),
-        );
-      }
+    } finally {
+      client.disconnect();
+    }
+    await adapter.setSlotImporting(target, slot, source.id);
+    await adapter.setSlotMigrating(source, slot, target.id);
+    return { slot, source, target };
+  }
+
+  /** Three batches of 1,000 keys of the slot, through this adapter. */
+  async function threeBatches(
+    through: ClusterAdapter,
+    { slot, source, target }: Awaited<ReturnType<typeof openedSlotOf>>,
+  ): Promise<MigrateBatchResult[]> {
+    const batches: MigrateBatchResult[] = [];
+    for (let index = 0; index < 3; index++) {
+      batches.push(
+        await through.migrateNextBatch(
+          source,
+          target,
+          slot,
+          { maxKeys: 1_000, maxBytes: 0 },
+          { timeoutMs: 5_000 },
+        ),
+      );
+    }
+    return batches;
+  }
+
+  it('runs for as long as the source was busy, on every server', async () => {
+    const opened = await openedSlotOf('clock');
+    const client = cluster.process(opened.source.port).client();
+    try {
+      const batches = await threeBatches(adapter, opened);
       const [seconds, micros] = (await client.call('TIME')) as [string, string];
       const nowUs = Number(seconds) * 1e6 + Number(micros);
       expect(batches.map((batch) => batch.moved)).toEqual([1_000, 1_000, 1_000]);
@@ -67,6 +87,31 @@ describe('a MIGRATE batch, timed by the source', () => {
       expect(batches[2]!.ranUs!.start).toBeGreaterThanOrEqual(batches[1]!.ranUs!.end);
     } finally {
       client.disconnect();
+    }
+  });
+
+  it('goes untimed, never timed at 0 µs, for a user refused TIME', async () => {
+    const opened = await openedSlotOf('untimed');
+    // MIGRATE authenticates on the target as the same user: it exists on every master.
+    for (const master of await cluster.masters()) {
+      const client = cluster.process(master.port).client();
+      try {
+        await client.call('ACL', 'SETUSER', 'untimed', 'on', '>untimed-pass', '~*', '+@all', '-time');
+      } finally {
+        client.disconnect();
+      }
+    }
+    const untimed = new ClusterAdapter(
+      'default',
+      { ...cluster.seedTarget, username: 'untimed', password: 'untimed-pass' },
+      { commandTimeoutMs: 10_000 },
+    );
+    try {
+      const batches = await threeBatches(untimed, opened);
+      expect(batches.map((batch) => batch.moved)).toEqual([1_000, 1_000, 1_000]);
+      expect(batches.map((batch) => batch.ranUs)).toEqual([undefined, undefined, undefined]);
+    } finally {
+      await untimed.close();
     }
   });
 });

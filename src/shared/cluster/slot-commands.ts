@@ -202,9 +202,11 @@ export class SlotCommands {
     if (endedUs instanceof Buffer && beganUs instanceof Buffer) {
       const start = microseconds(beganS, beganUs);
       const end = endedAfter ? microseconds(endedAfter[0], endedAfter[1]) : microseconds(endedS, endedUs);
-      // A MIGRATE that sent keys waits for the target's reply: tens of µs at least, never 0.
-      if (end > start || frozenClock) ranUs = { start, end };
-      else if (moved > 0) this.frozenScriptClocks.add(nodeAddress(source));
+      // A MIGRATE that sent keys waits for the target's reply: tens of µs at least, never 0. On a
+      // node whose clock is frozen, only the TIME sent after the script says when it ended: without
+      // it (a user without +time) the batch goes untimed, not timed at 0 µs.
+      if (endedAfter !== undefined || (!frozenClock && end > start)) ranUs = { start, end };
+      else if (!frozenClock && moved > 0) this.frozenScriptClocks.add(nodeAddress(source));
     }
     return {
       keys: Number(count),
