@@ -132,7 +132,7 @@ interface BenchOptions {
   readonly workerEnv: Readonly<Record<string, string>>;
   /** Node/V8 options of the workers (--cpu-prof-dir, --perf-map, --worker-node-args). */
   readonly workerNodeArgs: readonly string[];
-  /** --worker-log-dir: each slotfleet run's workers write <dir>/<case>-<tool>-<run>/worker-<n>.log. */
+  /** --worker-log-dir: each slotfleet run's workers write <dir>/<tool>-<start time>/worker-<n>.log. */
   readonly workerLogDir: string | undefined;
   /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
   readonly commandStats: boolean;
