@@ -36,11 +36,12 @@
  */
 import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { Queue } from 'bullmq';
 import calculateSlot from 'cluster-key-slot';
+import { pino } from 'pino';
 import { startApi } from '../producer/server.js';
 import {
   chooseServer,
@@ -108,10 +109,10 @@ const WORKERS = 2;
 const REBALANCE_SLOTS = 4096;
 /**
  * What every slotfleet variant's workers are told besides the cluster, control Redis and queue
- * prefix of the run: plumbing, not tuning. warn, not the default info: at info every slot step is a
- * log line, which costs the workers CPU the cluster shares on this machine.
+ * prefix of the run: plumbing, not tuning. Their logs stay at the default level (info: one line per
+ * slot done), written to files as a deployment's would be (see logDirOf).
  */
-const WORKER_PLUMBING = { SLOTFLEET_LOG_LEVEL: 'warn', SLOTFLEET_METRICS_PORT: '0' } as const;
+const WORKER_PLUMBING = { SLOTFLEET_METRICS_PORT: '0' } as const;
 /**
  * Deadline for a cluster to agree (after creation, after adding a master, after a move): 16 nodes on
  * 2 cores, with the bench's other processes still exiting, can take longer than the sandbox's 30 s.
@@ -132,8 +133,8 @@ interface BenchOptions {
   readonly workerEnv: Readonly<Record<string, string>>;
   /** Node/V8 options of the workers (--cpu-prof-dir, --perf-map, --worker-node-args). */
   readonly workerNodeArgs: readonly string[];
-  /** --worker-log-dir: each slotfleet run's workers write <dir>/<tool>-<start time>/worker-<n>.log. */
-  readonly workerLogDir: string | undefined;
+  /** --worker-log-dir: each slotfleet run writes <dir>/<tool>-<start time>/worker-<n>.log and api.log. */
+  readonly workerLogDir: string;
   /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
   readonly commandStats: boolean;
   /** The chosen server's CLI: what the CLI rows and the cluster check run. */
@@ -152,7 +153,8 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       // of the headline row.
       budgets: { type: 'string', default: '5,20' },
       commandstats: { type: 'boolean', default: false },
-      // Keeps the workers' logs (level warn unless --worker-env SLOTFLEET_LOG_LEVEL=info).
+      // Where the workers and the API of each slotfleet run write their logs (default: a new
+      // directory under the system's temporary directory, named at the start).
       'worker-log-dir': { type: 'string' },
       // Workers write V8 CPU profiles there (open them in Chrome DevTools).
       'cpu-prof-dir': { type: 'string' },
@@ -209,7 +211,7 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       ...values['worker-node-args'].split(' ').filter((arg) => arg !== ''),
     ],
     commandStats: values.commandstats,
-    workerLogDir: values['worker-log-dir'],
+    workerLogDir: values['worker-log-dir'] ?? join(tmpdir(), `slotfleet-bench-${process.pid}-${Date.now()}`),
     cli: { ...cli, references: referencesOf(cli.flavor) },
   };
 }
@@ -234,6 +236,7 @@ async function main(): Promise<void> {
     settings: describeSettings(options),
     cases: {} as Record<string, unknown>,
   };
+  log(`slotfleet runs log to ${options.workerLogDir} (workers and API at the default level)`);
   const summaries: [string, CaseSummary][] = [];
   for (const spec of migrationCases(options.scale).filter((candidate) => options.cases.has(candidate.name))) {
     const summary = await runCase(spec, options);
@@ -297,6 +300,7 @@ function describeSettings(options: BenchOptions) {
     },
     workerEnv: options.workerEnv,
     workerNodeArgs: options.workerNodeArgs,
+    logDir: options.workerLogDir,
     variants: Object.fromEntries(
       options.tools.map((tool) => [
         tool.name,
@@ -488,16 +492,26 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
       SLOTFLEET_CONTROL_URL: control.url,
       SLOTFLEET_API_PORT: '0',
-      SLOTFLEET_LOG_LEVEL: 'warn',
     });
-    api = await startApi(config, createLogger({ level: 'warn', name: 'bench-api' }));
+    const logDir = await logDirOf(tool, options);
+    // At the default level, as `slotfleet api` logs (every request is a line).
+    api = await startApi(
+      config,
+      createLogger({ level: config.logLevel, name: 'bench-api' }, pino.destination(join(logDir, 'api.log'))),
+    );
     const apiUrl = api.url;
     await untilReady(apiUrl);
-    workers = await startWorkers(tool, options, config, {
-      SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
-      SLOTFLEET_CONTROL_URL: control.url,
-      SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
-    });
+    workers = await startWorkers(
+      tool,
+      options,
+      logDir,
+      {
+        SLOTFLEET_CLUSTER_URL: cluster.seedUrl,
+        SLOTFLEET_CONTROL_URL: control.url,
+        SLOTFLEET_QUEUE_PREFIX: config.queuePrefix,
+      },
+      config,
+    );
     if (tool.warmupSlots > 0) await warmUp(apiUrl, stage, tool);
     const groups = {
       cluster: cluster.nodes.map((node) => node.pid),
@@ -740,19 +754,24 @@ async function runQueueFloorCase(options: BenchOptions) {
   };
 }
 
+/** A slotfleet run's log directory: its workers' logs and its API's. */
+async function logDirOf(tool: SlotfleetVariant, options: BenchOptions): Promise<string> {
+  const logDir = join(options.workerLogDir, `${tool.name}-${new Date().toISOString()}`);
+  await mkdir(logDir, { recursive: true });
+  return logDir;
+}
+
 async function startWorkers(
   tool: SlotfleetVariant,
   options: BenchOptions,
-  config: Config,
+  logDir: string,
   run: { SLOTFLEET_CLUSTER_URL: string; SLOTFLEET_CONTROL_URL: string; SLOTFLEET_QUEUE_PREFIX: string },
+  config: Config,
 ): Promise<ChildProcess[]> {
-  const logDir =
-    options.workerLogDir && join(options.workerLogDir, `${tool.name}-${new Date().toISOString()}`);
-  if (logDir) await mkdir(logDir, { recursive: true });
   const workers = spawnWorkerProcesses({
     count: WORKERS,
     nodeArgs: options.workerNodeArgs,
-    ...(logDir ? { logDir } : {}),
+    logDir,
     env: { ...run, ...WORKER_PLUMBING, ...tool.workerEnv },
   });
   try {

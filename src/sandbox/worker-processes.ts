@@ -4,7 +4,7 @@
  * SIGKILL after a deadline.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,7 +12,10 @@ export interface WorkerProcessOptions {
   readonly count: number;
   /** SLOTFLEET_* variables for the workers (cluster, control Redis, prefix...). */
   readonly env: Readonly<Record<string, string>>;
-  /** Each worker's output goes to worker-<n>.log here; without it, only stderr is shown. */
+  /**
+   * Each worker's output goes to worker-<n>.log here, written by the worker itself (no relay through
+   * this process, whose CPU the bench counts apart); without it, only stderr is shown.
+   */
   readonly logDir?: string;
   /** Extra node options, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] (not allowed in NODE_OPTIONS). */
   readonly nodeArgs?: readonly string[];
@@ -25,16 +28,16 @@ export function spawnWorkerProcesses(options: WorkerProcessOptions): ChildProces
   const built = import.meta.url.endsWith('.ts') ? '../../dist/cli/main.js' : '../cli/main.js';
   const main = fileURLToPath(new URL(built, import.meta.url));
   return Array.from({ length: options.count }, (_, index) => {
-    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), main, 'worker'], {
-      env: { ...process.env, SLOTFLEET_METRICS_PORT: '0', ...options.env },
-      stdio: ['ignore', options.logDir ? 'pipe' : 'ignore', options.logDir ? 'pipe' : 'inherit'],
-    });
-    if (options.logDir) {
-      const log = createWriteStream(join(options.logDir, `worker-${index + 1}.log`));
-      child.stdout?.pipe(log);
-      child.stderr?.pipe(log);
+    const log = options.logDir ? openSync(join(options.logDir, `worker-${index + 1}.log`), 'a') : undefined;
+    try {
+      return spawn(process.execPath, [...(options.nodeArgs ?? []), main, 'worker'], {
+        env: { ...process.env, SLOTFLEET_METRICS_PORT: '0', ...options.env },
+        stdio: ['ignore', log ?? 'ignore', log ?? 'inherit'],
+      });
+    } finally {
+      // The child holds its own copy of the descriptor.
+      if (log !== undefined) closeSync(log);
     }
-    return child;
   });
 }
 

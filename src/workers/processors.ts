@@ -195,7 +195,7 @@ async function attemptSlot(
     // Added before this job completes: a crash in between re-runs the (drained) migrate job,
     // which adds it then.
     await deps.enqueueFinalize(data);
-    log.info({ keysMoved }, 'slot drained');
+    log.debug({ keysMoved }, 'slot drained');
   }
   return { keysMoved };
 }

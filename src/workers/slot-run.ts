@@ -230,7 +230,7 @@ export class SlotRun {
         break;
       }
       case SlotActionKind.AssignTarget:
-        this.log.info({ epochs: observation.epochs }, 'assigning slot to target');
+        this.log.debug({ epochs: observation.epochs }, 'assigning slot to target');
         // SETSLOT NODE on the target first: it bumps the target's config epoch, so its claim wins.
         await cluster.setSlotNode(data.target, data.slot, data.target.id);
         break;
@@ -376,7 +376,7 @@ export class SlotRun {
    */
   private record(step: SlotStep): Promise<boolean> | undefined {
     if (step === this.recordedStep && this.keysToRecord === 0) return undefined;
-    if (step !== this.recordedStep) this.log.info({ from: this.recordedStep, to: step }, 'slot step');
+    if (step !== this.recordedStep) this.log.debug({ from: this.recordedStep, to: step }, 'slot step');
     const { data } = this;
     const write = this.deps.store.setSlotStep(
       data.migrationId,

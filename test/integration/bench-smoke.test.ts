@@ -22,9 +22,11 @@ const SCALE = 0.01;
 
 describe('npm run bench', () => {
   let dir: string | undefined;
+  /** The bench's default log directory (under the system's temporary directory). */
+  let logDir: string | undefined;
 
   afterAll(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
+    for (const path of [dir, logDir]) if (path) await rm(path, { recursive: true, force: true });
   });
 
   it('runs every kind of case at a tiny scale and writes verified results', async () => {
@@ -59,7 +61,13 @@ describe('npm run bench', () => {
     expect(report.settings).toMatchObject({ workers: 2, tools: TOOLS });
     // The headline row: the project's defaults, cold, with no setting but the plumbing.
     expect(report.settings.variants.slotfleet).toMatchObject({ warmupSlots: 0, workerEnv: {}, limits: null });
-    expect(report.settings.workerPlumbing).toMatchObject({ SLOTFLEET_LOG_LEVEL: 'warn' });
+    // Logs too: the workers run at the default level, writing to files.
+    expect(report.settings.workerPlumbing).not.toHaveProperty('SLOTFLEET_LOG_LEVEL');
+    logDir = report.settings.logDir as string;
+    const runLogs = await readdir(logDir);
+    const slotfleetRun = runLogs.find((name) => name.startsWith('slotfleet-'));
+    const workerLog = await readFile(join(logDir, slotfleetRun!, 'worker-1.log'), 'utf8');
+    expect(workerLog).toMatch(/"level":30,.*"msg":"slot done"/);
 
     const hot = report.cases.hotslot;
     const rebalance = report.cases.rebalance;

@@ -11,7 +11,7 @@
  * second batch) and the migration record shows slots done but not all, never after a fixed sleep.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,11 +59,40 @@ interface LogEvent {
   readonly [field: string]: unknown;
 }
 
+/** The events of a log file the worker writes itself: each call parses what was added since the last. */
+function followLog(path: string): () => readonly LogEvent[] {
+  const events: LogEvent[] = [];
+  let offset = 0;
+  let partial = '';
+  return () => {
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (size <= offset) return events;
+      const chunk = Buffer.alloc(size - offset);
+      readSync(fd, chunk, 0, chunk.length, offset);
+      offset = size;
+      const parts = (partial + chunk.toString()).split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) {
+        try {
+          events.push(JSON.parse(line) as LogEvent);
+        } catch {
+          events.push({ msg: line });
+        }
+      }
+      return events;
+    } finally {
+      closeSync(fd);
+    }
+  };
+}
+
 interface WatchedWorker {
   readonly name: string;
   readonly child: ChildProcess;
-  /** Every JSON log line so far, parsed. */
-  readonly events: LogEvent[];
+  /** Every JSON log line so far, parsed (read from its log file at each access). */
+  readonly events: readonly LogEvent[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -86,26 +115,22 @@ describe('workers killed or stopped in the middle of a slot', () => {
     mkdirSync(join(logDir, name));
     const [child] = spawnWorkerProcesses({
       count: 1,
-      env: { ...stack.env, ...env },
+      // Debug: this file follows each slot's steps and drains, which are debug lines.
+      env: { ...stack.env, SLOTFLEET_LOG_LEVEL: 'debug', ...env },
       logDir: join(logDir, name),
-    });
-    const events: LogEvent[] = [];
-    let partial = '';
-    child!.stdout?.on('data', (chunk: Buffer) => {
-      const parts = (partial + chunk.toString()).split('\n');
-      partial = parts.pop() ?? '';
-      for (const line of parts) {
-        try {
-          events.push(JSON.parse(line) as LogEvent);
-        } catch {
-          events.push({ msg: line });
-        }
-      }
     });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child!.once('exit', (code, signal) => resolve({ code, signal })),
     );
-    const worker = { name, child: child!, events, exited };
+    const follow = followLog(join(logDir, name, 'worker-1.log'));
+    const worker = {
+      name,
+      child: child!,
+      get events() {
+        return follow();
+      },
+      exited,
+    };
     workers.push(worker);
     return worker;
   }

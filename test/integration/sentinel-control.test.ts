@@ -68,6 +68,8 @@ describe('control Redis behind Sentinel: its master failing over in the middle o
           SLOTFLEET_CONTROL_URL: sentinels.url,
           SLOTFLEET_SENTINEL_PASSWORD: SENTINEL_PASSWORD,
           SLOTFLEET_WORKER_CONCURRENCY: '8',
+          // "slot drained" is a debug line: this file counts each slot's phases by their lines.
+          SLOTFLEET_LOG_LEVEL: 'debug',
         },
       });
     } catch (error) {
