@@ -160,6 +160,38 @@ describe('blocks of the keys engine', () => {
     for (const seeded of block) expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
   });
 
+  it('slots whose hand-on fails go back to their own jobs, which finalize them', async () => {
+    const { block, processors, ahead, deps } = blockWithOpener();
+    let refused = 0;
+    const failingAhead: OpenAhead = {
+      claim: (data) => ahead.claim(data),
+      release: (data, slots) => ahead.release(data, slots),
+      renew: async () => undefined,
+      settled: (data) => ahead.settled(data),
+      handOn: async () => {
+        refused++;
+        throw new Error('control Redis went away');
+      },
+    };
+    const opener = await runAttempt(
+      createMigrateProcessor({ ...deps, openAhead: failingAhead }),
+      migrateJob(block[0]!.data),
+    );
+    expect(opener.status).toBe('completed');
+    expect(refused).toBe(1);
+    // Drained, but not handed on: their own jobs take them, and no finalize job holds them yet.
+    for (const seeded of block.slice(1)) expect(ahead.stamps.get(seeded.slot)).toBe(OpeningState.Free);
+    expect(processors.finalizeQueue.map((data) => data.slot)).toEqual([block[0]!.slot]);
+
+    for (const seeded of block.slice(1)) {
+      const own = await runAttempt(createMigrateProcessor(deps), migrateJob(seeded.data));
+      expect(own).toMatchObject({ status: 'completed', value: { keysMoved: 0 } });
+    }
+    expect(processors.finalizeQueue).toHaveLength(block.length);
+    expect((await finalizeAll(deps, processors.finalizeQueue)).status).toBe('completed');
+    for (const seeded of block) expect(movedProblems(cluster, seeded, seeded.data.target.id)).toEqual([]);
+  });
+
   it('a job that waited for its opener and finds the migration paused hands its slot back untouched', async () => {
     const [seeded] = seedBlock();
     const processors = processorDeps(cluster, store);
