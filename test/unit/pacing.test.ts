@@ -22,7 +22,15 @@ describe('nextPace', () => {
   it.each<[string, Pace, number, Pace, PaceChange]>([
     ['over budget: half the slots first', pace(4, 2, 1000), 12, pace(2, 2, 1000), PaceChange.Slower],
     ['over budget at one slot: half the batches', pace(1, 2, 1000), 12, pace(1, 1, 1000), PaceChange.Slower],
-    ['over budget at one batch: half the keys', pace(1, 1, 1000), 12, pace(1, 1, 500), PaceChange.Slower],
+    [
+      'over budget at one batch: the keys that would have taken 85 % of it',
+      pace(1, 1, 1000),
+      12.5,
+      pace(1, 1, 680),
+      PaceChange.Slower,
+    ],
+    ['a little over: still aimed at 85 % of it', pace(1, 1, 1000), 10.1, pace(1, 1, 841), PaceChange.Slower],
+    ['far over (a stall): half the keys at least', pace(1, 1, 1000), 80, pace(1, 1, 500), PaceChange.Slower],
     [
       'never below the smallest batch',
       pace(1, 1, MIN_BATCH_KEYS),
@@ -31,6 +39,13 @@ describe('nextPace', () => {
       PaceChange.Same,
     ],
     ['under the headroom: bigger batches first', pace(1, 1, 100), 2, pace(1, 1, 150), PaceChange.Faster],
+    [
+      'just under the headroom: the keys that would take 85 % of it',
+      pace(1, 1, 400),
+      6.8,
+      pace(1, 1, 500),
+      PaceChange.Faster,
+    ],
     ['bigger batches up to the ceiling', pace(1, 1, 900), 2, pace(1, 1, 1000), PaceChange.Faster],
     ['then one more batch in flight', pace(1, 1, 1000), 2, pace(1, 2, 1000), PaceChange.Faster],
     ['then one more slot', pace(1, 2, 1000), 2, pace(2, 2, 1000), PaceChange.Faster],
@@ -62,6 +77,14 @@ describe('nextPace', () => {
       current = nextPace(current, waitOf(current), 10, CEILINGS).pace;
     expect(waitOf(current)).toBeLessThanOrEqual(10);
     expect(waitOf(current)).toBeGreaterThan(10 * 0.7 * 0.5);
+    // Once it settled, it stays between the headroom and the budget: no saw.
+    const settled: number[] = [];
+    for (let window = 0; window < 20; window++) {
+      current = nextPace(current, waitOf(current), 10, CEILINGS).pace;
+      settled.push(waitOf(current));
+    }
+    expect(Math.min(...settled)).toBeGreaterThanOrEqual(10 * 0.7);
+    expect(Math.max(...settled)).toBeLessThanOrEqual(10);
     for (let window = 0; window < 40; window++) current = nextPace(current, 0, 10, CEILINGS).pace;
     expect(current).toEqual(pace(4, 2, 1000));
   });

@@ -15,14 +15,19 @@
  *   batches   - MIGRATE batches of one slot in flight at once (SLOTFLEET_BATCHES_IN_FLIGHT);
  *   batchKeys - keys per MIGRATE.
  * Once per window, from the worst wait of that window (AIMD, as TCP paces a link):
- *   over the budget          - halve slots; at one slot, halve batches; at one batch, halve
+ *   over the budget          - halve slots; at one slot, halve batches; at one batch, shrink
  *                              batchKeys (not below MIN_BATCH_KEYS). Fewer batches queued costs
  *                              less speed than smaller ones, whose fixed cost is per batch;
- *   under HEADROOM x budget  - the other way round: grow batchKeys by half up to its ceiling, then
- *                              add a batch, then a slot;
+ *   under HEADROOM x budget  - the other way round: grow batchKeys up to its ceiling, then add a
+ *                              batch, then a slot;
  *   in between               - keep the pace.
- * Decrease is fast (a burst of waits is cut within a window), increase one step per window, so the
- * pace settles just under the budget. A node starts slow (one slot, one batch, STARTING_BATCH_KEYS keys), as a
+ * batchKeys moves in proportion to the wait: a batch's time on the source grows with its keys, so
+ * the next size is what would have taken AIM_SHARE of the budget, by at most half either way (one
+ * window's wait can be a stall that says nothing about the batch). Halving it instead left a single
+ * slot's batches on a saw between half and all of the size the budget allows (docs/performance.md,
+ * the hot slot). Slots and batches are few and whole: they halve and grow by one. Decrease is fast
+ * (a burst of waits is cut within a window), increase one step per window, so the pace settles just
+ * under the budget. A node starts slow (one slot, one batch, STARTING_BATCH_KEYS keys), as a
  * TCP connection does: the first batches of a migration never hit clients with a ceiling-sized
  * stall before anything was measured. Reaching 1000 keys takes 5 windows, each further slot one.
  * The store keeps a node's pace between migrations (PACE_TTL_MS), so the next one starts where the
@@ -50,6 +55,11 @@ export const MIN_BATCH_KEYS = 16;
 export const STARTING_BATCH_KEYS = 128;
 /** Under this share of the budget, the pace may grow. */
 export const HEADROOM = 0.7;
+/** The share of the budget a change of batchKeys aims the next window's wait at (within HEADROOM..1). */
+export const AIM_SHARE = 0.85;
+/** batchKeys changes by at most this factor per window, down or up. */
+const MAX_BATCH_KEYS_STEP = 1.5;
+const MIN_BATCH_KEYS_STEP = 0.5;
 /** One decision per window per node, fleet-wide. */
 export const PACE_WINDOW_MS = 100;
 /** The slots ceiling when the workers set no cap on sources: pacing needs a bound to grow to. */
@@ -86,7 +96,8 @@ export function nextPace(
     if (current.batches > 1) {
       return { pace: { ...current, batches: Math.floor(current.batches / 2) }, change: PaceChange.Slower };
     }
-    const batchKeys = Math.max(minBatchKeys, Math.floor(current.batchKeys / 2));
+    const factor = clamp((AIM_SHARE * budgetMs) / observedMs, MIN_BATCH_KEYS_STEP, AIM_SHARE);
+    const batchKeys = Math.max(minBatchKeys, Math.floor(current.batchKeys * factor));
     return {
       pace: { ...current, batchKeys },
       change: batchKeys < current.batchKeys ? PaceChange.Slower : PaceChange.Same,
@@ -94,7 +105,9 @@ export function nextPace(
   }
   if (observedMs < HEADROOM * budgetMs) {
     if (current.batchKeys < maxBatchKeys) {
-      const batchKeys = Math.min(maxBatchKeys, Math.ceil(current.batchKeys * 1.5));
+      // Under HEADROOM the aim is at least AIM_SHARE / HEADROOM (1.21x) above the current size.
+      const factor = Math.min(MAX_BATCH_KEYS_STEP, (AIM_SHARE * budgetMs) / Math.max(observedMs, 0.001));
+      const batchKeys = Math.min(maxBatchKeys, Math.ceil(current.batchKeys * factor));
       return { pace: { ...current, batchKeys }, change: PaceChange.Faster };
     }
     if (current.batches < ceilings.batches) {
