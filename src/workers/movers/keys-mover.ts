@@ -23,15 +23,8 @@ import type { MoverDeps, SlotMover } from './slot-mover.js';
 
 /** How often an opener stamps the slots it still holds: well within the claims' grace (3 s). */
 const RENEW_MS = 1_000;
-/**
- * Drained slots are handed on (their keys counted, their finalize job added) together, once this
- * many wait or the first of them has waited HAND_ON_AFTER_MS. A finalize job observes its slots with
- * one CLUSTER NODES read per node per round, whatever their number: 64 (a block at the defaults)
- * cost a quarter of the reads of 16.
- */
-const HAND_ON_EVERY = 64;
-/** A drained slot is still MIGRATING (its clients meet ASK) until it is finalized: not for long. */
-const HAND_ON_AFTER_MS = 250;
+/** Slots drained before their steps are written and their finalize job added together. */
+const HAND_ON_EVERY = 16;
 
 export const keysMover: SlotMover = {
   engine: MigrationEngine.Keys,
@@ -132,35 +125,10 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
   const logOfSlot = (slot: number) => (deps.logOf?.(slot) ?? deps.log.child({ slot })).child({ block });
   /** Drained, not handed on yet; long: its step was written draining (a second round). */
   const drained: { slot: number; unrecorded: number; long: boolean }[] = [];
-  /** Hand-ons under way: the drains go on meanwhile (adding a finalize job waits for its batch). */
-  const handingOn: Promise<void>[] = [];
-  let handOnFailure: Error | undefined;
-  /** When the first slot of `drained` was drained. */
-  let drainedSince = 0;
-  const handingOnSlots = new Set<number>();
-  const renewal = renewEvery(
-    ahead,
-    data,
-    () => [...drained.map((entry) => entry.slot), ...handingOnSlots, ...remaining],
-    log,
-  );
-  const handOn = () => {
+  const renewal = renewEvery(ahead, data, () => [...drained.map((entry) => entry.slot), ...remaining], log);
+  const handOn = async () => {
     const batch = drained.splice(0);
     if (batch.length === 0) return;
-    for (const entry of batch) handingOnSlots.add(entry.slot);
-    const handing = handOnBatch(batch).then(
-      () => undefined,
-      (error: Error) => {
-        handOnFailure ??= error;
-      },
-    );
-    handingOn.push(
-      handing.finally(() => {
-        for (const entry of batch) handingOnSlots.delete(entry.slot);
-      }),
-    );
-  };
-  const handOnBatch = async (batch: typeof drained) => {
     try {
       // Their step is migrating since the claim (draining for a long one, set back here): only the
       // keys they moved are left to count.
@@ -194,7 +162,6 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
   }
   try {
     while (remaining.length > 0) {
-      if (handOnFailure) throw handOnFailure;
       if (await deps.isPaused?.()) throw new PauseRequested();
       const slot = remaining[0]!;
       const slotLog = logOfSlot(slot);
@@ -209,14 +176,11 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
       };
       const moved = await drainSlot({ ...data, slot }, { ...drainDeps, log: slotLog }, onSecondRound);
       remaining.shift();
-      if (drained.length === 0) drainedSince = Date.now();
       drained.push({ slot, unrecorded: moved.unrecorded, long });
       slotLog.debug({ keysMoved: moved.moved }, 'slot drained');
-      if (drained.length >= HAND_ON_EVERY || Date.now() - drainedSince >= HAND_ON_AFTER_MS) handOn();
+      if (drained.length >= HAND_ON_EVERY) await handOn();
     }
-    handOn();
-    await Promise.all(handingOn);
-    if (handOnFailure) throw handOnFailure;
+    await handOn();
   } catch (error) {
     // The opener's own slot is drained whatever happens here: the rest goes back to the slots' jobs.
     if (!(error instanceof PauseRequested)) {
@@ -225,12 +189,10 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
         "moving the keys of the block's slots: giving the rest back to their own jobs",
       );
     }
-    handOn();
+    await handOn().catch(() => undefined);
   } finally {
-    await drainGate?.release();
-    // The slots of a hand-on that failed are back in `remaining` once it settles.
-    await Promise.all(handingOn);
     clearInterval(renewal);
+    await drainGate?.release();
     if (remaining.length > 0) {
       log.info({ slots: formatSlotRanges(remaining) }, 'slots of the block given back to their own jobs');
     }
