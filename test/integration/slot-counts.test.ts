@@ -58,7 +58,8 @@ describe('key counts of many slots of a node', () => {
     const client = cluster.process(master.port).client();
     try {
       const stats = String(await client.info('commandstats'));
-      const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      const calls = (name: string) =>
+        Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
       return {
         counts: calls('cluster\\|countkeysinslot'),
         scripts: calls('evalsha') + calls('eval'),
