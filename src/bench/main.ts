@@ -486,6 +486,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
   const { cluster } = stage;
   const control = await startControlRedis();
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let apiLog: ReturnType<typeof pino.destination> | undefined;
   let workers: ChildProcess[] = [];
   try {
     const config = loadConfig({
@@ -495,10 +496,8 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
     });
     const logDir = await logDirOf(tool, options);
     // At the default level, as `slotfleet api` logs (every request is a line).
-    api = await startApi(
-      config,
-      createLogger({ level: config.logLevel, name: 'bench-api' }, pino.destination(join(logDir, 'api.log'))),
-    );
+    apiLog = pino.destination(join(logDir, 'api.log'));
+    api = await startApi(config, createLogger({ level: config.logLevel, name: 'bench-api' }, apiLog));
     const apiUrl = api.url;
     await untilReady(apiUrl);
     workers = await startWorkers(
@@ -547,6 +546,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
   } finally {
     await stopProcesses(workers);
     await api?.close();
+    apiLog?.end();
     await control.stop();
     await control.removeDir();
   }

@@ -29,9 +29,9 @@
  * (a burst of waits is cut within a window), increase one step per window, so the pace settles just
  * under the budget. A node starts slow (one slot, one batch, STARTING_BATCH_KEYS keys), as a
  * TCP connection does: the first batches of a migration never hit clients with a ceiling-sized
- * stall before anything was measured. Reaching 1000 keys takes 6 windows at the quickest, each further slot one.
- * The store keeps a node's pace between migrations (PACE_TTL_MS), so the next one starts where the
- * last one ended.
+ * stall before anything was measured. Reaching 1000 keys takes 6 windows at the quickest, each
+ * further slot one. The store keeps a node's pace between migrations (PACE_TTL_MS), so the next one
+ * starts where the last one ended.
  */
 
 export interface Pace {
