@@ -166,6 +166,18 @@ describe('nextSlotAction', () => {
       'assign-others',
     ],
     [
+      'the source hands over while the target is read: an older read of the target, read both again',
+      observe({ target: { importingFrom: S }, source: { owner: T, keys: 0 } }),
+      SlotPhase.Migrate,
+      'await-owner',
+    ],
+    [
+      'the same in the finalizer',
+      observe({ target: { importingFrom: S }, source: { owner: T, keys: 0 } }),
+      SlotPhase.Finalize,
+      'await-owner',
+    ],
+    [
       'a migrate job re-run after finalizing started stops at drained',
       observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }),
       SlotPhase.Migrate,
@@ -245,6 +257,7 @@ describe('stepOf', () => {
     [observe({ target: { importingFrom: S }, source: { migratingTo: T, keys: 0 } }), 'migrating'],
     [observe({ target: { importingFrom: S }, source: { migratingTo: T } }), 'draining'],
     [observe({ target: { owner: T }, source: { migratingTo: T, keys: 0 } }), 'finalizing'],
+    [observe({ target: { importingFrom: S }, source: { owner: T, keys: 0 } }), 'finalizing'],
   ])('%#', (observation, step) => {
     expect(stepOf(observation)).toBe(step);
   });

@@ -152,6 +152,15 @@ export function nextSlotAction(observation: SlotObservation, phase: SlotPhase): 
       `source ${sourceId} of slot ${slot} is no longer a master (failed over or demoted): re-plan, or run fix`,
     );
   }
+  if (source.owner === targetId) {
+    // The source has handed the slot to the target, which is told first: this read of the target
+    // is older than that of the source (each node is read on its own, and a finalizer may run
+    // meanwhile, as when a job re-runs after the control Redis lost its record). Read both again.
+    return {
+      kind: SlotActionKind.AwaitOwner,
+      reason: `source sees target ${targetId} as owner of slot ${slot}, the target's view is older; reading again`,
+    };
+  }
   if (source.owner !== sourceId) {
     return fail(
       ErrorCode.OwnerChanged,
@@ -228,6 +237,8 @@ export function stepOf(observation: SlotObservation): SlotStep {
     const settled = sourceSettled && observation.others.every((other) => other.owner === targetId);
     return settled ? SlotStep.Done : SlotStep.Finalizing;
   }
+  // Handed over by the source, the target's view older than the source's (nextSlotAction).
+  if (source.owner === targetId) return SlotStep.Finalizing;
   if (target.importingFrom !== sourceId) return SlotStep.Pending;
   if (source.migratingTo !== targetId) return SlotStep.Importing;
   return source.keys > 0 ? SlotStep.Draining : SlotStep.Migrating;
