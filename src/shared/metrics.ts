@@ -25,6 +25,7 @@ export interface Metrics {
   readonly migrateTimeouts: Counter<'cluster' | 'source' | 'target'>;
   readonly migrateErrors: Counter<'cluster' | 'code'>;
   readonly slotsFinished: Counter<'cluster' | 'result' | 'engine'>;
+  readonly slotsStranded: Counter<'cluster'>;
   readonly slotsInFlight: Gauge<'cluster' | 'source'>;
   readonly nodeSlotsInFlight: Gauge<'cluster' | 'node' | 'role'>;
   readonly slotsWaitingForLeases: Gauge;
@@ -82,6 +83,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'slotfleet_slots_finished_total',
       help: 'Slots that reached an end state, by result (done, failed, cancelled) and engine (keys, atomic).',
       labelNames: ['cluster', 'result', 'engine'],
+      registers,
+    }),
+    slotsStranded: new Counter({
+      name: 'slotfleet_slots_stranded_total',
+      help: 'Slots whose migrate job completed but which never ended (writes the control Redis lost), run again.',
+      labelNames: ['cluster'],
       registers,
     }),
     slotsInFlight: new Gauge({
@@ -203,4 +210,5 @@ export function startClusterSeries(metrics: Metrics, cluster: string): void {
     for (const engine of Object.values(MigrationEngine))
       metrics.slotsFinished.inc({ cluster, result, engine }, 0);
   }
+  metrics.slotsStranded.inc({ cluster }, 0);
 }

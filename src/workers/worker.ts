@@ -37,6 +37,7 @@ import { OpeningWatch } from './opening-watch.js';
 import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
 import type { OpenAhead, SlotRunDeps } from './slot-run.js';
+import { startStrandedSlotSweep } from './stranded-slots.js';
 import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
@@ -147,6 +148,12 @@ export async function startWorker(
     prefix: config.queuePrefix,
   });
   finalizeQueue.on('error', logError('control Redis (finalize queue)', {}));
+  // Read (and its completed jobs retried) by the sweep for slots stranded by lost writes.
+  const migrateQueue = new Queue<SlotJobData>(QueueName.MigrateSlot, {
+    connection,
+    prefix: config.queuePrefix,
+  });
+  migrateQueue.on('error', logError('control Redis (migrate queue)', {}));
   const { maxSlotsPerSource, maxSlotsPerTarget } = config.worker;
   const nodeLeases =
     maxSlotsPerSource > 0 || maxSlotsPerTarget > 0
@@ -310,6 +317,16 @@ export async function startWorker(
   const probes = readinessProbes(control, clusters, config);
   readiness = cachedReadiness(async () => (handingBack ? STOPPING : checkReadiness(probes)));
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+  const strandedSweep = startStrandedSlotSweep({
+    control,
+    store,
+    migrateQueue,
+    finalizeQueue,
+    clusters: Object.keys(config.clusters),
+    lockKey: `${config.queuePrefix}:stranded-sweep`,
+    log,
+    metrics,
+  });
 
   log.info(
     {
@@ -330,6 +347,7 @@ export async function startWorker(
     close() {
       closing ??= (async () => {
         handingBack = true;
+        strandedSweep.stop();
         openings.close();
         log.info('stopping: no new slot jobs; those in flight hand their slot back after their batch');
         const closingWorkers = Promise.all(workers.map((worker) => closeQueue(worker)));
@@ -337,6 +355,7 @@ export async function startWorker(
         await nodeLeases?.close();
         await closingWorkers;
         await closeQueue(finalizeQueue);
+        await closeQueue(migrateQueue);
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         await clusters.close();
         await control.quit().catch(() => control.disconnect());

@@ -11,7 +11,7 @@ import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../src/cli/migration-view.js';
 import {
   type DatasetManifest,
@@ -45,6 +45,7 @@ describe('control Redis outage in the middle of a migration', () => {
   let exitCodes: Promise<(number | null)[]>;
   /** The master the first test adds; the second moves slots away from it. */
   let addedId: string;
+  let failed = false;
 
   const workerLog = (index: number) =>
     readFile(join(logDir, `worker-${index + 1}.log`), 'utf8').catch(() => '');
@@ -75,10 +76,16 @@ describe('control Redis outage in the middle of a migration', () => {
     await waitForWorkerLines(/slotfleet worker ready/);
   });
 
+  afterEach(({ task }) => {
+    if (task.result?.state === 'fail') failed = true;
+  });
+
   afterAll(async () => {
     await stopProcesses(workers);
     await stack?.stop();
-    if (logDir) await rm(logDir, { recursive: true, force: true });
+    // The workers' logs of a failed run are kept for the reader of the failure.
+    if (logDir && !failed) await rm(logDir, { recursive: true, force: true });
+    if (failed) console.error(`worker logs kept in ${logDir}`);
   });
 
   const inject = (method: 'GET' | 'POST', url: string, payload?: object) =>
@@ -227,12 +234,39 @@ describe('control Redis outage in the middle of a migration', () => {
     }
   }
 
+  /** For a migration that did not end: each unfinished slot's step, opener stamp and job state. */
+  async function describeUnfinished(id: string, slots: readonly number[]): Promise<string> {
+    const control = stack.control.client();
+    const connection = { host: stack.control.host, port: stack.control.port, password: CONTROL_PASSWORD };
+    const migrate = new Queue(QueueName.MigrateSlot, { connection, prefix: stack.config.queuePrefix });
+    try {
+      const steps = await control.hgetall(`${stack.config.queuePrefix}:migration:${id}:slots`);
+      const stamps = await control.hgetall(`${stack.config.queuePrefix}:migration:${id}:task-claims`);
+      const lines: string[] = [];
+      for (const slot of slots) {
+        if (steps[slot] === 'done') continue;
+        const job = await migrate.getJob(migrateJobId(id, slot));
+        const state = job ? await job.getState() : 'no job';
+        lines.push(
+          `slot ${slot}: step ${steps[slot]}, stamp ${stamps[slot] ?? '-'}, job ${state}, attempts ${job?.attemptsMade}, ` +
+            `stalled ${job?.stalledCounter}, processedOn ${job?.processedOn}, finishedOn ${job?.finishedOn}`,
+        );
+      }
+      return lines.join('\n');
+    } finally {
+      control.disconnect();
+      await migrate.close();
+    }
+  }
+
   /**
    * The migration ended done; every key is intact; every node, replicas included, gives each moved
    * slot to its target and has none open; no claim is left; each slot's two jobs completed.
    */
   async function expectSettled(id: string, owners: ReadonlyMap<number, string>, timeoutMs = 180_000) {
-    const final = await waitForMigration(stack, id, timeoutMs);
+    const final = await waitForMigration(stack, id, timeoutMs).catch(async (error: Error) => {
+      throw new Error(`${error.message}\n${await describeUnfinished(id, [...owners.keys()])}`);
+    });
     expect(final).toMatchObject({ state: 'done', errors: [] });
     expect(final.slots.done).toBe(owners.size);
     expect((await inject('GET', '/readyz')).statusCode).toBe(200);

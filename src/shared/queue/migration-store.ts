@@ -351,6 +351,12 @@ export class MigrationStore implements SlotRecords, ServerTaskRecords, SlotOpeni
     return holders;
   }
 
+  /** slot -> id of the migration holding it, for every slot a migration has not ended. */
+  async activeSlots(cluster: string): Promise<Map<number, string>> {
+    const held = await this.redis.hgetall(this.activeKey(cluster));
+    return new Map(Object.entries(held).map(([slot, holder]) => [Number(slot), holder]));
+  }
+
   async releaseSlots(cluster: string, migrationId: string, slots: readonly number[]): Promise<void> {
     if (slots.length === 0) return;
     const held = await this.redis.hmget(this.activeKey(cluster), ...slots.map(String));

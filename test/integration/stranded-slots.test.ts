@@ -1,0 +1,116 @@
+/**
+ * The sweep for stranded slots on a real control Redis with real BullMQ queues: the state a restart
+ * that lost writes leaves (a migrate job completed, its slot not ended, no finalize job for it) is
+ * found and its job put back in the queue; a slot ended, a slot whose finalize job waits, and a slot
+ * whose migrate job waits are left alone; and only one worker sweeps per period.
+ */
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlRedis } from '../../src/sandbox/index.js';
+import type { RedisProcess } from '../../src/sandbox/redis-process.js';
+import { SlotStep } from '../../src/shared/domain/slot-migration.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { createMetrics } from '../../src/shared/metrics.js';
+import { finalizeJob, slotJobData } from '../../src/shared/queue/jobs.js';
+import { MigrationStore } from '../../src/shared/queue/migration-store.js';
+import {
+  type FinalizeJobData,
+  migrateJobId,
+  QueueName,
+  type SlotJobData,
+} from '../../src/shared/queue/names.js';
+import { type StrandedSlotDeps, sweepStrandedSlots } from '../../src/workers/stranded-slots.js';
+
+const PREFIX = 'stranded-test';
+const ID = 'mig-stranded';
+const source = { id: 'a'.repeat(40), host: '127.0.0.1', port: 7000 };
+const target = { id: 'b'.repeat(40), host: '127.0.0.1', port: 7001 };
+const policy = { attempts: 3, backoffMs: 100 };
+
+describe('the sweep for slots stranded by lost writes', () => {
+  let control: RedisProcess;
+  let redis: Redis;
+  let migrateQueue: Queue<SlotJobData>;
+  let finalizeQueue: Queue<FinalizeJobData>;
+  let deps: StrandedSlotDeps;
+
+  beforeAll(async () => {
+    control = await startControlRedis();
+    const connection = { host: control.host, port: control.port };
+    redis = new Redis(connection);
+    migrateQueue = new Queue(QueueName.MigrateSlot, { connection, prefix: PREFIX });
+    finalizeQueue = new Queue(QueueName.FinalizeSlot, { connection, prefix: PREFIX });
+    const store = new MigrationStore(redis, PREFIX);
+    deps = {
+      control: redis,
+      store,
+      migrateQueue,
+      finalizeQueue,
+      clusters: ['default'],
+      lockKey: `${PREFIX}:stranded-sweep`,
+      log: createLogger({ level: 'silent', name: 'stranded-test' }),
+      metrics: createMetrics({ defaultMetrics: false }),
+    };
+
+    // Slots 1-5 of one migration, claimed in the cluster's active-slots hash as the API does.
+    const slots = [1, 2, 3, 4, 5];
+    const moves = slots.map((slot) => ({ slot, source, target }));
+    await store.create({ id: ID, cluster: 'default', kind: 'migrations', request: {}, moves });
+    expect(await store.claimSlots('default', ID, slots)).toEqual([]);
+    const job = (slot: number) => {
+      const data = slotJobData(ID, 'default', { slot, source, target });
+      return { name: 'migrate', data, opts: { jobId: migrateJobId(ID, slot) } };
+    };
+    // 1-4 run to completion: 1 ends done; 2 was stranded by a lost write (its finalize job and its
+    // steps gone); 3 has its finalize job waiting; 4 ended failed. 5 is still waiting in the queue.
+    await migrateQueue.addBulk([1, 2, 3, 4].map(job));
+    const worker = new Worker<SlotJobData>(QueueName.MigrateSlot, async () => ({ keysMoved: 0 }), {
+      connection,
+      prefix: PREFIX,
+    });
+    await waitFor(async () => (await migrateQueue.getCompletedCount()) === 4);
+    await worker.close();
+    await migrateQueue.add('migrate', job(5).data, job(5).opts);
+    await store.setSlotStep(ID, 'default', 1, SlotStep.Done);
+    await store.setSlotStep(ID, 'default', 4, SlotStep.Failed);
+    await store.setSlotStep(ID, 'default', 3, SlotStep.Migrating);
+    const finalize = finalizeJob({ migrationId: ID, cluster: 'default', slots: [job(3).data] }, policy);
+    await finalizeQueue.add(finalize.name, finalize.data, finalize.opts);
+  });
+
+  afterAll(async () => {
+    await migrateQueue?.close();
+    await finalizeQueue?.close();
+    redis?.disconnect();
+    await control?.stop();
+  });
+
+  it('puts back the job of the stranded slot only, once per period however many workers look', async () => {
+    // Two workers look at once: one holds the period's lock, the other does nothing.
+    const [first, second] = await Promise.all([
+      sweepStrandedSlots(deps, 10_000, 50),
+      sweepStrandedSlots(deps, 10_000, 50),
+    ]);
+    expect([...first, ...second]).toEqual([{ migrationId: ID, cluster: 'default', slots: [2] }]);
+    const states = await Promise.all(
+      [1, 2, 3, 4, 5].map((slot) => migrateQueue.getJobState(migrateJobId(ID, slot))),
+    );
+    expect(states).toEqual(['completed', 'waiting', 'completed', 'completed', 'waiting']);
+    const metrics = await deps.metrics.slotsStranded.get();
+    expect(metrics.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
+
+    // Within the period no worker sweeps again; after it, the put-back job is no longer completed.
+    expect(await sweepStrandedSlots(deps, 10_000, 50)).toEqual([]);
+    await redis.del(deps.lockKey);
+    expect(await sweepStrandedSlots(deps, 10_000, 50)).toEqual([]);
+  });
+});
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
