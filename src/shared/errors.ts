@@ -50,6 +50,12 @@ export const ErrorCode = {
   SourceNotEmpty: 'SOURCE_NOT_EMPTY',
   /** The server task that moved the slot failed or was cancelled (the server rolled it back). */
   ServerMigrationFailed: 'SERVER_MIGRATION_FAILED',
+  /**
+   * The slot's migrate job failed outside the slot's own error handling (BullMQ fails a job that
+   * stalled more than 10 times: a worker died on it each time), or the record of its failure was lost
+   * with the control Redis' last writes. Found by the workers' sweep (stranded-slots.ts).
+   */
+  JobFailed: 'JOB_FAILED',
   ControlStore: 'CONTROL_STORE',
   Config: 'CONFIG',
   Sandbox: 'SANDBOX',
@@ -131,6 +137,11 @@ export const ERROR_POLICY: Readonly<
   [ErrorCode.AtomicUnsupported]: {
     retry: false,
     handling: 'engine atomic on a server without CLUSTER MIGRATESLOTS: re-run with engine keys or auto',
+  },
+  [ErrorCode.JobFailed]: {
+    retry: false,
+    handling:
+      "the record takes the job's reason, so the migration ends: look at the workers' logs (a worker that died on it), then re-run or fix",
   },
   [ErrorCode.OwnerChanged]: { retry: false, handling: 'someone else moved the slot: re-plan or fix' },
   [ErrorCode.SlotConflict]: { retry: false, handling: 'another migration has the slot open: fix' },

@@ -87,7 +87,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     slotsStranded: new Counter({
       name: 'slotfleet_slots_stranded_total',
-      help: 'Slots whose migrate job completed but which never ended (writes the control Redis lost), run again.',
+      help: 'Slots not ended that no job would run any more (their migrate job completed, as after writes the control Redis lost, or failed outside their handling): run again, or recorded failed.',
       labelNames: ['cluster'],
       registers,
     }),

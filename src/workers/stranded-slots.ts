@@ -14,6 +14,12 @@
  * which checks that it still is). The job re-derives the slot's position from the cluster, as after
  * any crash.
  *
+ * A slot whose migrate job failed is found the same way. That job failed outside the slot's own
+ * handling, which records the failure before the job fails: BullMQ failed it after too many stalls
+ * (a worker died on it each time), or the record of its failure was lost. Running it again could kill
+ * workers again, so the record takes the job's reason (JOB_FAILED): the slot ends failed, open but
+ * safe, and the migration can end for the operator to re-run or fix.
+ *
  * The reads go in that order so that a slot moving on normally is never taken for stranded: its
  * migrate job completed after its finalize job was added, and that job ends the slot's step before it
  * completes. A completed migrate job, then no live finalize job, then a step not ended: something
@@ -22,10 +28,12 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { slotHasEnded } from '../shared/domain/migration.js';
+import { MigrationEngine, slotHasEnded } from '../shared/domain/migration.js';
+import { SlotStep } from '../shared/domain/slot-migration.js';
 import { formatSlotRanges } from '../shared/domain/slots.js';
+import { ErrorCode } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { Metrics } from '../shared/metrics.js';
+import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import { type FinalizeJobData, migrateJobId, type SlotJobData } from '../shared/queue/names.js';
 
@@ -36,22 +44,26 @@ export const CONFIRM_MS = 5_000;
 /** Job ids per ZMSCORE. */
 const IDS_PER_CALL = 1_000;
 
+/** Where a stranded slot's migrate job ended. */
+export type EndedJob = 'completed' | 'failed';
+
 export interface StrandedSlots {
   readonly migrationId: string;
   readonly cluster: string;
+  readonly job: EndedJob;
   readonly slots: readonly number[];
 }
 
 export interface StrandedSlotDeps {
   readonly control: Redis;
-  readonly store: Pick<MigrationStore, 'activeSlots' | 'slotSteps'>;
+  readonly store: Pick<MigrationStore, 'activeSlots' | 'slotSteps' | 'recordSlotError' | 'setSlotStep'>;
   readonly migrateQueue: Queue<SlotJobData>;
   readonly finalizeQueue: Queue<FinalizeJobData>;
   readonly clusters: readonly string[];
   /** The key that lets one worker of the fleet sweep per period. */
   readonly lockKey: string;
   readonly log: Logger;
-  readonly metrics: Pick<Metrics, 'slotsStranded'>;
+  readonly metrics: Pick<Metrics, 'slotsStranded' | 'slotsFinished'>;
 }
 
 /** One look at every cluster's slots not ended: the stranded ones, by migration. */
@@ -66,8 +78,10 @@ export async function findStrandedSlots(deps: StrandedSlotDeps): Promise<Strande
       byMigration.set(migrationId, slots);
     }
     for (const [migrationId, slots] of byMigration) {
-      const done = await completedJobs(deps, migrationId, slots);
-      if (done.length > 0) completed.push({ migrationId, cluster, slots: done });
+      for (const job of ['completed', 'failed'] as const) {
+        const ended = await endedJobs(deps, job, migrationId, slots);
+        if (ended.length > 0) completed.push({ migrationId, cluster, job, slots: ended });
+      }
     }
   }
   if (completed.length === 0) return [];
@@ -88,9 +102,10 @@ export async function findStrandedSlots(deps: StrandedSlotDeps): Promise<Strande
   return stranded;
 }
 
-/** The slots whose migrate job is in the completed set. */
-async function completedJobs(
+/** The slots whose migrate job is in the completed (or failed) set. */
+async function endedJobs(
   deps: StrandedSlotDeps,
+  job: EndedJob,
   migrationId: string,
   slots: readonly number[],
 ): Promise<number[]> {
@@ -98,7 +113,7 @@ async function completedJobs(
   for (let start = 0; start < slots.length; start += IDS_PER_CALL) {
     const chunk = slots.slice(start, start + IDS_PER_CALL);
     const scores = await deps.control.zmscore(
-      deps.migrateQueue.keys.completed!,
+      deps.migrateQueue.keys[job]!,
       ...chunk.map((slot) => migrateJobId(migrationId, slot)),
     );
     chunk.forEach((slot, index) => {
@@ -110,8 +125,9 @@ async function completedJobs(
 
 /**
  * One sweep, if this worker holds the fleet's lock for the period: finds stranded slots, looks again
- * confirmMs later, and puts the migrate jobs of those found both times back in the queue.
- * @returns the slots whose jobs were put back.
+ * confirmMs later, puts the completed migrate jobs of those found both times back in the queue and
+ * records the failed ones' reason.
+ * @returns the slots acted on.
  */
 export async function sweepStrandedSlots(
   deps: StrandedSlotDeps,
@@ -123,35 +139,62 @@ export async function sweepStrandedSlots(
   const first = await findStrandedSlots(deps);
   if (first.length === 0) return [];
   await new Promise((resolve) => setTimeout(resolve, confirmMs));
-  const again = new Map(
-    (await findStrandedSlots(deps)).map((entry) => [entry.migrationId, new Set(entry.slots)]),
+  const again = new Set(
+    (await findStrandedSlots(deps)).flatMap((entry) =>
+      entry.slots.map((slot) => `${entry.job}:${entry.migrationId}:${slot}`),
+    ),
   );
-  const requeued: StrandedSlots[] = [];
+  const handled: StrandedSlots[] = [];
   for (const entry of first) {
-    const still = again.get(entry.migrationId);
-    const candidates = entry.slots.filter((slot) => still?.has(slot));
     const slots: number[] = [];
-    for (const slot of candidates) {
-      const job = await Job.fromId(deps.migrateQueue, migrateJobId(entry.migrationId, slot));
-      // Refused when the job left the completed set meanwhile: then something else runs it.
-      if (
-        job &&
-        (await job.retry('completed').then(
-          () => true,
-          () => false,
-        ))
-      )
+    for (const slot of entry.slots) {
+      if (!again.has(`${entry.job}:${entry.migrationId}:${slot}`)) continue;
+      const job = await Job.fromId<SlotJobData>(deps.migrateQueue, migrateJobId(entry.migrationId, slot));
+      if (!job) continue;
+      if (entry.job === 'failed') {
+        await recordJobFailure(deps, job, entry.cluster);
         slots.push(slot);
+        continue;
+      }
+      // Refused when the job left the completed set meanwhile: then something else runs it.
+      const retried = await job.retry('completed').then(
+        () => true,
+        () => false,
+      );
+      if (retried) slots.push(slot);
     }
     if (slots.length === 0) continue;
     deps.metrics.slotsStranded.inc({ cluster: entry.cluster }, slots.length);
-    deps.log.warn(
-      { migrationId: entry.migrationId, cluster: entry.cluster, slots: formatSlotRanges(slots) },
-      'slots whose migrate job completed but which never ended (the control Redis lost writes): running their jobs again',
-    );
-    requeued.push({ ...entry, slots });
+    const fields = { migrationId: entry.migrationId, cluster: entry.cluster, slots: formatSlotRanges(slots) };
+    if (entry.job === 'failed') {
+      deps.log.error(
+        fields,
+        "slots whose migrate job failed outside their own handling: recorded failed with the job's reason; re-run or fix",
+      );
+    } else {
+      deps.log.warn(
+        fields,
+        'slots whose migrate job completed but which never ended (the control Redis lost writes): running their jobs again',
+      );
+    }
+    handled.push({ ...entry, slots });
   }
-  return requeued;
+  return handled;
+}
+
+/** The slot of a failed migrate job ends failed, with the job's reason (JOB_FAILED). */
+async function recordJobFailure(
+  deps: StrandedSlotDeps,
+  job: Job<SlotJobData>,
+  cluster: string,
+): Promise<void> {
+  const { migrationId, slot } = job.data;
+  const message = `its migrate job failed outside the slot's own handling: ${job.failedReason || 'no reason given'}`;
+  await deps.store.recordSlotError(migrationId, slot, { code: ErrorCode.JobFailed, message });
+  if (await deps.store.setSlotStep(migrationId, cluster, slot, SlotStep.Failed)) {
+    const engine = job.data.engine ?? MigrationEngine.Keys;
+    deps.metrics.slotsFinished.inc({ cluster, result: SlotResult.Failed, engine });
+  }
 }
 
 /** Sweeps every periodMs until stopped; an error (the control Redis away) waits for the next period. */

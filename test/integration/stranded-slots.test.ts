@@ -1,8 +1,9 @@
 /**
  * The sweep for stranded slots on a real control Redis with real BullMQ queues: the state a restart
  * that lost writes leaves (a migrate job completed, its slot not ended, no finalize job for it) is
- * found and its job put back in the queue; a slot ended, a slot whose finalize job waits, and a slot
- * whose migrate job waits are left alone; and only one worker sweeps per period.
+ * found and its job put back in the queue; a slot whose job failed without recording it ends failed
+ * with the job's reason; a slot ended, a slot whose finalize job waits, and a slot whose migrate job
+ * waits are left alone; and only one worker sweeps per period.
  */
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -34,6 +35,7 @@ describe('the sweep for slots stranded by lost writes', () => {
   let migrateQueue: Queue<SlotJobData>;
   let finalizeQueue: Queue<FinalizeJobData>;
   let deps: StrandedSlotDeps;
+  let store: MigrationStore;
 
   beforeAll(async () => {
     control = await startControlRedis();
@@ -41,7 +43,7 @@ describe('the sweep for slots stranded by lost writes', () => {
     redis = new Redis(connection);
     migrateQueue = new Queue(QueueName.MigrateSlot, { connection, prefix: PREFIX });
     finalizeQueue = new Queue(QueueName.FinalizeSlot, { connection, prefix: PREFIX });
-    const store = new MigrationStore(redis, PREFIX);
+    store = new MigrationStore(redis, PREFIX);
     deps = {
       control: redis,
       store,
@@ -53,8 +55,8 @@ describe('the sweep for slots stranded by lost writes', () => {
       metrics: createMetrics({ defaultMetrics: false }),
     };
 
-    // Slots 1-5 of one migration, claimed in the cluster's active-slots hash as the API does.
-    const slots = [1, 2, 3, 4, 5];
+    // Slots 1-6 of one migration, claimed in the cluster's active-slots hash as the API does.
+    const slots = [1, 2, 3, 4, 5, 6];
     const moves = slots.map((slot) => ({ slot, source, target }));
     await store.create({ id: ID, cluster: 'default', kind: 'migrations', request: {}, moves });
     expect(await store.claimSlots('default', ID, slots)).toEqual([]);
@@ -64,12 +66,18 @@ describe('the sweep for slots stranded by lost writes', () => {
     };
     // 1-4 run to completion: 1 ends done; 2 was stranded by a lost write (its finalize job and its
     // steps gone); 3 has its finalize job waiting; 4 ended failed. 5 is still waiting in the queue.
-    await migrateQueue.addBulk([1, 2, 3, 4].map(job));
-    const worker = new Worker<SlotJobData>(QueueName.MigrateSlot, async () => ({ keysMoved: 0 }), {
-      connection,
-      prefix: PREFIX,
-    });
+    // 6's job fails as after too many stalls: nothing recorded it.
+    await migrateQueue.addBulk([1, 2, 3, 4, 6].map(job));
+    const worker = new Worker<SlotJobData>(
+      QueueName.MigrateSlot,
+      async (current) => {
+        if (current.data.slot === 6) throw new Error('job stalled more than allowable limit');
+        return { keysMoved: 0 };
+      },
+      { connection, prefix: PREFIX },
+    );
     await waitFor(async () => (await migrateQueue.getCompletedCount()) === 4);
+    await waitFor(async () => (await migrateQueue.getFailedCount()) === 1);
     await worker.close();
     await migrateQueue.add('migrate', job(5).data, job(5).opts);
     await store.setSlotStep(ID, 'default', 1, SlotStep.Done);
@@ -86,19 +94,31 @@ describe('the sweep for slots stranded by lost writes', () => {
     await control?.stop();
   });
 
-  it('puts back the job of the stranded slot only, once per period however many workers look', async () => {
+  it('puts back the job of the stranded slot, ends the failed one, once per period however many workers look', async () => {
     // Two workers look at once: one holds the period's lock, the other does nothing.
     const [first, second] = await Promise.all([
       sweepStrandedSlots(deps, 10_000, 50),
       sweepStrandedSlots(deps, 10_000, 50),
     ]);
-    expect([...first, ...second]).toEqual([{ migrationId: ID, cluster: 'default', slots: [2] }]);
+    expect([...first, ...second]).toEqual([
+      { migrationId: ID, cluster: 'default', job: 'completed', slots: [2] },
+      { migrationId: ID, cluster: 'default', job: 'failed', slots: [6] },
+    ]);
     const states = await Promise.all(
-      [1, 2, 3, 4, 5].map((slot) => migrateQueue.getJobState(migrateJobId(ID, slot))),
+      [1, 2, 3, 4, 5, 6].map((slot) => migrateQueue.getJobState(migrateJobId(ID, slot))),
     );
-    expect(states).toEqual(['completed', 'waiting', 'completed', 'completed', 'waiting']);
+    expect(states).toEqual(['completed', 'waiting', 'completed', 'completed', 'waiting', 'failed']);
+    const record = await store.get(ID);
+    expect(record?.errors).toEqual([
+      expect.objectContaining({
+        slot: 6,
+        code: 'JOB_FAILED',
+        message: expect.stringContaining('job stalled more than allowable limit'),
+      }),
+    ]);
+    expect((await store.slotSteps(ID)).get(6)).toBe(SlotStep.Failed);
     const metrics = await deps.metrics.slotsStranded.get();
-    expect(metrics.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
+    expect(metrics.values).toEqual([{ labels: { cluster: 'default' }, value: 2 }]);
 
     // Within the period no worker sweeps again; after it, the put-back job is no longer completed.
     expect(await sweepStrandedSlots(deps, 10_000, 50)).toEqual([]);
