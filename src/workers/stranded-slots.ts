@@ -197,13 +197,22 @@ async function recordJobFailure(
   }
 }
 
+/** How often the sweep looks, and how long it waits to confirm (WorkerOptions.strandedSweep). */
+export interface SweepTiming {
+  readonly periodMs: number;
+  readonly confirmMs: number;
+}
+
 /** Sweeps every periodMs until stopped; an error (the control Redis away) waits for the next period. */
-export function startStrandedSlotSweep(deps: StrandedSlotDeps, periodMs = SWEEP_MS): { stop(): void } {
+export function startStrandedSlotSweep(
+  deps: StrandedSlotDeps,
+  { periodMs, confirmMs }: SweepTiming = { periodMs: SWEEP_MS, confirmMs: CONFIRM_MS },
+): { stop(): void } {
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    sweepStrandedSlots(deps, periodMs)
+    sweepStrandedSlots(deps, periodMs, confirmMs)
       .catch((error: Error) => deps.log.debug({ err: error.message }, 'looking for stranded slots'))
       .finally(() => {
         running = false;

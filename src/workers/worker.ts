@@ -37,7 +37,7 @@ import { OpeningWatch } from './opening-watch.js';
 import { Pacer } from './pacer.js';
 import { createFinalizeProcessor, createMigrateProcessor, type ProcessorDeps } from './processors.js';
 import type { OpenAhead, SlotRunDeps } from './slot-run.js';
-import { startStrandedSlotSweep } from './stranded-slots.js';
+import { type SweepTiming, startStrandedSlotSweep } from './stranded-slots.js';
 import { createThrottle, drainLimits } from './throttle.js';
 
 export interface WorkerHandle {
@@ -55,6 +55,8 @@ export interface WorkerOptions {
   /** Serve /metrics, /healthz and /readyz on config.worker.metricsHost:metricsPort. @defaultValue true */
   readonly serveMetrics?: boolean;
   readonly beforeAction?: ProcessorDeps['beforeAction'];
+  /** The sweep for stranded slots' timing (stranded-slots.ts): tests shorten it. */
+  readonly strandedSweep?: SweepTiming;
 }
 
 /** How long a worker trusts the pause/cancel state and the limits it read. */
@@ -317,16 +319,19 @@ export async function startWorker(
   const probes = readinessProbes(control, clusters, config);
   readiness = cachedReadiness(async () => (handingBack ? STOPPING : checkReadiness(probes)));
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
-  const strandedSweep = startStrandedSlotSweep({
-    control,
-    store,
-    migrateQueue,
-    finalizeQueue,
-    clusters: Object.keys(config.clusters),
-    lockKey: `${config.queuePrefix}:stranded-sweep`,
-    log,
-    metrics,
-  });
+  const strandedSweep = startStrandedSlotSweep(
+    {
+      control,
+      store,
+      migrateQueue,
+      finalizeQueue,
+      clusters: Object.keys(config.clusters),
+      lockKey: `${config.queuePrefix}:stranded-sweep`,
+      log,
+      metrics,
+    },
+    options.strandedSweep,
+  );
 
   log.info(
     {

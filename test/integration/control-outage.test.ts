@@ -20,7 +20,9 @@ import {
   stopProcesses,
   verifyDataset,
 } from '../../src/sandbox/index.js';
+import { SlotStep } from '../../src/shared/domain/slot-migration.js';
 import { parseSlotRanges } from '../../src/shared/domain/slots.js';
+import { MigrationStore } from '../../src/shared/queue/migration-store.js';
 import { type FinalizeJobData, migrateJobId, QueueName } from '../../src/shared/queue/names.js';
 import {
   expectOwnersEverywhere,
@@ -240,15 +242,16 @@ describe('control Redis outage in the middle of a migration', () => {
     const connection = { host: stack.control.host, port: stack.control.port, password: CONTROL_PASSWORD };
     const migrate = new Queue(QueueName.MigrateSlot, { connection, prefix: stack.config.queuePrefix });
     try {
-      const steps = await control.hgetall(`${stack.config.queuePrefix}:migration:${id}:slots`);
+      const steps = await new MigrationStore(control, stack.config.queuePrefix).slotSteps(id);
+      // Read as they are: the store's reader of the stamps (openingStates) closes free slots to openers.
       const stamps = await control.hgetall(`${stack.config.queuePrefix}:migration:${id}:task-claims`);
       const lines: string[] = [];
       for (const slot of slots) {
-        if (steps[slot] === 'done') continue;
+        if (steps.get(slot) === SlotStep.Done) continue;
         const job = await migrate.getJob(migrateJobId(id, slot));
         const state = job ? await job.getState() : 'no job';
         lines.push(
-          `slot ${slot}: step ${steps[slot]}, stamp ${stamps[slot] ?? '-'}, job ${state}, attempts ${job?.attemptsMade}, ` +
+          `slot ${slot}: step ${steps.get(slot)}, stamp ${stamps[slot] ?? '-'}, job ${state}, attempts ${job?.attemptsMade}, ` +
             `stalled ${job?.stalledCounter}, processedOn ${job?.processedOn}, finishedOn ${job?.finishedOn}`,
         );
       }

@@ -3,11 +3,12 @@
  * that lost writes leaves (a migrate job completed, its slot not ended, no finalize job for it) is
  * found and its job put back in the queue; a slot whose job failed without recording it ends failed
  * with the job's reason; a slot ended, a slot whose finalize job waits, and a slot whose migrate job
- * waits are left alone; and only one worker sweeps per period.
+ * waits are left alone; and only one worker sweeps per period. Then a worker of a real stack, whose
+ * slot lost the writes that ended it, runs its job again and the migration ends done.
  */
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startControlRedis } from '../../src/sandbox/index.js';
 import type { RedisProcess } from '../../src/sandbox/redis-process.js';
 import { SlotStep } from '../../src/shared/domain/slot-migration.js';
@@ -22,6 +23,13 @@ import {
   type SlotJobData,
 } from '../../src/shared/queue/names.js';
 import { type StrandedSlotDeps, sweepStrandedSlots } from '../../src/workers/stranded-slots.js';
+import {
+  expectOwnersEverywhere,
+  type Stack,
+  startReshard,
+  startStack,
+  waitForMigration,
+} from './support/stack.js';
 
 const PREFIX = 'stranded-test';
 const ID = 'mig-stranded';
@@ -76,8 +84,8 @@ describe('the sweep for slots stranded by lost writes', () => {
       },
       { connection, prefix: PREFIX },
     );
-    await waitFor(async () => (await migrateQueue.getCompletedCount()) === 4);
-    await waitFor(async () => (await migrateQueue.getFailedCount()) === 1);
+    await vi.waitFor(async () => expect(await migrateQueue.getCompletedCount()).toBe(4), { timeout: 10_000 });
+    await vi.waitFor(async () => expect(await migrateQueue.getFailedCount()).toBe(1), { timeout: 10_000 });
     await worker.close();
     await migrateQueue.add('migrate', job(5).data, job(5).opts);
     await store.setSlotStep(ID, 'default', 1, SlotStep.Done);
@@ -127,10 +135,49 @@ describe('the sweep for slots stranded by lost writes', () => {
   });
 });
 
-async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+describe('a worker, after the control Redis lost the end of a slot', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      replicasPerMaster: 0,
+      workerOptions: { strandedSweep: { periodMs: 500, confirmMs: 200 } },
+    });
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('runs the completed job of the slot again, and the migration ends done', async () => {
+    const [from, to] = await stack.cluster.masters();
+    const { id, moved } = await startReshard(stack, { from: [from!.id], to: to!.id, slots: 2 });
+    expect(await waitForMigration(stack, id)).toMatchObject({ state: 'done', errors: [] });
+    const slot = moved[0]!;
+    const prefix = stack.config.queuePrefix;
+    const connection = { host: stack.control.host, port: stack.control.port };
+    const migrate = new Queue<SlotJobData>(QueueName.MigrateSlot, { connection, prefix });
+    const control = stack.control.client();
+    try {
+      const finishedOn = (await migrate.getJob(migrateJobId(id, slot)))!.finishedOn!;
+      // What a restart that lost the slot's last writes leaves: its migrate job completed, its step
+      // and its claim from before the finalizer ended it.
+      await control.hset(`${prefix}:migration:${id}:slots`, String(slot), SlotStep.Migrating);
+      await control.hset(`${prefix}:active-slots:default`, String(slot), id);
+      const view = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
+      expect(view.json()).toMatchObject({ state: 'running' });
+
+      expect(await waitForMigration(stack, id, 20_000)).toMatchObject({ state: 'done', errors: [] });
+      const again = (await migrate.getJob(migrateJobId(id, slot)))!;
+      expect(again.processedOn).toBeGreaterThan(finishedOn);
+      expect(await again.getState()).toBe('completed');
+      expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
+      const stranded = await stack.workers[0]!.metrics.slotsStranded.get();
+      expect(stranded.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
+      await expectOwnersEverywhere(stack.cluster, new Map(moved.map((moving) => [moving, to!.id])));
+    } finally {
+      control.disconnect();
+      await migrate.close();
+    }
+  });
+});
