@@ -1,8 +1,8 @@
 /**
  * CLUSTER NODES, read and parsed as little as possible. Redis 7.0 builds that reply from all 16384
  * slots on every call and dozens of slot jobs ask each node at once, so the reads of a node are
- * shared (one in flight, one queued for everyone who asks meanwhile), and each text is parsed once
- * per shape: the whole view for planning, a slot index for the slot jobs.
+ * shared (one in flight, one queued for everyone who asks meanwhile), and each text is parsed once,
+ * whoever reads it: the whole view for planning, and a slot index built from it for the slot jobs.
  *
  * Every node address the process uses comes from these parses (plans, job payloads, the masters a
  * slot job assigns the slot on), so they all follow one endpoint type: once a reply names a
@@ -18,13 +18,13 @@ import {
   type ClusterNode,
   EndpointType,
   endpointTypeFromShards,
-  indexSlotViews,
   NodeRole,
   type NodeView,
   nodeAddress,
   parseClusterNodes,
   type SlotView,
   type SlotViewIndex,
+  slotViewIndex,
 } from '../domain/topology.js';
 import { ErrorCode, SlotfleetError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -40,9 +40,15 @@ interface NodesReads {
 
 export class TopologyViews {
   private readonly nodesReads = new Map<string, NodesReads>();
-  /** The last CLUSTER NODES text parsed per address, so concurrent readers parse it once. */
-  private readonly parsedViews = new Map<string, { text: string; view: NodeView }>();
-  private readonly slotIndexes = new Map<string, { text: string; index: SlotViewIndex }>();
+  /**
+   * The last CLUSTER NODES text per address and its parse, stored before anything is awaited: every
+   * reader of a shared read resumes with the same text, and one that found no entry while another's
+   * parse was still waiting (for the endpoint type) parsed it again. Mid-rebalance a text parsed
+   * by every job waiting on it was a third of a worker's CPU (docs/performance.md).
+   */
+  private readonly parsedViews = new Map<string, { text: string; view: Promise<NodeView> }>();
+  /** The slot index of each parse above, built once per parse. */
+  private readonly slotIndexes = new WeakMap<NodeView, SlotViewIndex>();
   private knownAddresses: NodeAddress[];
   /** The cluster's endpoint type, once a reply named a hostname and it was asked (see endpointTypeFor). */
   private endpointType: EndpointType | undefined;
@@ -64,24 +70,35 @@ export class TopologyViews {
 
   /** CLUSTER NODES of one node, parsed. */
   async readView(node: NodeAddress): Promise<NodeView> {
-    const text = await this.clusterNodesText(node);
-    const key = nodeAddress(node);
-    const parsed = this.parsedViews.get(key);
-    if (parsed?.text === text) return parsed.view;
-    const view = parseClusterNodes(text, await this.endpointTypeFor(node, text));
-    this.parsedViews.set(key, { text, view });
-    return view;
+    return this.parsedView(node, await this.clusterNodesText(node));
   }
 
   /** One node's opinion of one slot (owner, open state, epochs), read cheaply from CLUSTER NODES. */
   async readSlotView(node: NodeAddress, slot: number): Promise<SlotView> {
-    const text = await this.clusterNodesText(node);
-    const key = nodeAddress(node);
-    const indexed = this.slotIndexes.get(key);
-    if (indexed?.text === text) return indexed.index.slotView(slot);
-    const index = indexSlotViews(text, await this.endpointTypeFor(node, text));
-    this.slotIndexes.set(key, { text, index });
+    const view = await this.readView(node);
+    let index = this.slotIndexes.get(view);
+    if (!index) {
+      index = slotViewIndex(view);
+      this.slotIndexes.set(view, index);
+    }
     return index.slotView(slot);
+  }
+
+  /** The parse of a node's text: the one stored when the text is the one parsed last. */
+  private parsedView(node: NodeAddress, text: string): Promise<NodeView> {
+    const key = nodeAddress(node);
+    const parsed = this.parsedViews.get(key);
+    if (parsed?.text === text) return parsed.view;
+    const entry = {
+      text,
+      view: this.endpointTypeFor(node, text).then((endpointType) => parseClusterNodes(text, endpointType)),
+    };
+    this.parsedViews.set(key, entry);
+    // A failed parse (the endpoint type unanswered, a malformed text) is not kept: the next read asks again.
+    entry.view.catch(() => {
+      if (this.parsedViews.get(key) === entry) this.parsedViews.delete(key);
+    });
+    return entry.view;
   }
 
   /** A view from the seed node, or from any node seen before if the seed does not answer. */

@@ -310,7 +310,11 @@ export interface SlotViewIndex {
 }
 
 export function indexSlotViews(text: string, endpointType: EndpointType = EndpointType.Ip): SlotViewIndex {
-  const view = parseClusterNodes(text, endpointType);
+  return slotViewIndex(parseClusterNodes(text, endpointType));
+}
+
+/** The same index, from a view already parsed. */
+export function slotViewIndex(view: NodeView): SlotViewIndex {
   const epochs: ReadonlyMap<string, number> = new Map(view.nodes.map((node) => [node.id, node.configEpoch]));
   const masters = view.nodes
     .filter((node) => node.role === NodeRole.Master && !node.failed)
