@@ -24,6 +24,7 @@ const SERVER_MATRIX = [
   'test/integration/setslot-replication.test.ts',
   'test/integration/batch-clock.test.ts',
   'test/integration/slot-counts.test.ts',
+  'test/integration/set-slots.test.ts',
 ];
 
 /** Files about what only Valkey 9 has (atomic slot migration): they run in project valkey9 only. */

@@ -7,6 +7,7 @@ import type { RedisEndpoint } from '../config.js';
 import { formatSlotRanges } from '../domain/slots.js';
 import { nodeAddress } from '../domain/topology.js';
 import type { NodeConnections } from './connections.js';
+import { mapRedisError } from './error-map.js';
 import type { BatchLimits, MigrateBatchResult, MigrateOptions, NodeAddress } from './port.js';
 
 /**
@@ -81,15 +82,51 @@ return counts`;
  */
 export const COUNTS_PER_SCRIPT = 256;
 
+/**
+ * CLUSTER SETSLOT of each (slot, subcommand, node id) of ARGV, in order, each with pcall: one
+ * refused does not stop the others, as in a pipeline. Reply: per SETSLOT, "" or its error.
+ * Refused as a whole (false) on Valkey: from 8.0 its SETSLOT on a primary with replicas blocks its
+ * caller until they have it (clusterCommandSetSlot), which a script cannot do; there each SETSLOT
+ * stays a command of its own (SlotCommands.setSlot).
+ */
+const SET_SLOTS_SCRIPT = `
+if redis.VALKEY_VERSION ~= nil then return false end
+local errors = {}
+for i = 1, #ARGV, 3 do
+  local reply = redis.pcall('CLUSTER', 'SETSLOT', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  errors[#errors + 1] = type(reply) == 'table' and reply.err or ''
+end
+return errors`;
+
+/**
+ * SETSLOTs per script call at most. Each is O(1) but may broadcast a PONG to every node (NODE on the
+ * importing target) and schedules a config save for the node's next turn: 128 take a Redis 7.0 node
+ * well under a millisecond, the time they took pipelined in one write.
+ */
+export const SETSLOTS_PER_SCRIPT = 128;
+
 /** The scripts every node connection defines (NodeConnections' scripts option). */
 export const NODE_SCRIPTS = {
   slotfleetMigrateBatch: { numberOfKeys: 0, lua: MIGRATE_BATCH_SCRIPT },
   slotfleetCountKeys: { numberOfKeys: 0, lua: COUNT_KEYS_SCRIPT },
+  slotfleetSetSlots: { numberOfKeys: 0, lua: SET_SLOTS_SCRIPT },
 } as const;
 
 interface ScriptCommands {
   slotfleetMigrateBatchBuffer(...args: (string | number)[]): Promise<(number | Buffer | null)[]>;
   slotfleetCountKeys(...slots: number[]): Promise<number[]>;
+  slotfleetSetSlots(...args: (string | number)[]): Promise<string[] | null>;
+}
+
+type SetSlotSubcommand = 'IMPORTING' | 'MIGRATING' | 'NODE';
+
+/** A SETSLOT asked of a node, waiting to leave with the others asked in the same turn. */
+interface SetSlotAsked {
+  readonly slot: number;
+  readonly subcommand: SetSlotSubcommand;
+  readonly nodeId: string;
+  resolve(): void;
+  reject(error: unknown): void;
 }
 
 /** A count asked of a node, waiting to leave with the others asked in the same turn. */
@@ -126,6 +163,12 @@ export class SlotCommands {
 
   /** Counts asked of each node (by address) in this turn of the event loop, not sent yet. */
   private readonly countsAsked = new Map<string, { node: NodeAddress; asked: CountAsked[] }>();
+
+  /** SETSLOTs asked of each node (by address) in this turn of the event loop, not sent yet. */
+  private readonly setSlotsAsked = new Map<string, { node: NodeAddress; asked: SetSlotAsked[] }>();
+
+  /** Nodes that refused the SETSLOT script (Valkey): their SETSLOTs go one command each. */
+  private readonly setSlotsOneByOne = new Set<string>();
 
   /**
    * COUNTKEYSINSLOT, sent with every other count asked of the node in the same turn of the event
@@ -184,15 +227,76 @@ export class SlotCommands {
     );
   }
 
-  async setSlot(
+  /**
+   * CLUSTER SETSLOT, sent with every other SETSLOT asked of the node in the same turn of the event
+   * loop as one script call (SET_SLOTS_SCRIPT), in the order asked: a block's opening, a finalize
+   * batch's assignments on each master. Each command costs the worker far more than the node's
+   * SETSLOT does, and a rebalance sends six per slot (sixteen or more on a wide cluster). Each
+   * caller still gets its own SETSLOT's reply, mapped as a command of its own would be.
+   */
+  setSlot(node: NodeAddress, slot: number, subcommand: SetSlotSubcommand, nodeId: string): Promise<void> {
+    const address = nodeAddress(node);
+    if (this.setSlotsOneByOne.has(address)) return this.setSlotAlone(node, slot, subcommand, nodeId);
+    let waiting = this.setSlotsAsked.get(address);
+    if (!waiting) {
+      const created = { node, asked: [] as SetSlotAsked[] };
+      waiting = created;
+      this.setSlotsAsked.set(address, created);
+      setImmediate(() => {
+        this.setSlotsAsked.delete(address);
+        this.sendSetSlots(created.node, created.asked);
+      });
+    }
+    const { asked } = waiting;
+    return new Promise((resolve, reject) => asked.push({ slot, subcommand, nodeId, resolve, reject }));
+  }
+
+  private async setSlotAlone(
     node: NodeAddress,
     slot: number,
-    subcommand: 'IMPORTING' | 'MIGRATING' | 'NODE',
+    subcommand: SetSlotSubcommand,
     nodeId: string,
   ): Promise<void> {
     await this.connections.run(node, `SETSLOT ${slot} ${subcommand} ${nodeId}`, (redis) =>
       redis.call('CLUSTER', 'SETSLOT', slot, subcommand, nodeId),
     );
+  }
+
+  private sendSetSlots(node: NodeAddress, asked: readonly SetSlotAsked[]): void {
+    const alone = (entry: SetSlotAsked) =>
+      this.setSlotAlone(node, entry.slot, entry.subcommand, entry.nodeId).then(entry.resolve, entry.reject);
+    for (let start = 0; start < asked.length; start += SETSLOTS_PER_SCRIPT) {
+      const chunk = asked.slice(start, start + SETSLOTS_PER_SCRIPT);
+      if (chunk.length === 1) {
+        alone(chunk[0]!);
+        continue;
+      }
+      const args = chunk.flatMap((entry) => [entry.slot, entry.subcommand, entry.nodeId]);
+      const what = `SETSLOT of ${chunk.length} slots (${formatSlotRanges(chunk.map((entry) => entry.slot))})`;
+      this.connections
+        .run(node, what, (redis) => (redis as unknown as ScriptCommands).slotfleetSetSlots(...args))
+        .then(
+          (errors) => {
+            if (errors === null) {
+              // Valkey: this node's SETSLOTs go one by one from now on, these first.
+              this.setSlotsOneByOne.add(nodeAddress(node));
+              for (const entry of chunk) alone(entry);
+              return;
+            }
+            for (const [index, entry] of chunk.entries()) {
+              const error = String(errors[index] ?? '');
+              if (error === '') entry.resolve();
+              else {
+                const context = `SETSLOT ${entry.slot} ${entry.subcommand} ${entry.nodeId} on ${nodeAddress(node)}`;
+                entry.reject(mapRedisError(new Error(error), context));
+              }
+            }
+          },
+          (error: unknown) => {
+            for (const entry of chunk) entry.reject(error);
+          },
+        );
+    }
   }
 
   async setSlotStable(node: NodeAddress, slot: number): Promise<void> {
