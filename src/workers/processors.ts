@@ -145,7 +145,8 @@ async function attemptSlot(
     log,
     isPaused: async () => (await deps.controlOf(data.migrationId)) === MigrationControl.Pause,
     controlNow: () => deps.controlOf(data.migrationId),
-    logOf: (slot) => slotLog(deps, { ...data, slot }, phase).child({ openedBy: data.slot }),
+    logOf: (slot, bindings) =>
+      slotLog(deps, { ...data, slot }, phase, undefined, { openedBy: data.slot, ...bindings }),
     ...(drainGate ? { drainGate } : {}),
   };
   if (control === MigrationControl.Cancel) {
@@ -231,8 +232,17 @@ async function recordFailure(
   return { retry: true, code, message };
 }
 
-/** A slot's logger; attempt: its job's (absent for a slot its block's opener moves). */
-function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attempt?: number): Logger {
+/**
+ * A slot's logger; attempt: its job's (absent for a slot its block's opener moves); bindings: more
+ * fields, in the same child (each child serializes and redacts its fields: a few per slot add up).
+ */
+function slotLog(
+  deps: ProcessorDeps,
+  data: SlotJobData,
+  phase: SlotPhase,
+  attempt?: number,
+  bindings: Record<string, unknown> = {},
+): Logger {
   return deps.log.child({
     migrationId: data.migrationId,
     slot: data.slot,
@@ -241,6 +251,7 @@ function slotLog(deps: ProcessorDeps, data: SlotJobData, phase: SlotPhase, attem
     phase,
     ...(attempt !== undefined ? { attempt } : {}),
     ...(data.repair ? { repair: data.repair.kind } : {}),
+    ...bindings,
   });
 }
 

@@ -122,7 +122,7 @@ async function moveBlock(data: SlotJobData, run: SlotRun, deps: MoverDeps): Prom
 
   const block = formatSlotRanges(remaining);
   const log = deps.log.child({ block });
-  const logOfSlot = (slot: number) => (deps.logOf?.(slot) ?? deps.log.child({ slot })).child({ block });
+  const logOfSlot = (slot: number) => deps.logOf?.(slot, { block }) ?? deps.log.child({ slot, block });
   /** Drained, not handed on yet; long: its step was written draining (a second round). */
   const drained: { slot: number; unrecorded: number; long: boolean }[] = [];
   const renewal = renewEvery(ahead, data, () => [...drained.map((entry) => entry.slot), ...remaining], log);

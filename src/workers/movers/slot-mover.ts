@@ -18,10 +18,10 @@ export type CancelOutcome = 'cancelled' | 'finish';
 /** What a mover may use: a slot run's deps, and the atomic engine's runtime where the worker has one. */
 export type MoverDeps = AtomicDeps & {
   /**
-   * The logger of another slot of the job's block, bound to that slot (and naming the job's own
-   * slot as openedBy) instead of the job's; absent: the job's logger.
+   * The logger of another slot of the job's block, bound to that slot and these fields (and naming
+   * the job's own slot as openedBy) instead of the job's; absent: the job's logger.
    */
-  readonly logOf?: (slot: number) => Logger;
+  readonly logOf?: (slot: number, bindings: Record<string, unknown>) => Logger;
 };
 
 export interface SlotMover {
