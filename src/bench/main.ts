@@ -158,7 +158,8 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       'worker-log-dir': { type: 'string' },
       // Workers write V8 CPU profiles there (open them in Chrome DevTools).
       'cpu-prof-dir': { type: 'string' },
-      // Workers write /tmp/perf-<pid>.map, so `perf record -a` names their JavaScript functions.
+      // Workers write /tmp/perf-<pid>.map, so `perf record -g -- node dist/bench/main.js ...` (its
+      // children inherit it) names their JavaScript functions.
       'perf-map': { type: 'boolean', default: false },
       // Slots slotfleet-tuned's workers move there and back before a run is timed, so they run
       // JIT-compiled code as a standing fleet's do (4096 moves: one rebalance's worth).
