@@ -144,6 +144,30 @@ interface BufferClusterCommand {
   clusterBuffer(subcommand: 'GETKEYSINSLOT', slot: number, count: number): Promise<Buffer[]>;
 }
 
+/**
+ * Adds what was asked of a node to what else was asked of it in this turn of the event loop; the
+ * turn's first ask schedules send, which then gets them all, in the order asked.
+ */
+function askInTurn<T>(
+  waiting: Map<string, T[]>,
+  node: NodeAddress,
+  ask: T,
+  send: (asked: readonly T[]) => void,
+): void {
+  const address = nodeAddress(node);
+  const asked = waiting.get(address);
+  if (asked) {
+    asked.push(ask);
+    return;
+  }
+  const created = [ask];
+  waiting.set(address, created);
+  setImmediate(() => {
+    waiting.delete(address);
+    send(created);
+  });
+}
+
 export class SlotCommands {
   constructor(
     /** Its credentials go into MIGRATE (AUTH / AUTH2): the target asks the source for them. */
@@ -162,10 +186,10 @@ export class SlotCommands {
   private readonly frozenScriptClocks = new Set<string>();
 
   /** Counts asked of each node (by address) in this turn of the event loop, not sent yet. */
-  private readonly countsAsked = new Map<string, { node: NodeAddress; asked: CountAsked[] }>();
+  private readonly countsAsked = new Map<string, CountAsked[]>();
 
   /** SETSLOTs asked of each node (by address) in this turn of the event loop, not sent yet. */
-  private readonly setSlotsAsked = new Map<string, { node: NodeAddress; asked: SetSlotAsked[] }>();
+  private readonly setSlotsAsked = new Map<string, SetSlotAsked[]>();
 
   /** Nodes that refused the SETSLOT script (Valkey): their SETSLOTs go one command each. */
   private readonly setSlotsOneByOne = new Set<string>();
@@ -177,19 +201,9 @@ export class SlotCommands {
    * promise, a reply to parse), and a finalizer counts every slot twice.
    */
   countKeysInSlot(node: NodeAddress, slot: number): Promise<number> {
-    const address = nodeAddress(node);
-    let waiting = this.countsAsked.get(address);
-    if (!waiting) {
-      const created = { node, asked: [] as CountAsked[] };
-      waiting = created;
-      this.countsAsked.set(address, created);
-      setImmediate(() => {
-        this.countsAsked.delete(address);
-        this.sendCounts(created.node, created.asked);
-      });
-    }
-    const { asked } = waiting;
-    return new Promise((resolve, reject) => asked.push({ slot, resolve, reject }));
+    return new Promise((resolve, reject) =>
+      askInTurn(this.countsAsked, node, { slot, resolve, reject }, (asked) => this.sendCounts(node, asked)),
+    );
   }
 
   private sendCounts(node: NodeAddress, asked: readonly CountAsked[]): void {
@@ -235,20 +249,13 @@ export class SlotCommands {
    * caller still gets its own SETSLOT's reply, mapped as a command of its own would be.
    */
   setSlot(node: NodeAddress, slot: number, subcommand: SetSlotSubcommand, nodeId: string): Promise<void> {
-    const address = nodeAddress(node);
-    if (this.setSlotsOneByOne.has(address)) return this.setSlotAlone(node, slot, subcommand, nodeId);
-    let waiting = this.setSlotsAsked.get(address);
-    if (!waiting) {
-      const created = { node, asked: [] as SetSlotAsked[] };
-      waiting = created;
-      this.setSlotsAsked.set(address, created);
-      setImmediate(() => {
-        this.setSlotsAsked.delete(address);
-        this.sendSetSlots(created.node, created.asked);
-      });
-    }
-    const { asked } = waiting;
-    return new Promise((resolve, reject) => asked.push({ slot, subcommand, nodeId, resolve, reject }));
+    if (this.setSlotsOneByOne.has(nodeAddress(node)))
+      return this.setSlotAlone(node, slot, subcommand, nodeId);
+    return new Promise((resolve, reject) =>
+      askInTurn(this.setSlotsAsked, node, { slot, subcommand, nodeId, resolve, reject }, (asked) =>
+        this.sendSetSlots(node, asked),
+      ),
+    );
   }
 
   private async setSlotAlone(
