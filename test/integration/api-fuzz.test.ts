@@ -412,7 +412,8 @@ function slotsOf(holder: { root: unknown }): Slot[] {
     if (depth > 6 || value === null || typeof value !== 'object') return;
     for (const key of Object.keys(value)) {
       const parent = value as Record<string, unknown>;
-      found.push({ parent, key: Array.isArray(value) ? Number(key) : key });
+      // An array's own non-index property (an earlier "add" may name one) stays a name.
+      found.push({ parent, key: Array.isArray(value) && /^\d+$/.test(key) ? Number(key) : key });
       visit(parent[key], depth + 1);
     }
   };
@@ -425,6 +426,16 @@ function define(target: object, key: string | number, value: unknown): void {
   Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
+/**
+ * Removes an array's element without splice: an earlier mutation may have given the array an own
+ * "constructor" property, and splice builds its result through it (Symbol.species).
+ */
+function removeAt(array: unknown[], index: number): void {
+  if (index >= array.length) return;
+  for (let at = index; at < array.length - 1; at++) array[at] = array[at + 1];
+  array.length -= 1;
+}
+
 function mutate(body: unknown, mutations: readonly Mutation[]): string {
   const holder = { root: structuredClone(body) };
   const rawTexts: string[] = [];
@@ -434,7 +445,7 @@ function mutate(body: unknown, mutations: readonly Mutation[]): string {
     const current = parent[slot.key];
     switch (change.op) {
       case 'drop':
-        if (Array.isArray(parent)) parent.splice(Number(slot.key), 1);
+        if (Array.isArray(parent) && Number.isInteger(slot.key)) removeAt(parent, Number(slot.key));
         else if (slot.parent !== (holder as object)) delete parent[slot.key];
         else holder.root = undefined;
         break;
