@@ -156,6 +156,12 @@ export async function sweepStrandedSlots(
         slots.push(slot);
         continue;
       }
+      // Counted in its data first, so that its finalize job does not take the id of one that ended.
+      const counted = await job.updateData({ ...job.data, rerun: (job.data.rerun ?? 0) + 1 }).then(
+        () => true,
+        () => false,
+      );
+      if (!counted) continue;
       // Refused when the job left the completed set meanwhile: then something else runs it.
       const retried = await job.retry('completed').then(
         () => true,

@@ -4,7 +4,7 @@
  * /readyz.
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import { type Job, Queue, Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { ClusterRegistry } from '../shared/cluster/registry.js';
 import { type Config, describeEndpoint } from '../shared/config.js';
@@ -422,17 +422,14 @@ function finalizeBatcher(
       }
       return chunks;
     });
-    queue
-      .addBulk(jobs)
-      .then((added) => Promise.all(added.map((job, index) => addedAfresh(queue, job, jobs[index]!))))
-      .then(
-        () => {
-          for (const entry of batch) entry.settle.resolve();
-        },
-        (error: unknown) => {
-          for (const entry of batch) entry.settle.reject(error);
-        },
-      );
+    queue.addBulk(jobs).then(
+      () => {
+        for (const entry of batch) entry.settle.resolve();
+      },
+      (error: unknown) => {
+        for (const entry of batch) entry.settle.reject(error);
+      },
+    );
   };
   return (data) =>
     new Promise<void>((resolve, reject) => {
@@ -440,25 +437,6 @@ function finalizeBatcher(
       if (pending.length >= FINALIZE_SLOTS_MAX) flush();
       else timer ??= setTimeout(flush, FINALIZE_WINDOW_MS);
     });
-}
-
-/**
- * A finalize job's id comes from its slots, so the same batch added twice (a migrate job re-run after
- * its worker died past the add) adds one job. But a job of that id that already ended cannot finalize
- * slots that are still to finish: a slot run again after the control Redis lost its end (the
- * stranded-slot sweep) would wait for good. Such a batch is added again under an id of its own.
- */
-async function addedAfresh(
-  queue: Queue<FinalizeJobData>,
-  job: Job<FinalizeJobData>,
-  asked: ReturnType<typeof finalizeJob>,
-): Promise<void> {
-  const state = await job.getState();
-  if (state !== 'completed' && state !== 'failed') return;
-  await queue.add(asked.name, asked.data, {
-    ...asked.opts,
-    jobId: `${job.id}-again-${Date.now().toString(36)}`,
-  });
 }
 
 /**

@@ -171,6 +171,8 @@ describe('a worker, after the control Redis lost the end of a slot', () => {
       expect(await waitForMigration(stack, id, 20_000)).toMatchObject({ state: 'done', errors: [] });
       const again = (await migrate.getJob(migrateJobId(id, slot)))!;
       expect(again.processedOn).toBeGreaterThan(finishedOn);
+      // Counted, so its finalize job took an id of its own, not the completed one's.
+      expect(again.data.rerun).toBe(1);
       expect(await again.getState()).toBe('completed');
       expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
       const stranded = await stack.workers[0]!.metrics.slotsStranded.get();

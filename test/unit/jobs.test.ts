@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { migrateJob, slotJobData } from '../../src/shared/queue/jobs.js';
+import { finalizeJob, migrateJob, slotJobData } from '../../src/shared/queue/jobs.js';
 
 const move = {
   slot: 7,
@@ -18,5 +18,27 @@ describe('slot job data', () => {
     const job = migrateJob(slotJobData('m1', 'default', move), { attempts: 8, backoffMs: 500 });
     expect(job.opts.jobId).toBe('m1-slot-7');
     expect(JSON.stringify(job.data)).not.toMatch(/password|redis:\/\//);
+  });
+});
+
+describe('finalize job ids', () => {
+  const policy = { attempts: 8, backoffMs: 500 };
+  const slots = (reruns: (number | undefined)[]) =>
+    reruns.map((rerun, index) => ({
+      ...slotJobData('m1', 'default', { ...move, slot: 100 + index }),
+      ...(rerun === undefined ? {} : { rerun }),
+    }));
+  const idOf = (reruns: (number | undefined)[]) =>
+    finalizeJob({ migrationId: 'm1', cluster: 'default', slots: slots(reruns) }, policy).opts.jobId;
+
+  it('is the same for the same slots: a batch added twice is one job', () => {
+    expect(idOf([undefined, undefined])).toBe(idOf([undefined, undefined]));
+    expect(idOf([undefined, undefined])).toMatch(/^m1-final-100-2-[0-9a-f]{12}$/);
+    expect(idOf([undefined])).not.toBe(idOf([undefined, undefined]));
+  });
+
+  it('differs once a slot was run again by the stranded-slot sweep, and with each rerun', () => {
+    const ids = new Set([idOf([undefined, undefined]), idOf([1, undefined]), idOf([2, undefined])]);
+    expect(ids.size).toBe(3);
   });
 });

@@ -58,10 +58,7 @@ export function finalizeJob(data: FinalizeJobData, policy: SlotJobPolicy) {
     data,
     opts: {
       ...commonOptions(policy),
-      jobId: finalizeJobId(
-        data.migrationId,
-        data.slots.map((slot) => slot.slot),
-      ),
+      jobId: finalizeJobId(data.migrationId, data.slots),
     },
   };
 }

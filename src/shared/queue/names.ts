@@ -22,6 +22,11 @@ export interface SlotJobData {
   readonly replace?: boolean;
   /** How the slot moves (its migration's engine). Absent: keys, as for jobs added before engines. */
   readonly engine?: MigrationEngine;
+  /**
+   * How many times the stranded-slot sweep put this completed job back in the queue (absent: never).
+   * Its finalize job then takes an id of its own (finalizeJobId): the one it had may have ended.
+   */
+  readonly rerun?: number;
 }
 
 /** Job ids dedupe for free: enqueueing the same slot of the same migration twice adds nothing. */
@@ -43,9 +48,16 @@ export interface FinalizeJobData {
  * Names the batch by its slots: adding the same batch again (a re-run) adds nothing, and two
  * different batches never share an id, even when they start with the same slot.
  */
-export function finalizeJobId(migrationId: string, slots: readonly number[]): string {
-  const digest = createHash('sha1').update(slots.join(',')).digest('hex').slice(0, 12);
-  return `${migrationId}-final-${slots[0]}-${slots.length}-${digest}`;
+export function finalizeJobId(
+  migrationId: string,
+  slots: readonly Pick<SlotJobData, 'slot' | 'rerun'>[],
+): string {
+  // A slot run again by the stranded-slot sweep counts its reruns in: the same slots' earlier job may
+  // have completed (the control Redis lost the slot's end, not the job's), and adding a job under an
+  // ended job's id adds nothing, so the slot would wait for good.
+  const named = slots.map(({ slot, rerun }) => (rerun ? `${slot}.${rerun}` : String(slot)));
+  const digest = createHash('sha1').update(named.join(',')).digest('hex').slice(0, 12);
+  return `${migrationId}-final-${slots[0]?.slot}-${slots.length}-${digest}`;
 }
 
 /** "mig-<time base36>-<random hex>": sortable by creation, never all digits, never a colon. */
