@@ -6,10 +6,16 @@
  * openers say at once what they did.
  */
 import type { Logger } from '../shared/logger.js';
-import { OpeningState, type SlotOpenings } from '../shared/queue/migration-store.js';
+import { OpeningState, type SlotOpenings, TASK_CLAIM_GRACE_MS } from '../shared/queue/migration-store.js';
 
 /** How often the slots still held are looked at again: a block moves in tens of milliseconds. */
 export const OPENING_POLL_MS = 25;
+
+/**
+ * A read of the record that took longer than this waited for the control Redis: openers renew their
+ * claims every second (keys-mover.ts), and could not while it was away.
+ */
+export const OUTAGE_READ_MS = 1_000;
 
 interface Waiter {
   readonly slot: number;
@@ -24,6 +30,12 @@ export class OpeningWatch {
   private polling = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /**
+   * Until then a Free answer is not taken: the control Redis was away, so no opener could renew its
+   * claims, and a claim that lapsed meanwhile says nothing about its opener. Living openers renew
+   * within a second of its return; a dead one's claims lapse again within the grace after it.
+   */
+  private freeDistrustedUntil = 0;
 
   constructor(
     private readonly openings: Pick<SlotOpenings, 'openingStates'>,
@@ -75,16 +87,21 @@ export class OpeningWatch {
       for (const [migrationId, waiters] of [...this.waiting]) {
         const slots = [...new Set(waiters.map((waiter) => waiter.slot))];
         let states: OpeningState[];
+        const askedAt = Date.now();
         try {
           states = await this.openings.openingStates(migrationId, slots);
         } catch (error) {
           // The control Redis is away: the waiters keep waiting, and the next poll asks again.
           this.log.warn({ migrationId, err: (error as Error).message }, 'reading slots opened ahead');
+          this.distrustFree();
           continue;
         }
+        if (Date.now() - askedAt > OUTAGE_READ_MS) this.distrustFree();
+        const freeTrusted = Date.now() >= this.freeDistrustedUntil;
         const stateOf = new Map(slots.map((slot, index) => [slot, states[index]!]));
         this.settle(migrationId, (waiter) => {
           const state = stateOf.get(waiter.slot);
+          if (state === OpeningState.Free && !freeTrusted) return undefined;
           if (state !== OpeningState.Held) return state;
           if (!waiter.held) {
             waiter.held = true;
@@ -97,6 +114,10 @@ export class OpeningWatch {
       this.polling = false;
       if (this.waiting.size > 0) this.schedule(this.pollMs);
     }
+  }
+
+  private distrustFree(): void {
+    this.freeDistrustedUntil = Date.now() + TASK_CLAIM_GRACE_MS;
   }
 
   /** Resolves the waiters of a migration that decide() answers for, keeps the others. */

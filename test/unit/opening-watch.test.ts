@@ -3,9 +3,9 @@
  * record per poll, are woken at once by their own process' opener, and run their slots themselves
  * when the worker stops.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/shared/logger.js';
-import { OpeningState } from '../../src/shared/queue/migration-store.js';
+import { OpeningState, TASK_CLAIM_GRACE_MS } from '../../src/shared/queue/migration-store.js';
 import { OpeningWatch } from '../../src/workers/opening-watch.js';
 
 const log = createLogger({ level: 'silent', name: 'opening-watch-test' });
@@ -48,5 +48,41 @@ describe('OpeningWatch', () => {
     expect(await seven).toBe(OpeningState.HandedOn);
     watch.close();
     expect(await eight).toBe(OpeningState.Free);
+  });
+
+  describe('after the control Redis was away', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('takes no Free for the claims grace: no opener could renew meanwhile, a live one renews after', async () => {
+      vi.useFakeTimers();
+      let away = true;
+      const answers = new Map([
+        [1, OpeningState.Free],
+        [2, OpeningState.HandedOn],
+      ]);
+      const store = {
+        openingStates: async (_id: string, slots: readonly number[]) => {
+          if (away) throw new Error('Connection is closed.');
+          return slots.map((slot) => answers.get(slot)!);
+        },
+      };
+      const watch = new OpeningWatch(store, log, 5);
+      let lapsed: OpeningState | undefined;
+      let handedOn: OpeningState | undefined;
+      void watch.settled('m', 1, () => undefined).then((state) => (lapsed = state));
+      void watch.settled('m', 2, () => undefined).then((state) => (handedOn = state));
+      await vi.advanceTimersByTimeAsync(50);
+      away = false;
+      // Handed on is an answer whatever happened; a lapsed claim is not, within the grace.
+      await vi.advanceTimersByTimeAsync(50);
+      expect(handedOn).toBe(OpeningState.HandedOn);
+      await vi.advanceTimersByTimeAsync(TASK_CLAIM_GRACE_MS - 200);
+      expect(lapsed).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(200);
+      expect(lapsed).toBe(OpeningState.Free);
+      watch.close();
+    });
   });
 });
