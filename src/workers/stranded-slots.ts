@@ -28,7 +28,7 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { MigrationEngine, slotHasEnded } from '../shared/domain/migration.js';
+import { slotHasEnded } from '../shared/domain/migration.js';
 import { SlotStep } from '../shared/domain/slot-migration.js';
 import { formatSlotRanges } from '../shared/domain/slots.js';
 import { ErrorCode } from '../shared/errors.js';
@@ -36,6 +36,7 @@ import type { Logger } from '../shared/logger.js';
 import { type Metrics, SlotResult } from '../shared/metrics.js';
 import type { MigrationStore } from '../shared/queue/migration-store.js';
 import { type FinalizeJobData, migrateJobId, type SlotJobData } from '../shared/queue/names.js';
+import { moverFor } from './movers/slot-mover.js';
 
 /** How often the fleet looks: lost writes are rare, and a stranded slot waits this long at most. */
 export const SWEEP_MS = 30_000;
@@ -198,8 +199,7 @@ async function recordJobFailure(
   const message = `its migrate job failed outside the slot's own handling: ${job.failedReason || 'no reason given'}`;
   await deps.store.recordSlotError(migrationId, slot, { code: ErrorCode.JobFailed, message });
   if (await deps.store.setSlotStep(migrationId, cluster, slot, SlotStep.Failed)) {
-    const engine = job.data.engine ?? MigrationEngine.Keys;
-    deps.metrics.slotsFinished.inc({ cluster, result: SlotResult.Failed, engine });
+    deps.metrics.slotsFinished.inc({ cluster, result: SlotResult.Failed, engine: moverFor(job.data).engine });
   }
 }
 
