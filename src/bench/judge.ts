@@ -39,6 +39,8 @@ export interface RunResult {
   readonly workerPeakRssMb?: number;
   /** CPU seconds spent during the timed part, by process group: where the two cores went. */
   readonly cpuSeconds?: Readonly<Record<string, number>>;
+  /** Seconds the cluster's servers were runnable but waited for a CPU (a client waited with them). */
+  readonly cpuWaitSeconds?: Readonly<Record<string, number>>;
   /** What a client of the cluster saw meanwhile (PING round trips on every master). */
   readonly clientLatency?: ClientLatency;
   /** The role of each probed master, by port. */
@@ -142,6 +144,10 @@ function toolFigures(tool: ToolVariant, mine: readonly RunResult[]) {
     keysMoved,
     slotsMoved: ok[0]?.slotsMoved ?? 0,
     cpuSecondsPerRun: ok.map((result) => result.cpuSeconds ?? {}),
+    // Reports written before the bench read run queues have none (test/unit/fixtures).
+    ...(ok.some((result) => result.cpuWaitSeconds)
+      ? { cpuWaitSecondsPerRun: ok.map((result) => result.cpuWaitSeconds ?? {}) }
+      : {}),
     clientLatencyMs: {
       p99Median: median(latencies.map((latency) => latency.p99Ms)),
       maxMedian: median(latencies.map((latency) => latency.maxMs)),

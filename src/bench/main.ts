@@ -59,6 +59,7 @@ import {
   stopProcesses,
   verifyDataset,
 } from '../sandbox/index.js';
+import { NODE_SCRIPTS } from '../shared/cluster/slot-commands.js';
 import { type Config, loadConfig } from '../shared/config.js';
 import type { MigrationEngine } from '../shared/domain/migration.js';
 import { ownerOf, parseClusterNodes } from '../shared/domain/topology.js';
@@ -86,8 +87,9 @@ import {
   worstByRole,
 } from './judge.js';
 import { type ClientLatency, startLatencyProbes } from './latency-probe.js';
-import { cpuByGroup, cpuOfChildUntilExit, peakRssMb } from './proc-stats.js';
+import { cpuByGroup, cpuOfChildUntilExit, cpuWaitByGroup, peakRssMb } from './proc-stats.js';
 import { measureQueueFloor, type QueueFloorResult } from './queue-floor.js';
+import { scriptNamesBySha, slowlogCommand } from './slowlog.js';
 import {
   allTools,
   type CliFlavor,
@@ -137,6 +139,8 @@ interface BenchOptions {
   readonly workerLogDir: string;
   /** --commandstats: print each server's INFO commandstats after a slotfleet run (calls and usec). */
   readonly commandStats: boolean;
+  /** --slowlog MS: print what each master ran for MS or longer during a slotfleet run (SLOWLOG). */
+  readonly slowlogMs: number | undefined;
   /** The chosen server's CLI: what the CLI rows and the cluster check run. */
   readonly cli: { readonly path: string; readonly flavor: CliFlavor; readonly references: References };
 }
@@ -153,6 +157,7 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       // of the headline row.
       budgets: { type: 'string', default: '5,20' },
       commandstats: { type: 'boolean', default: false },
+      slowlog: { type: 'string' },
       // Where the workers and the API of each slotfleet run write their logs (default: a new
       // directory under the system's temporary directory, named at the start).
       'worker-log-dir': { type: 'string' },
@@ -193,6 +198,9 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
   ];
   if (budgetsMs.length > MAX_BUDGETS) throw new Error(`--budgets: at most ${MAX_BUDGETS}`);
   const workerEnv = parseWorkerEnv(values['worker-env']);
+  const slowlogMs = values.slowlog === undefined ? undefined : Number(values.slowlog);
+  if (slowlogMs !== undefined && !(slowlogMs > 0 && slowlogMs <= 10_000))
+    throw new Error(`--slowlog: milliseconds above 0, up to 10000, got "${values.slowlog}"`);
   const variantOptions = { budgetsMs, warmupSlots, workerEnv, cli: cli.flavor };
   const tools =
     values.tools === undefined
@@ -212,6 +220,7 @@ function parseOptions(cli: { path: string; flavor: CliFlavor }): BenchOptions {
       ...values['worker-node-args'].split(' ').filter((arg) => arg !== ''),
     ],
     commandStats: values.commandstats,
+    slowlogMs,
     workerLogDir: values['worker-log-dir'] ?? join(tmpdir(), `slotfleet-bench-${process.pid}-${Date.now()}`),
     cli: { ...cli, references: referencesOf(cli.flavor) },
   };
@@ -350,6 +359,9 @@ async function runCase(spec: MigrationCase, options: BenchOptions): Promise<Case
 function runText(result: RunResult): string {
   if (result.error) return `FAILED ${result.error}`;
   const cpu = result.cpuSeconds ? `, cpu s ${JSON.stringify(result.cpuSeconds)}` : '';
+  const cpuWait = result.cpuWaitSeconds
+    ? `, waited for a cpu s ${JSON.stringify(result.cpuWaitSeconds)}`
+    : '';
   const latency = result.clientLatency;
   const roles = Object.entries(worstByRole(result)).map(
     ([role, worst]) => `${role}s p99 ${worst.p99Ms} max ${worst.maxMs}`,
@@ -358,7 +370,7 @@ function runText(result: RunResult): string {
     ? `, client PING max ${latency.maxMs} ms p99 ${latency.p99Ms} ms${roles.length > 0 ? ` (worst ${roles.join(', ')} ms)` : ''}`
     : '';
   const engine = result.engine ? `, engine ${result.engine}` : '';
-  return `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, ${result.slotsMoved} slot${result.slotsMoved === 1 ? '' : 's'}, verified ${result.verified}${engine}${cpu}${waits}`;
+  return `${result.seconds.toFixed(2)} s, ${result.keysMoved} keys, ${result.slotsMoved} slot${result.slotsMoved === 1 ? '' : 's'}, verified ${result.verified}${engine}${cpu}${cpuWait}${waits}`;
 }
 
 /** A fresh cluster, seeded, with its empty masters added: what one run moves and where. */
@@ -388,6 +400,7 @@ interface Move {
   readonly seconds: number;
   readonly clientLatency: ClientLatency;
   readonly cpuSeconds: Record<string, number>;
+  readonly cpuWaitSeconds: Record<string, number>;
   readonly workerPeakRssMb?: number;
   /** What the tool says it moved (slotfleet's migration record), checked against the cluster. */
   readonly reported?: { readonly keys: number; readonly slots: number };
@@ -423,6 +436,7 @@ async function measure(spec: MigrationCase, tool: ToolVariant, options: BenchOpt
       verified,
       ...(move.workerPeakRssMb !== undefined ? { workerPeakRssMb: move.workerPeakRssMb } : {}),
       cpuSeconds: move.cpuSeconds,
+      cpuWaitSeconds: move.cpuWaitSeconds,
       clientLatency: move.clientLatency,
       roles: stage.roles,
       ...(move.engine !== undefined ? { engine: move.engine } : {}),
@@ -521,6 +535,7 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       workers: workers.map((worker) => worker.pid!),
     };
     const request = migrationRequest(stage, tool);
+    if (options.slowlogMs !== undefined) await resetSlowlogs(cluster.nodes, options.slowlogMs);
     const observed = await observe(stage, groups, 'api', async () => {
       const startedAtMs = Date.now();
       const created = await postMigration(apiUrl, request.path, request.payload);
@@ -534,12 +549,14 @@ async function moveWithSlotfleet(stage: Stage, tool: SlotfleetVariant, options: 
       await logCommandStats('cluster', cluster.nodes);
       await logCommandStats('control', [control]);
     }
+    if (options.slowlogMs !== undefined) await logSlowlogs(cluster.nodes, stage.roles, options.slowlogMs);
     await logPaces(control, config.queuePrefix, stage);
     return {
       // Until the migration's own end (its record's last update), not until the poll that saw it.
       seconds: (Date.parse(final.updatedAt) - startedAtMs) / 1000,
       clientLatency: observed.clientLatency,
       cpuSeconds: observed.cpuSeconds,
+      cpuWaitSeconds: observed.cpuWaitSeconds,
       workerPeakRssMb,
       reported: { keys: final.keysMoved, slots: created.slots },
       engine: final.engine,
@@ -623,6 +640,7 @@ async function moveWithCli(stage: Stage, tool: CliVariant, cli: BenchOptions['cl
     seconds: observed.value.seconds,
     clientLatency: observed.clientLatency,
     cpuSeconds: { ...observed.cpuSeconds, [cli.flavor.name]: round(observed.value.cliCpuSeconds) },
+    cpuWaitSeconds: observed.cpuWaitSeconds,
   };
 }
 
@@ -636,17 +654,34 @@ async function observe<T>(
   groups: Record<string, number[]>,
   selfGroup: string | undefined,
   timed: () => Promise<T>,
-): Promise<{ value: T; clientLatency: ClientLatency; cpuSeconds: Record<string, number> }> {
+): Promise<{
+  value: T;
+  clientLatency: ClientLatency;
+  cpuSeconds: Record<string, number>;
+  cpuWaitSeconds: Record<string, number>;
+}> {
+  // The cluster's servers only: their wait for a CPU is what their clients waited with them.
+  const servers = { cluster: groups.cluster ?? [], 'cluster targets': groups['cluster targets'] ?? [] };
+  const waitBefore = await cpuWaitByGroup(servers);
   const cpuBefore = await cpuByGroup(groups, selfGroup);
   const probe = startLatencyProbes(stage.cluster.nodes.map((node) => node.port));
   try {
     const value = await timed();
     const clientLatency = await probe.stop();
     const cpuAfter = await cpuByGroup(groups, selfGroup);
+    const waitAfter = await cpuWaitByGroup(servers);
     const cpuSeconds = Object.fromEntries(
       Object.keys(cpuAfter).map((group) => [group, round(cpuAfter[group]! - cpuBefore[group]!)]),
     );
-    return { value, clientLatency, cpuSeconds: { ...cpuSeconds, probe: clientLatency.probeCpuSeconds } };
+    const cpuWaitSeconds = Object.fromEntries(
+      Object.keys(waitAfter).map((group) => [group, round(waitAfter[group]! - waitBefore[group]!)]),
+    );
+    return {
+      value,
+      clientLatency,
+      cpuSeconds: { ...cpuSeconds, probe: clientLatency.probeCpuSeconds },
+      cpuWaitSeconds,
+    };
   } finally {
     // A run that failed midway leaves no probe behind (stopping twice is harmless).
     await probe.stop().catch(() => undefined);
@@ -976,6 +1011,68 @@ async function logCommandStats(group: string, servers: readonly RedisProcess[]):
   log(
     `  ${group} commandstats: ${top.map(([name, t]) => `${name} ${t.calls} calls ${Math.round(t.usec / 1000)} ms`).join('; ')}`,
   );
+}
+
+/** The cluster scripts' SHA1s, to name them in the slowlog. */
+const NODE_SCRIPT_NAMES = scriptNamesBySha(NODE_SCRIPTS);
+
+/** Entries kept per node: enough for every batch of a run above a few milliseconds. */
+const SLOWLOG_ENTRIES = 10_000;
+
+async function resetSlowlogs(servers: readonly RedisProcess[], thresholdMs: number): Promise<void> {
+  await Promise.all(
+    servers.map(async (server) => {
+      const client = server.client();
+      try {
+        await client.config('SET', 'slowlog-log-slower-than', String(Math.round(thresholdMs * 1000)));
+        await client.config('SET', 'slowlog-max-len', String(SLOWLOG_ENTRIES));
+        await client.call('SLOWLOG', 'RESET');
+      } finally {
+        client.disconnect();
+      }
+    }),
+  );
+}
+
+/**
+ * What the masters ran for the threshold or longer, by role and command (a script by its first
+ * command-like argument is not known, so EVALSHA shows as such): count, median and longest. A
+ * client that arrived as such a command began waited for all of it. Work outside commands (the
+ * cluster-config save in beforeSleep, a fork) is not in it.
+ */
+async function logSlowlogs(
+  servers: readonly RedisProcess[],
+  roles: Readonly<Record<number, NodeRole>>,
+  thresholdMs: number,
+): Promise<void> {
+  const byKind = new Map<string, number[]>();
+  for (const server of servers) {
+    const client = server.client();
+    try {
+      const entries = (await client.call('SLOWLOG', 'GET', String(SLOWLOG_ENTRIES))) as [
+        number,
+        number,
+        number,
+        Buffer[] | string[],
+      ][];
+      for (const [, , micros, args] of entries) {
+        const kind = `${roles[server.port] ?? 'other'} ${slowlogCommand(args.map(String), NODE_SCRIPT_NAMES)}`;
+        const durations = byKind.get(kind) ?? [];
+        durations.push(micros / 1000);
+        byKind.set(kind, durations);
+      }
+    } finally {
+      client.disconnect();
+    }
+  }
+  const lines = [...byKind]
+    .sort((a, b) => b[1].length - a[1].length)
+    .map(([kind, durations]) => {
+      const sorted = durations.sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)]!;
+      return `${kind}: ${sorted.length} x, median ${median.toFixed(1)} ms, longest ${sorted.at(-1)!.toFixed(1)} ms`;
+    });
+  log(`  commands of ${thresholdMs} ms or longer: ${lines.length > 0 ? lines.join('; ') : 'none'}`);
 }
 
 function log(line: string): void {

@@ -1,8 +1,9 @@
 /**
  * What the bench reads about its processes from Linux /proc: CPU seconds (utime + stime, with the
- * children it waited for) and peak RSS (VmHWM). A process that has exited reads as 0.
+ * children it waited for), seconds spent runnable but waiting for a CPU (schedstat) and peak RSS
+ * (VmHWM). A process that has exited reads as 0.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 
 /**
  * utime + stime of each process and of its children it waited for (Linux /proc), summed per group, in
@@ -23,6 +24,33 @@ export async function cpuByGroup(
     ...Object.fromEntries(entries),
     ...(selfGroup === undefined ? {} : { [selfGroup]: (own.user + own.system) / 1e6 }),
   };
+}
+
+/**
+ * Seconds the threads of each process spent runnable, waiting for a CPU (the run_delay of
+ * /proc/<pid>/task/<tid>/schedstat), summed per group. A server that waits for a CPU serves nobody
+ * meanwhile: on a machine whose cores are all busy, this is client latency no command shows.
+ */
+export async function cpuWaitByGroup(groups: Record<string, number[]>): Promise<Record<string, number>> {
+  const entries = await Promise.all(
+    Object.entries(groups).map(async ([group, pids]) => {
+      const seconds = await Promise.all(pids.map(cpuWaitSecondsOf));
+      return [group, seconds.reduce((sum, value) => sum + value, 0)] as const;
+    }),
+  );
+  return Object.fromEntries(entries);
+}
+
+async function cpuWaitSecondsOf(pid: number): Promise<number> {
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const delays = await Promise.all(
+    tids.map(async (tid) => {
+      const schedstat = await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').catch(() => '');
+      // Time on a CPU, time waiting on a run queue (both ns), timeslices run.
+      return Number(schedstat.split(' ')[1] ?? 0) || 0;
+    }),
+  );
+  return delays.reduce((sum, value) => sum + value, 0) / 1e9;
 }
 
 /** The CPU seconds of a child process, last read just before it exits (polled every 50 ms). */

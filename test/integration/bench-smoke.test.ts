@@ -92,6 +92,11 @@ describe('npm run bench', () => {
         expect(client.maxPerRun, `${name} ${tool}`).toHaveLength(1);
         expect(client.maxPerRun[0]).toBeGreaterThanOrEqual(client.p99PerRun[0]);
         expect(client.p99PerRun[0]).toBeGreaterThanOrEqual(0);
+        // How long the cluster's servers waited for a CPU meanwhile (their run-queue delay).
+        const waited = summary.tools[tool].cpuWaitSecondsPerRun[0];
+        expect(Object.keys(waited).sort(), `${name} ${tool}`).toEqual(['cluster', 'cluster targets']);
+        expect(waited.cluster).toBeGreaterThanOrEqual(waited['cluster targets']);
+        expect(waited['cluster targets']).toBeGreaterThanOrEqual(0);
         const byPort = Object.values(client.byPortPerRun[0]) as {
           role: string;
           p99Ms: number;

@@ -65,6 +65,7 @@ function recordedRuns(summary: CaseSummary): RunResult[] {
       >;
       const cpuSeconds = figures.cpuSecondsPerRun[run]!;
       const engines = 'enginePerRun' in figures ? figures.enginePerRun : undefined;
+      const cpuWaits = 'cpuWaitSecondsPerRun' in figures ? figures.cpuWaitSecondsPerRun : undefined;
       return {
         tool,
         seconds,
@@ -84,6 +85,7 @@ function recordedRuns(summary: CaseSummary): RunResult[] {
         roles: Object.fromEntries(Object.entries(byPort).map(([port, { role }]) => [port, role])),
         ...('workerPeakRssMb' in figures ? { workerPeakRssMb: figures.workerPeakRssMb } : {}),
         ...(engines?.[run] ? { engine: engines[run] } : {}),
+        ...(cpuWaits?.[run] ? { cpuWaitSeconds: cpuWaits[run] } : {}),
       };
     }),
   );
