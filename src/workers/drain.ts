@@ -106,6 +106,7 @@ async function drainRounds(
 ): Promise<{ moved: number; unrecorded: number }> {
   const { cluster, store, metrics, settings } = deps;
   let moved = 0;
+  const duty = new SourceDuty();
   for (let round = 0; ; round++) {
     if (round === 1) onSecondRound?.();
     if (round > 0 && (await deps.isPaused?.())) throw new PauseRequested();
@@ -138,6 +139,7 @@ async function drainRounds(
     let emptied = false;
     let bigKey: { name: Buffer; bytes: number } | undefined;
     let firstError: unknown;
+    duty.round(results.flatMap((result) => (result.status === 'fulfilled' ? [result.value.ranUs] : [])));
     for (const result of results) {
       if (result.status === 'fulfilled') {
         if (pacer && result.value.ranUs) {
@@ -177,7 +179,11 @@ async function drainRounds(
     if (roundMoved > 0 && deps.throttle) await deps.throttle(data, { keys: roundMoved, bytes: roundBytes });
     // The last round's count goes to the record with the slot's next step (one write for most
     // slots); a slot that takes more rounds shows its progress as it goes.
-    if (emptied && firstError === undefined) return { moved, unrecorded: roundMoved };
+    if (emptied && firstError === undefined) {
+      if (round > 0)
+        deps.log.debug({ keysMoved: moved, ...duty.summary() }, 'slot drained: how busy the source was');
+      return { moved, unrecorded: roundMoved };
+    }
     if (roundMoved > 0) {
       // Not waited for: the slot's end step, written later on the same connection, is.
       store
@@ -196,6 +202,41 @@ async function drainRounds(
           .catch((error: Error) => deps.log.warn({ err: error.message }, 'counting keys moved'));
       }
     }
+  }
+}
+
+/**
+ * How a drain of many rounds used its source, by the source's clock (the batch script's TIME): time
+ * in batches, when the source served nobody else, and time between a round's end and the next one's
+ * start (the worker's round trip, and the clients' turn). A slow drain of a hot slot shows which of
+ * the two it is.
+ */
+export class SourceDuty {
+  private rounds = 0;
+  private batches = 0;
+  private busyUs = 0;
+  private betweenUs = 0;
+  private lastEndUs: number | undefined;
+
+  /** One round's batches; those without the source's clock (no +time ACL rule) are not counted. */
+  round(ran: readonly ({ readonly start: number; readonly end: number } | undefined)[]): void {
+    const timed = ran.filter((run) => run !== undefined);
+    this.rounds++;
+    if (timed.length === 0) return;
+    const start = Math.min(...timed.map((run) => run.start));
+    if (this.lastEndUs !== undefined) this.betweenUs += Math.max(0, start - this.lastEndUs);
+    this.lastEndUs = Math.max(...timed.map((run) => run.end));
+    for (const run of timed) this.busyUs += run.end - run.start;
+    this.batches += timed.length;
+  }
+
+  summary(): { rounds: number; batches: number; sourceBusyMs: number; betweenRoundsMs: number } {
+    return {
+      rounds: this.rounds,
+      batches: this.batches,
+      sourceBusyMs: Math.round(this.busyUs / 1000),
+      betweenRoundsMs: Math.round(this.betweenUs / 1000),
+    };
   }
 }
 
