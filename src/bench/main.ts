@@ -1035,10 +1035,11 @@ async function resetSlowlogs(servers: readonly RedisProcess[], thresholdMs: numb
 }
 
 /**
- * What the masters ran for the threshold or longer, by role and command (a script by its first
- * command-like argument is not known, so EVALSHA shows as such): count, median and longest. A
- * client that arrived as such a command began waited for all of it. Work outside commands (the
- * cluster-config save in beforeSleep, a fork) is not in it.
+ * What the masters ran for the threshold or longer, by role and command (the cluster scripts by
+ * their names, see slowlog.ts; a command a script ran is an entry of its own too): count, median
+ * and longest. A client that arrived as such a command began waited for all of it. The time is the
+ * command's wall time, so a node that waited for a core meanwhile shows it; work outside commands
+ * (the cluster-config save in beforeSleep, a fork) is not in it.
  */
 async function logSlowlogs(
   servers: readonly RedisProcess[],
