@@ -5,7 +5,9 @@
  * control Redis loses do: a restart from an AOF short of its last second, or a Sentinel failover. A job
  * that runs across the loss keeps its lock (taken before it) and completes afterwards, while its
  * finalize job and its steps went with the lost writes. Nothing would run the slot again, and its
- * migration would never end.
+ * migration would never end. (So can a block opener's "handed on" stamp sent across the restart: it
+ * arrives, the finalize job added just before it does not. The job run again does not trust the
+ * stamp, see keys-mover.ts.)
  *
  * So one worker of the fleet at a time (a lock in the control Redis) looks every SWEEP_MS. The
  * active-slots hash of each cluster names every slot that a migration has not ended; those whose

@@ -4,7 +4,8 @@
  * found and its job put back in the queue; a slot whose job failed without recording it ends failed
  * with the job's reason; a slot ended, a slot whose finalize job waits, and a slot whose migrate job
  * waits are left alone; and only one worker sweeps per period. Then a worker of a real stack, whose
- * slot lost the writes that ended it, runs its job again and the migration ends done.
+ * slot lost the writes that ended it, runs its job again and the migration ends done, also when the
+ * opener's "handed on" for the slot outlived them.
  */
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -177,6 +178,33 @@ describe('a worker, after the control Redis lost the end of a slot', () => {
       expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
       const stranded = await stack.workers[0]!.metrics.slotsStranded.get();
       expect(stranded.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
+      await expectOwnersEverywhere(stack.cluster, new Map(moved.map((moving) => [moving, to!.id])));
+    } finally {
+      control.disconnect();
+      await migrate.close();
+    }
+  });
+
+  it('does not take the lost slot for handed on by its opener when only the stamp survived', async () => {
+    const [from, to] = await stack.cluster.masters();
+    const { id, moved } = await startReshard(stack, { from: [from!.id], to: to!.id, slots: 1 });
+    expect(await waitForMigration(stack, id)).toMatchObject({ state: 'done', errors: [] });
+    const slot = moved[0]!;
+    const prefix = stack.config.queuePrefix;
+    const connection = { host: stack.control.host, port: stack.control.port };
+    const migrate = new Queue<SlotJobData>(QueueName.MigrateSlot, { connection, prefix });
+    const control = stack.control.client();
+    try {
+      // The restart lost the finalize job and the slot's end; the opener's "handed on", sent across
+      // the restart, arrived. Taken at its word, the re-run would end at once, again and again.
+      await control.hset(`${prefix}:migration:${id}:slots`, String(slot), SlotStep.Migrating);
+      await control.hset(`${prefix}:active-slots:default`, String(slot), id);
+      await new MigrationStore(control, prefix).handOn(id, [slot]);
+
+      expect(await waitForMigration(stack, id, 20_000)).toMatchObject({ state: 'done', errors: [] });
+      const again = (await migrate.getJob(migrateJobId(id, slot)))!;
+      expect(again.data.rerun).toBe(1);
+      expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
       await expectOwnersEverywhere(stack.cluster, new Map(moved.map((moving) => [moving, to!.id])));
     } finally {
       control.disconnect();

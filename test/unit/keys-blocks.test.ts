@@ -137,6 +137,31 @@ describe('blocks of the keys engine', () => {
     }
   });
 
+  it('a job run again by the stranded-slot sweep does not trust "handed on": it adds the finalize job that was lost', async () => {
+    const { block, processors, ahead, deps } = blockWithOpener();
+    expect((await runAttempt(createMigrateProcessor(deps), migrateJob(block[0]!.data))).status).toBe(
+      'completed',
+    );
+    const handed = block[1]!;
+    expect(ahead.stamps.get(handed.slot)).toBe(OpeningState.HandedOn);
+    // A control Redis restart lost the finalize jobs; the stamps, sent across the restart, stayed.
+    processors.finalizeQueue.splice(0);
+
+    // Its own job, as it first ran: ends at the stamp, adds nothing.
+    expect((await runAttempt(createMigrateProcessor(deps), migrateJob(handed.data))).status).toBe(
+      'completed',
+    );
+    expect(processors.finalizeQueue).toEqual([]);
+    // Run again by the sweep: it looks at the cluster, finds the slot drained, adds its finalize job.
+    const rerun = { ...handed.data, rerun: 1 };
+    const again = await runAttempt(createMigrateProcessor(deps), migrateJob(rerun));
+    expect(again).toMatchObject({ status: 'completed', value: { keysMoved: 0 } });
+    expect(processors.finalizeQueue).toEqual([rerun]);
+    expect((await finalizeAll(deps, processors.finalizeQueue)).status).toBe('completed');
+    expect(movedProblems(cluster, handed, handed.data.target.id)).toEqual([]);
+    expect(store.stepOf(MIGRATION_ID, handed.slot)).toBe(SlotStep.Done);
+  });
+
   it('a slot whose drain fails in the opener goes back to its own job, which moves it', async () => {
     const { block, processors, ahead, deps } = blockWithOpener();
     const broken = block[2]!;

@@ -31,7 +31,14 @@ export const keysMover: SlotMover = {
   moveSlot: async (data, phase, deps) => {
     const ahead = deps.openAhead;
     if (ahead && phase === SlotPhase.Migrate && !data.repair) {
-      if ((await settled(data, ahead, deps)) === OpeningState.HandedOn) {
+      const state = await settled(data, ahead, deps);
+      // A job the stranded-slot sweep runs again does not take "handed on" at its word: the stamp can
+      // outlive the finalize job added before it (a control Redis restart that lost the job, with the
+      // stamp sent across the restart), and nothing else would then end the slot. It runs the slot
+      // from what the cluster says, which adds a finalize job if one is needed.
+      if (state === OpeningState.HandedOn && data.rerun) {
+        deps.log.info('slot run again after lost writes: its opener said handed on, the cluster decides');
+      } else if (state === OpeningState.HandedOn) {
         deps.log.debug('slot drained by the job that opened it');
         return { keysMoved: 0, step: SlotStep.Migrating, handedOn: true };
       }
