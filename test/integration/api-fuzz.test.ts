@@ -510,30 +510,47 @@ function payloadOf(
 
 // ---------------------------------------------------------------------------------------------
 
-/** A request that has not answered after this long has blocked the event loop (see startWatchdog). */
+/** A request that has not answered after this long has hung (see startWatchdog). */
 const WATCHDOG_MS = 60_000;
 
 /**
- * A handler stuck in a synchronous loop blocks the event loop, so neither the request nor vitest's
- * timeout can ever end the run. A worker thread watches instead: when the request in flight is
- * older than WATCHDOG_MS it prints that request (with fs.writeSync: the main thread relays nothing
- * now), kills the redis-servers of the stack and then this process.
+ * A request can hang two ways, and they need different catches. One that waits (on a reply, a promise
+ * that never settles) leaves the event loop running: the request's own deadline (answerWithin) fails
+ * the run, naming it and what the process still waits on. A handler stuck in a synchronous loop
+ * blocks the event loop, so neither that deadline nor vitest's timeout can ever end the run. A worker
+ * thread watches for that: the main thread stamps a heartbeat every HEARTBEAT_MS, and when the request
+ * in flight is older than WATCHDOG_MS and the heartbeat too, it prints the request and how long the
+ * loop has not run (with fs.writeSync: the main thread relays nothing now), kills the redis-servers of
+ * the stack and then this process.
  */
+const HEARTBEAT_MS = 250;
+
 async function startWatchdog(pids: readonly number[]) {
-  const shared = new SharedArrayBuffer(8 + 4 + 16_384);
+  const shared = new SharedArrayBuffer(8 + 8 + 4 + 16_384);
   const startedAt = new Float64Array(shared, 0, 1);
-  const length = new Int32Array(shared, 8, 1);
-  const text = new Uint8Array(shared, 12);
+  const heartbeat = new Float64Array(shared, 8, 1);
+  const length = new Int32Array(shared, 16, 1);
+  const text = new Uint8Array(shared, 20);
+  heartbeat[0] = Date.now();
+  const beat = setInterval(() => {
+    heartbeat[0] = Date.now();
+  }, HEARTBEAT_MS);
+  beat.unref();
   const worker = new Worker(
     `const { parentPort, workerData } = require('node:worker_threads');
     const { writeSync } = require('node:fs');
     const startedAt = new Float64Array(workerData.shared, 0, 1);
-    const length = new Int32Array(workerData.shared, 8, 1);
-    const text = new Uint8Array(workerData.shared, 12);
+    const heartbeat = new Float64Array(workerData.shared, 8, 1);
+    const length = new Int32Array(workerData.shared, 16, 1);
+    const text = new Uint8Array(workerData.shared, 20);
     setInterval(() => {
-      if (startedAt[0] === 0 || Date.now() - startedAt[0] < workerData.limitMs) return;
+      const now = Date.now();
+      if (startedAt[0] === 0 || now - startedAt[0] < workerData.limitMs) return;
+      // The loop still runs: the request waits, and its own deadline reports it.
+      if (now - heartbeat[0] < workerData.limitMs) return;
       const request = Buffer.from(text.slice(0, length[0])).toString();
-      writeSync(2, '\\napi-fuzz watchdog: no answer in ' + workerData.limitMs + ' ms, the event loop is blocked by\\n' + request + '\\n');
+      writeSync(2, '\\napi-fuzz watchdog: the event loop has not run for ' + (now - heartbeat[0]) +
+        ' ms, blocked during\\n' + request + '\\n');
       for (const pid of workerData.pids) { try { process.kill(pid, 'SIGKILL'); } catch {} }
       process.kill(process.pid, 'SIGKILL');
     }, 1000);
@@ -556,8 +573,39 @@ async function startWatchdog(pids: readonly number[]) {
     end() {
       startedAt[0] = 0;
     },
-    stop: () => worker.terminate(),
+    stop: () => {
+      clearInterval(beat);
+      return worker.terminate();
+    },
   };
+}
+
+class HungRequest extends Error {}
+
+/**
+ * The answer, or after WATCHDOG_MS an error naming the request and what the process still waits on
+ * (its sockets, timers...): a request that waits that long has hung, though the event loop runs.
+ */
+async function answerWithin<T>(answer: Promise<T>, description: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const resources = process.getActiveResourcesInfo();
+      const counts = new Map<string, number>();
+      for (const resource of resources) counts.set(resource, (counts.get(resource) ?? 0) + 1);
+      reject(
+        new HungRequest(
+          `no answer in ${WATCHDOG_MS} ms while the event loop ran (the request waits on something that ` +
+            `never answers): ${description}; the process waits on ${JSON.stringify(Object.fromEntries(counts))}`,
+        ),
+      );
+    }, WATCHDOG_MS);
+  });
+  try {
+    return await Promise.race([answer, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 describe('API under generated hostile input', () => {
@@ -573,6 +621,8 @@ describe('API under generated hostile input', () => {
   let expensiveBudget = EXPENSIVE_REQUESTS;
   let slowest = { ms: 0, request: '' };
   let watchdog: Awaited<ReturnType<typeof startWatchdog>> | undefined;
+  /** The first request that got no answer in time, as its deadline described it. */
+  let hung: string | undefined;
 
   beforeAll(async () => {
     stack = await startStack({
@@ -705,17 +755,29 @@ describe('API under generated hostile input', () => {
       fc.asyncProperty(requestSpec, async (spec) => {
         const request = buildRequest(spec);
         const sentAt = Date.now();
-        watchdog!.begin(
+        const description =
           `seed ${SEED}, request ${sent + 1}: ${request.method} ${request.url} ` +
-            `${JSON.stringify(request.headers)} body ${String(request.payload ?? '(none)')}`,
-        );
-        const response = await stack.api.app.inject({
-          method: request.method as 'GET',
-          url: request.url,
-          headers: request.headers,
-          ...(request.payload !== undefined ? { payload: request.payload } : {}),
-        });
-        watchdog!.end();
+          `${JSON.stringify(request.headers)} body ${String(request.payload ?? '(none)')}`;
+        // After a hang every request fails at once: shrinking must not wait out the deadline again.
+        if (hung !== undefined) throw new Error(`an earlier request hung: ${hung}`);
+        watchdog!.begin(description);
+        let response: Awaited<ReturnType<typeof stack.api.app.inject>>;
+        try {
+          response = await answerWithin(
+            stack.api.app.inject({
+              method: request.method as 'GET',
+              url: request.url,
+              headers: request.headers,
+              ...(request.payload !== undefined ? { payload: request.payload } : {}),
+            }),
+            description,
+          );
+        } catch (error) {
+          if (error instanceof HungRequest) hung = error.message;
+          throw error;
+        } finally {
+          watchdog!.end();
+        }
         sent += 1;
         const tookMs = Date.now() - sentAt;
         if (tookMs > slowest.ms)
