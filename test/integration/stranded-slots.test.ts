@@ -150,7 +150,11 @@ describe('a worker, after the control Redis lost the end of a slot', () => {
     await stack?.stop();
   });
 
-  it('runs the completed job of the slot again, and the migration ends done', async () => {
+  /**
+   * A one-slot reshard ends done; then a restart loses the writes that ended it, and `lose` whatever
+   * else it lost or kept; the sweep must have the slot's job run again and the migration end done.
+   */
+  async function loseTheEndAndRecover(lose: (control: Redis, id: string, slot: number) => Promise<void>) {
     const [from, to] = await stack.cluster.masters();
     // One slot: its first finalize job held it alone, so the re-run asks for a job of the same id.
     const { id, moved } = await startReshard(stack, { from: [from!.id], to: to!.id, slots: 1 });
@@ -166,8 +170,7 @@ describe('a worker, after the control Redis lost the end of a slot', () => {
       // and its claim from before the finalizer ended it.
       await control.hset(`${prefix}:migration:${id}:slots`, String(slot), SlotStep.Migrating);
       await control.hset(`${prefix}:active-slots:default`, String(slot), id);
-      const view = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
-      expect(view.json()).toMatchObject({ state: 'running' });
+      await lose(control, id, slot);
 
       expect(await waitForMigration(stack, id, 20_000)).toMatchObject({ state: 'done', errors: [] });
       const again = (await migrate.getJob(migrateJobId(id, slot)))!;
@@ -176,39 +179,27 @@ describe('a worker, after the control Redis lost the end of a slot', () => {
       expect(again.data.rerun).toBe(1);
       expect(await again.getState()).toBe('completed');
       expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
-      const stranded = await stack.workers[0]!.metrics.slotsStranded.get();
-      expect(stranded.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
       await expectOwnersEverywhere(stack.cluster, new Map(moved.map((moving) => [moving, to!.id])));
     } finally {
       control.disconnect();
       await migrate.close();
     }
+  }
+
+  it('runs the completed job of the slot again, and the migration ends done', async () => {
+    await loseTheEndAndRecover(async (_control, id) => {
+      const view = await stack.api.app.inject({ method: 'GET', url: `/v1/migrations/${id}` });
+      expect(view.json()).toMatchObject({ state: 'running' });
+    });
+    const stranded = await stack.workers[0]!.metrics.slotsStranded.get();
+    expect(stranded.values).toEqual([{ labels: { cluster: 'default' }, value: 1 }]);
   });
 
   it('does not take the lost slot for handed on by its opener when only the stamp survived', async () => {
-    const [from, to] = await stack.cluster.masters();
-    const { id, moved } = await startReshard(stack, { from: [from!.id], to: to!.id, slots: 1 });
-    expect(await waitForMigration(stack, id)).toMatchObject({ state: 'done', errors: [] });
-    const slot = moved[0]!;
-    const prefix = stack.config.queuePrefix;
-    const connection = { host: stack.control.host, port: stack.control.port };
-    const migrate = new Queue<SlotJobData>(QueueName.MigrateSlot, { connection, prefix });
-    const control = stack.control.client();
-    try {
-      // The restart lost the finalize job and the slot's end; the opener's "handed on", sent across
-      // the restart, arrived. Taken at its word, the re-run would end at once, again and again.
-      await control.hset(`${prefix}:migration:${id}:slots`, String(slot), SlotStep.Migrating);
-      await control.hset(`${prefix}:active-slots:default`, String(slot), id);
-      await new MigrationStore(control, prefix).handOn(id, [slot]);
-
-      expect(await waitForMigration(stack, id, 20_000)).toMatchObject({ state: 'done', errors: [] });
-      const again = (await migrate.getJob(migrateJobId(id, slot)))!;
-      expect(again.data.rerun).toBe(1);
-      expect(await control.hlen(`${prefix}:active-slots:default`)).toBe(0);
-      await expectOwnersEverywhere(stack.cluster, new Map(moved.map((moving) => [moving, to!.id])));
-    } finally {
-      control.disconnect();
-      await migrate.close();
-    }
+    // The restart lost the finalize job too; the opener's "handed on", sent across the restart,
+    // arrived. Taken at its word, the re-run would end at once, again at every sweep.
+    await loseTheEndAndRecover((control, id, slot) =>
+      new MigrationStore(control, stack.config.queuePrefix).handOn(id, [slot]),
+    );
   });
 });
